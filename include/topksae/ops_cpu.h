@@ -1,0 +1,82 @@
+// The CPU backend: the reference twin of every op (the CUDA twins in kernels/ carry the same names
+// in namespace topksae::cuda). Float32, row-major, OpenMP over rows where a loop is hot.
+// The formulas are those of shared/spec/MATH.md (sae_lens 6.13.1 TopKSAE).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "topksae/sae.h"
+
+namespace topksae::cpu {
+
+// ---- sparse representations of the codes z [rows, d_sae] ------------------------------------
+// Top-k pairs: each row's k selected latents, values after ReLU, sorted by value descending
+// (ties: lower index first). A selected latent whose pre-activation was <= 0 keeps its slot with
+// value 0, which is why L0 can be < k.
+struct TopKCodes {
+  int64_t rows = 0, k = 0, d_sae = 0;
+  std::vector<int32_t> indices;  // [rows, k]
+  std::vector<float> values;     // [rows, k]
+};
+// Compressed sparse rows; zeros dropped.
+struct Csr {
+  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> indptr;   // [rows + 1]
+  std::vector<int32_t> indices;  // [nnz]
+  std::vector<float> values;     // [nnz]
+};
+// Coordinate list, row-major order; zeros dropped.
+struct Coo {
+  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> row;      // [nnz]
+  std::vector<int32_t> col;      // [nnz]
+  std::vector<float> values;     // [nnz]
+};
+
+Csr topk_to_csr(const TopKCodes& codes);
+Coo topk_to_coo(const TopKCodes& codes);
+std::vector<float> topk_to_dense(const TopKCodes& codes);  // [rows, d_sae]
+
+// ---- dense building blocks --------------------------------------------------------------------
+// C[M,N] = beta*C + A[M,K] @ B[K,N], all row-major. beta is 0 or 1.
+void gemm(const float* A, const float* B, float* C, int64_t M, int64_t K, int64_t N, float beta);
+
+// Per-row statistics of the input normalisation, kept to undo it on the output.
+// constant_norm_rescale: scale = c_b; layer_norm: scale = std_b (without eps), shift = mu_b.
+struct NormStats {
+  std::vector<float> scale;  // [rows]
+  std::vector<float> shift;  // [rows]
+};
+// x [B, d_in] -> out [B, d_in] (out may alias x).
+void normalize_in(Normalize mode, const float* x, int64_t B, int64_t d_in, float* out, NormStats* stats);
+// Undoes normalize_in on a reconstruction in place.
+void normalize_out(Normalize mode, float* xhat, int64_t B, int64_t d_in, const NormStats& stats);
+
+// u = normalize_in(x) - a * b_dec, u [B, d_in].
+void process_sae_in(const Sae& sae, const float* x, int64_t B, float* u, NormStats* stats);
+// h = u @ W_enc + b_enc, h [B, d_sae]: the pre-activations.
+void encode_pre(const Sae& sae, const float* u, int64_t B, float* h);
+// Per row of h [B, n]: the k largest RAW values (before ReLU), sorted descending, ties to the
+// lower index. idx/val [B, k]. Also used by AuxK over a masked h.
+void topk_select(const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, float* val);
+
+// ---- the TopK SAE ops ---------------------------------------------------------------------------
+// x [B, d_in] -> top-k pairs (values after ReLU).
+TopKCodes encode_topk(const Sae& sae, const float* x, int64_t B);
+// x [B, d_in] -> z [B, d_sae] dense.
+std::vector<float> encode_dense(const Sae& sae, const float* x, int64_t B);
+
+// Decode without the output normalisation: out [B, d_in] = z @ W_dec + b_dec.
+void decode_dense(const Sae& sae, const float* z, int64_t B, float* out);
+void decode_topk(const Sae& sae, const TopKCodes& codes, float* out);
+void decode_csr(const Sae& sae, const Csr& csr, float* out);
+void decode_coo(const Sae& sae, const Coo& coo, float* out);
+
+// Full forward: x [B, d_in] -> out [B, d_in]: encode, decode, undo normalisation; with
+// use_error_term the output is xhat + (x - xhat), as sae_lens computes it.
+void forward(const Sae& sae, const float* x, int64_t B, float* out, bool use_error_term = false);
+
+// Refused for TopK SAEs: rescaling decoder rows would change which latents win the top-k.
+[[noreturn]] void fold_W_dec_norm(Sae& sae);
+
+}  // namespace topksae::cpu
