@@ -1,0 +1,38 @@
+// sae_lens SAE directories: sae_weights.safetensors + cfg.json (+ sparsity.safetensors), as
+// sae_lens 6.13.1 `save_inference_model` writes them and `SAE.load_from_disk` reads them
+// (shared/spec/FORMATS.md). Implemented in src/io/sae_dir.cpp.
+#pragma once
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "topksae/sae.h"
+
+namespace topksae {
+
+// What a directory holds besides the weights.
+struct SaeDirExtras {
+  // cfg.json "metadata" fields the user knows (model_name, hook_name, dataset_path, ...), kept as
+  // JSON text per key so that null / numbers / strings survive a round trip unchanged.
+  std::map<std::string, std::string> metadata_json;
+  // Training config keys present in a checkpoint's cfg.json (decoder_init_norm, ...), as JSON text.
+  std::map<std::string, std::string> training_json;
+  // sparsity.safetensors "sparsity" [d_sae] (log10 feature density), when present.
+  std::optional<std::vector<float>> sparsity;
+  // activation_scaler.json {"scaling_factor": s} of a training checkpoint (nullopt: null / absent).
+  std::optional<float> scaling_factor;
+};
+
+// Loads a directory; the weights are converted to f32 whatever cfg.dtype says. Throws Error that
+// names the file and the problem: missing file, a non-"topk" architecture (named), a missing
+// cfg field, shapes that disagree with the config, unexpected or missing weight keys.
+Sae load_sae_dir(const std::filesystem::path& dir, SaeDirExtras* extras = nullptr);
+
+// Writes a directory that sae_lens loads: weights stored in sae.cfg.dtype, every file written to
+// a temporary name and renamed into place (a crash never leaves a half-written file).
+// Creates dir if needed; existing files of the same names are replaced.
+void save_sae_dir(const std::filesystem::path& dir, const Sae& sae, const SaeDirExtras& extras = {});
+
+}  // namespace topksae
