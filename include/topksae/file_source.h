@@ -6,6 +6,7 @@
 // Rows carry stable ids (their index in the concatenation of the shards, in file-name order),
 // which is what lets the shuffling buffer (shuffle_buffer.h) checkpoint its contents as ids.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -78,13 +79,14 @@ class FileSource : public IndexedSource {
   void seek(const std::string& position) override;  // Error if it describes other data
   std::string describe() const override;
 
-  int64_t skipped() const { return skipped_; }
+  int64_t skipped() const { return skipped_.load(); }
   int64_t epoch() const { return epoch_; }  // completed passes over the data
 
  private:
   std::shared_ptr<const FileDataset> data_;
   FileSourceOptions opts_;
-  int64_t cursor_ = 0, epoch_ = 0, skipped_ = 0;
+  int64_t cursor_ = 0, epoch_ = 0;
+  std::atomic<int64_t> skipped_{0};  // read by the main thread while a prefetch thread reads
 };
 
 // The source a command line describes: a FileSource over `path` (shared by train, eval, encode).

@@ -191,7 +191,7 @@ void FileSource::read_ids(const int64_t* ids, int64_t n, float* out) const {
 
 std::string FileSource::position() const {
   nlohmann::json j = {{"source", "files"}, {"rows", data_->rows()}, {"d_in", data_->d_in()},
-                      {"cursor", cursor_},  {"epoch", epoch_},       {"skipped", skipped_}};
+                      {"cursor", cursor_},  {"epoch", epoch_},       {"skipped", skipped_.load()}};
   return j.dump();
 }
 

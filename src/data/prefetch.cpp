@@ -100,11 +100,10 @@ int64_t PrefetchSource::next(float* out, int64_t rows) {
 }
 
 std::string PrefetchSource::position() const {
-  nlohmann::json j;
-  j["source"] = "prefetch";
-  j["inner"] = nlohmann::json::parse(have_cur_ ? cur_.pos_before : pos_);
-  j["skip"] = have_cur_ ? cur_off_ : 0;
-  return j.dump();
+  // Built by concatenation: the trainer asks after every step and the inner position can be large
+  // (a shuffle buffer's ids), so it is not parsed and re-serialised here.
+  return concat("{\"source\":\"prefetch\",\"skip\":", have_cur_ ? cur_off_ : 0,
+                ",\"inner\":", have_cur_ ? cur_.pos_before : pos_, "}");
 }
 
 void PrefetchSource::seek(const std::string& position) {
