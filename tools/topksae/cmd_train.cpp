@@ -209,6 +209,8 @@ void run_train(TrainArgs& a) {
   } else {
     TOPKSAE_CHECK(!a.out.empty(), "--out DIR is required (where the SAE directory goes)");
     out = a.out;
+    TOPKSAE_CHECK(a.overwrite || !fs::exists(out), "--out ", out.string(), " exists; pass --overwrite to replace it, or --resume ",
+                  out.string(), " to continue its run");
     checkpoint = out / "checkpoint";
     if (data.path.empty()) synthetic_preset(cfg);
     TOPKSAE_CHECK(!(a.synthetic && !data.path.empty()), "--synthetic and --data exclude each other");
