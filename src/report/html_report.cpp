@@ -66,8 +66,10 @@ std::string svg_line_chart(const std::string& title, const std::vector<std::pair
   if (x1 <= x0) x1 = x0 + 1;
   if (y1 <= y0) y0 -= 0.5, y1 += 0.5;
   double pad = 0.05 * (y1 - y0);
+  const bool non_negative = !log_y && y0 >= 0;
   y0 -= pad;
   y1 += pad;
+  if (non_negative && y0 < 0) y0 = 0;  // counts and losses: no negative axis
   auto X = [&](double x) { return ML + (x - x0) / (x1 - x0) * (W - ML - MR); };
   auto Y = [&](double y) { return MT + (y1 - y) / (y1 - y0) * (H - MT - MB); };
   os << "<g font-family=\"sans-serif\" font-size=\"11\" fill=\"#444\">";

@@ -9,6 +9,7 @@ drives the binary, and checks what it wrote. Cases are small: seconds each on 2 
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from xml.etree import ElementTree
 
 BIN = sys.argv[1]
 CASE = sys.argv[2]
@@ -163,6 +165,8 @@ def case_synthetic_run(tmp):
         html = f.read()
     fail_unless(html.count("<svg") >= 5 and "Recovery of the planted features" in html, "report lacks charts/recovery")
     fail_unless("https://" not in html and "<script" not in html and "<link" not in html, "report is not self-contained")
+    for svg in re.findall(r"<svg.*?</svg>", html, re.S):
+        ElementTree.fromstring(svg)  # every chart is well-formed XML (a browser would show nothing otherwise)
     with open(f"{out}/cfg.json") as f:
         cfg = json.load(f)
     fail_unless(cfg["d_sae"] == 64 and cfg["k"] == 4 and cfg["normalize_activations"] == "none", f"cfg.json: {cfg}")
