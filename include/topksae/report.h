@@ -36,6 +36,9 @@ class ProgressPrinter {
   // tty: redraw one line with '\r' (at most ~10 times a second); otherwise print a plain line every
   // `plain_every_s` seconds and at the last step.
   ProgressPrinter(std::ostream& os, bool tty, double plain_every_s = 10.0);
+  // Starts the clock for tokens/s and ETA (tokens already trained: a resumed run). Optional:
+  // without it the first update() starts the clock.
+  void begin(int64_t tokens_done);
   void update(const ProgressSample& s);
   // Ends the bar's line (tty). Call before printing anything else.
   void finish();

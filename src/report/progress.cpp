@@ -55,6 +55,11 @@ std::string format_progress(const ProgressSample& s, double tokens_per_s, double
 ProgressPrinter::ProgressPrinter(std::ostream& os, bool tty, double plain_every_s)
     : os_(os), tty_(tty), every_s_(plain_every_s), start_(clock::now()), last_print_(start_) {}
 
+void ProgressPrinter::begin(int64_t tokens_done) {
+  start_tokens_ = tokens_done;
+  start_ = clock::now();
+}
+
 void ProgressPrinter::update(const ProgressSample& s) {
   auto now = clock::now();
   if (start_tokens_ < 0) {

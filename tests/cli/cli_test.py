@@ -327,6 +327,7 @@ def case_bad_inputs(tmp):
     expect_error("k_typo", "train", *SMALL_SYN, "--config", f"{tmp}/unknown.json", "--out", f"{tmp}/o11")
     expect_error("cuda", "train", *SMALL_SYN, "--device", "cuda", "--out", f"{tmp}/o12")
     expect_error("no run.json", "train", "--resume", f"{tmp}/good")
+    expect_error("--k cannot change on --resume", "train", "--resume", sae, "--k", 3)
     # --overwrite never deletes a directory that is not ours
     os.makedirs(f"{tmp}/precious")
     with open(f"{tmp}/precious/thesis.tex", "w") as f:

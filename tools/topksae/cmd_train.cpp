@@ -81,6 +81,7 @@ struct DataSpec {
 
 struct TrainArgs {
   std::vector<std::function<void(TrainConfig&)>> set_flags;  // one per training flag, applied if given
+  std::vector<CLI::Option*> run_defining;  // options fixed by run.json once a run exists
   CLI::App* cmd = nullptr;
   std::string config_file, init, out, resume, device = "auto", metrics_log, report;
   std::string model_name, hook_name, dataset_path;
@@ -144,9 +145,17 @@ extern "C" void on_sigint(int) {
   std::signal(SIGINT, SIG_DFL);
 }
 
-std::unique_ptr<ActivationSource> make_source(const DataSpec& d, const TrainConfig& cfg, FileSource** files) {
+// The stream the trainer reads: files (through the mixing buffer unless --shuffle none) or the
+// synthetic source, behind the prefetch thread. *files / *syn point into it for reporting.
+std::unique_ptr<ActivationSource> make_source(const DataSpec& d, const TrainConfig& cfg, FileSource** files,
+                                              SyntheticSource** syn) {
   *files = nullptr;
-  if (d.path.empty()) return std::make_unique<SyntheticSource>(d.synthetic);
+  *syn = nullptr;
+  if (d.path.empty()) {
+    auto s = std::make_unique<SyntheticSource>(d.synthetic);
+    *syn = s.get();
+    return std::make_unique<PrefetchSource>(std::move(s), cfg.batch_size, 4);
+  }
   auto fsrc = open_file_source(d.path, d.tensor, {.skip_nonfinite = d.skip_nonfinite, .loop = d.loop});
   *files = fsrc.get();
   std::unique_ptr<ActivationSource> src;
@@ -192,6 +201,10 @@ void run_train(TrainArgs& a) {
     if (!fs::exists(r / "run.json") && fs::exists(r.parent_path() / "run.json")) r = r.parent_path();
     TOPKSAE_CHECK(fs::exists(r / "run.json"), "--resume ", a.resume, ": no run.json there (expected a directory written by "
                   "topksae train --out)");
+    for (CLI::Option* o : a.run_defining)
+      TOPKSAE_CHECK(o->count() == 0 || o->get_name() == "--training-tokens", o->get_name(),
+                    " cannot change on --resume (the run's settings come from ", (r / "run.json").string(),
+                    "); only --training-tokens may");
     out = r;
     checkpoint = r / "checkpoint";
     TOPKSAE_CHECK(fs::exists(checkpoint / "trainer_state.json"), "--resume ", a.resume,
@@ -232,7 +245,8 @@ void run_train(TrainArgs& a) {
   resolve_device(a.device, false, "training");
 
   FileSource* files = nullptr;
-  std::unique_ptr<ActivationSource> src = make_source(data, cfg, &files);
+  SyntheticSource* syn = nullptr;
+  std::unique_ptr<ActivationSource> src = make_source(data, cfg, &files, &syn);
   if (!data.path.empty()) {
     TOPKSAE_CHECK(cfg.d_in == 0 || cfg.d_in == src->d_in() || resuming, "--d-in ", cfg.d_in, " disagrees with the data (",
                   src->describe(), ")");
@@ -295,7 +309,15 @@ void run_train(TrainArgs& a) {
   } else if (init) {
     // Start from the given weights: write them as the step-0 checkpoint and resume from it.
     TrainState st = TrainState::initial(cfg);
-    st.params = from_sae_params(init->params);
+    SaeParams p = init->params;
+    if (cfg.normalize_activations == Normalize::expected_average_only_in) {
+      // The given weights work on raw inputs; training runs on s*x. Estimate s as the trainer
+      // would (same batches consumed) and unfold it: W_enc /= s, W_dec *= s, b_dec *= s.
+      double s = cpu::estimate_scaling_factor(*src, cfg.d_in, cfg.batch_size, cfg.n_batches_for_norm_estimate);
+      cpu::fold_scaling_factor(&p, 1.0 / s);
+      st.scaling_factor = s;
+    }
+    st.params = from_sae_params(p);
     st.data_position = src->position();
     save_checkpoint(checkpoint, cfg, st, extras);
     trainer.resume(checkpoint);
@@ -326,6 +348,7 @@ void run_train(TrainArgs& a) {
     }
   };
 
+  progress.begin(trainer.state().n_training_samples);
   g_interrupted = false;
   auto old_handler = std::signal(SIGINT, on_sigint);
   bool dry = false;
@@ -344,7 +367,9 @@ void run_train(TrainArgs& a) {
       if (!save_ckpt()) throw Error("interrupted, and the checkpoint could not be written (see above)");
       std::cerr << "checkpoint written to " << checkpoint.string() << "; continue with: topksae train --resume "
                 << out.string() << "\n";
-      std::exit(130);
+      // Exit status 130 (as a shell reports SIGINT) after unwinding, so the prefetch thread is
+      // joined and every file closed: main() returns a CLI::RuntimeError's code silently.
+      throw CLI::RuntimeError(130);
     }
     if (ckpt_steps > 0 && step % ckpt_steps == 0 && !trainer.done()) save_ckpt();
   }
@@ -355,6 +380,7 @@ void run_train(TrainArgs& a) {
               << " steps (pass --loop-data to make several passes over it)\n";
   if (files && files->skipped()) std::cout << "skipped " << files->skipped() << " rows holding NaN or Inf\n";
 
+  if (ckpt_steps > 0 && last_ckpt_step != trainer.state().step) save_ckpt();  // so --resume can extend the run
   trainer.save_final(out);
   std::cout << "saved the SAE to " << out.string() << " (step " << trainer.state().step << ", "
             << trainer.state().n_training_samples << " tokens)\n";
@@ -380,8 +406,7 @@ void run_train(TrainArgs& a) {
     rc.summary.emplace_back("dead latents", concat(last.dead_features, " / ", cfg.d_sae));
   }
   if (trainer.state().stats.n_frac_active > 0) rc.density = density_histogram(log_feature_sparsity(trainer.state().stats));
-  if (data.path.empty()) {
-    auto* syn = dynamic_cast<SyntheticSource*>(src.get());
+  if (syn) {
     Sae fin = final_sae(cfg, trainer.state());
     RecoveryReport r = feature_recovery(syn->dictionary(), syn->config().n_features, fin.params.W_dec, cfg.d_sae, cfg.d_in);
     std::cout << r.summary() << "\n";
@@ -403,6 +428,7 @@ template <typename T, typename Set>
 CLI::Option* train_flag(TrainArgs* a, const char* name, const char* help, Set set) {
   auto v = std::make_shared<T>();
   CLI::Option* o = a->cmd->add_option(name, *v, help);
+  a->run_defining.push_back(o);
   a->set_flags.push_back([o, v, set](TrainConfig& c) {
     if (o->count()) set(c, *v);
   });
@@ -474,6 +500,9 @@ CommandRegistration reg([](CLI::App& app) {
   train_flag<uint64_t>(A, "--seed", "initialisation and shuffling seed (default 42)",
                        [](TrainConfig& c, uint64_t v) { c.seed = v; });
   cmd->add_option("--config", A->config_file, "JSON file of training config keys (sae_lens names); flags override it");
+  for (const char* n : {"--data", "--synthetic", "--tensor", "--shuffle", "--buffer-batches", "--skip-nonfinite",
+                        "--loop-data", "--synthetic-features", "--synthetic-seed", "--config"})
+    A->run_defining.push_back(cmd->get_option(n));
   // ---- metadata written into cfg.json
   cmd->add_option("--model-name", A->model_name, "cfg.json metadata: the model the activations come from");
   cmd->add_option("--hook-name", A->hook_name, "cfg.json metadata: the hook point");
@@ -493,6 +522,8 @@ CommandRegistration reg([](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--stop-after-steps", A->stop_after_steps, "act as if Ctrl-C came after this many steps (for tests)")
       ->group("");
+  for (const char* n : {"--init", "--model-name", "--hook-name", "--dataset-path"})
+    A->run_defining.push_back(cmd->get_option(n));
   cmd->callback([a] { run_train(*a); });
 });
 }  // namespace
