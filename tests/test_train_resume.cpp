@@ -142,6 +142,14 @@ TEST(TrainResume, OverwritesThePreviousCheckpointAndRefusesAnotherConfig) {
   }
   EXPECT_THROW(load_checkpoint(tmp.path / "run", nullptr), Error);
   EXPECT_THROW(load_checkpoint(tmp.path / "missing", nullptr), Error);
+  // A save interrupted between its two renames: the message points at <dir>.old.
+  fs::rename(tmp.path / "run", tmp.path / "run.old");
+  try {
+    load_checkpoint(tmp.path / "run", nullptr);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("run.old"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TrainResume, FinalSaveIsFoldedAndLoads) {

@@ -164,7 +164,20 @@ void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainSta
 
 TrainState load_checkpoint(const fs::path& dir, TrainConfig* cfg_out) {
   const fs::path json_path = dir / kStateJson;
-  TOPKSAE_CHECK(fs::exists(json_path), dir.string(), " is not a training checkpoint (no ", kStateJson, ")");
+  if (!fs::exists(json_path)) {
+    fs::path base = dir;
+    if (!base.has_filename()) base = base.parent_path();
+    fs::path tmp = base, old = base;
+    tmp += ".tmp";
+    old += ".old";
+    // save_checkpoint writes <dir>.tmp completely, moves <dir> to <dir>.old, renames <dir>.tmp to
+    // <dir>: a crash between the two renames leaves both complete.
+    if (fs::exists(old / kStateJson) || fs::exists(tmp / kStateJson))
+      TOPKSAE_FAIL(dir.string(), " is missing: a checkpoint save was interrupted. The previous checkpoint is ",
+                   old.string(), (fs::exists(tmp / kStateJson) ? concat(" and the new one is ", tmp.string()) : ""),
+                   "; rename one of them to ", dir.string(), " to resume");
+    TOPKSAE_FAIL(dir.string(), " is not a training checkpoint (no ", kStateJson, ")");
+  }
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_all(json_path, size_t(16) << 20));
