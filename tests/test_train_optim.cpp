@@ -181,9 +181,6 @@ TEST(TrainConfigTest, ValidateNamesTheField) {
   };
   TrainConfig ok = sched(LrScheduler::constant, 10, 0, 0);
   TrainConfig c = ok;
-  c.rescale_acts_by_decoder_norm = true;
-  expect_msg(c, "rescale_acts_by_decoder_norm");
-  c = ok;
   c.normalize_activations = Normalize::layer_norm;
   expect_msg(c, "normalize_activations");
   c = ok;

@@ -7,6 +7,9 @@
 // and then db_dec = sum_b g_b + sum_b ga_b - a * sum_b du_b, where
 //   sum_b du_b = sum_b sum_j dh_bj W_enc[:, j] = W_enc @ db_enc   (no per-token du needed).
 // A latent that is in both S_b and T_b has two entries for b: its contributions add.
+// With rescale_acts_by_decoder_norm the coefficient of W_dec[j] is relu(h n_j) / n_j, which is
+// relu(h) as a function: its derivative in h is [h > 0] and its derivative through n_j = ||W_dec[j]||
+// is zero, so the same formulas hold with the forward's z and za (the FD test checks this).
 #include <algorithm>
 
 #include "cpu/train_detail.h"

@@ -62,6 +62,23 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   for (int64_t b = 0; b < B; ++b) std::copy(p.b_enc.begin(), p.b_enc.end(), f->h.begin() + b * n);
   detail::gemm_acc(f->u.data(), p.W_enc.data(), f->h.data(), B, d, n);
 
+  // rescale_acts_by_decoder_norm (sae_lens 6.14): hidden_pre = h * ||W_dec[j]||; the decode
+  // multiplies the activations by 1 / ||W_dec[j]|| (as sae_lens does, rather than dividing).
+  const bool rescale = cfg.rescale_acts_by_decoder_norm;
+  f->dec_norm.resize(rescale ? size_t(n) : 0);
+  std::vector<T> inv_norm(rescale ? size_t(n) : 0);
+  if (rescale) {
+    for (int64_t j = 0; j < n; ++j) {
+      T s2 = 0;
+      for (int64_t i = 0; i < d; ++i) s2 += p.W_dec[size_t(j * d + i)] * p.W_dec[size_t(j * d + i)];
+      f->dec_norm[size_t(j)] = std::sqrt(s2);
+      inv_norm[size_t(j)] = T(1) / f->dec_norm[size_t(j)];
+    }
+#pragma omp parallel for schedule(static) if (B * n >= detail::kParallelMin)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < n; ++j) f->h[size_t(b * n + j)] *= f->dec_norm[size_t(j)];
+  }
+
   // Top-k on the raw h, ReLU after.
   f->idx.resize(size_t(B * k));
   f->z.resize(size_t(B * k));
@@ -72,7 +89,11 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
     for (int64_t b = 0; b < B; ++b) {
       const T* hr = f->h.data() + b * n;
       detail::select_top(hr, static_cast<const int32_t*>(nullptr), n, k, order, f->idx.data() + b * k);
-      for (int64_t sl = 0; sl < k; ++sl) f->z[size_t(b * k + sl)] = std::max(hr[f->idx[size_t(b * k + sl)]], T(0));
+      for (int64_t sl = 0; sl < k; ++sl) {
+        const int32_t j = f->idx[size_t(b * k + sl)];
+        const T zj = std::max(hr[j], T(0));
+        f->z[size_t(b * k + sl)] = rescale ? zj * inv_norm[size_t(j)] : zj;
+      }
     }
   }
   int64_t nnz = 0;
@@ -133,7 +154,10 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
       for (int64_t b = 0; b < B; ++b) {
         const T* hr = f->h.data() + b * n;
         detail::select_top(hr, dead_list.data(), f->n_dead, ka, order, f->aux_idx.data() + b * ka);
-        for (int64_t sl = 0; sl < ka; ++sl) f->za[size_t(b * ka + sl)] = hr[f->aux_idx[size_t(b * ka + sl)]];
+        for (int64_t sl = 0; sl < ka; ++sl) {
+          const int32_t j = f->aux_idx[size_t(b * ka + sl)];
+          f->za[size_t(b * ka + sl)] = rescale ? hr[j] * inv_norm[size_t(j)] : hr[j];
+        }
       }
     }
     sparse_decode(p, f->aux_idx.data(), f->za.data(), B, ka, d, f->ehat.data());

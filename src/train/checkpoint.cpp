@@ -132,6 +132,7 @@ void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainSta
   extras.training_json["decoder_init_norm"] = cfg.decoder_init_norm ? nlohmann::json(*cfg.decoder_init_norm).dump() : "null";
   extras.training_json["use_sparse_activations"] = "false";
   extras.training_json["aux_loss_coefficient"] = nlohmann::json(cfg.aux_loss_coefficient).dump();
+  if (cfg.rescale_acts_by_decoder_norm) extras.training_json["rescale_acts_by_decoder_norm"] = "true";
   extras.sparsity = log_feature_sparsity(st.stats);
   extras.scaling_factor = st.scaling_factor ? std::optional<float>(float(*st.scaling_factor)) : std::nullopt;
   save_sae_dir(tmp, sae, extras);  // also writes activation_scaler.json (training keys present)
