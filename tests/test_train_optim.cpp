@@ -203,11 +203,13 @@ TEST(TrainConfigTest, JsonRoundTrip) {
   c.decoder_init_norm.reset();
   c.seed = 1234567890123ull;
   c.aux_loss_coefficient = 0.25;
+  c.rescale_acts_by_decoder_norm = true;
   const TrainConfig r = train_config_from_json(train_config_to_json(c));
   EXPECT_EQ(train_config_to_json(r), train_config_to_json(c));
   EXPECT_EQ(r.seed, c.seed);
   EXPECT_FALSE(r.decoder_init_norm.has_value());
   EXPECT_EQ(r.lr_end, 0.125);
+  EXPECT_TRUE(r.rescale_acts_by_decoder_norm);
   EXPECT_THROW(train_config_from_json(R"({"d_in": 4, "learning_rate": 1})"), Error);
   EXPECT_THROW(train_config_from_json(R"({"d_in": "four"})"), Error);
 }
