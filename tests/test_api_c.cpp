@@ -188,11 +188,16 @@ TEST(ApiC, MisuseReturnsAStatusAndAMessage) {
             TOPKSAE_ERROR_INVALID_ARGUMENT);
   // Bad codes: a latent out of range is refused before any memory is touched.
   std::vector<int32_t> bad(size_t(kB * kK), int32_t(kDsae));
-  EXPECT_NE(topksae_decode_topk(c.handle, nullptr, nullptr, bad.data(), val.data(), kB, kK, out.data()), TOPKSAE_OK);
+  EXPECT_EQ(topksae_decode_topk(c.handle, nullptr, nullptr, bad.data(), val.data(), kB, kK, out.data()),
+            TOPKSAE_ERROR_INVALID_ARGUMENT);
   EXPECT_TRUE(message_has("out of range")) << topksae_last_error();
   const int64_t bad_indptr[2] = {0, -1};
-  EXPECT_NE(topksae_decode_csr(c.handle, nullptr, nullptr, bad_indptr, idx.data(), val.data(), 1, out.data()),
-            TOPKSAE_OK);
+  EXPECT_EQ(topksae_decode_csr(c.handle, nullptr, nullptr, bad_indptr, idx.data(), val.data(), 1, out.data()),
+            TOPKSAE_ERROR_INVALID_ARGUMENT);
+  const int64_t decreasing[3] = {0, 2, 1};
+  EXPECT_EQ(topksae_decode_csr(c.handle, nullptr, nullptr, decreasing, idx.data(), val.data(), 2, out.data()),
+            TOPKSAE_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(message_has("decreases")) << topksae_last_error();
   // Construction errors.
   topksae_model* m = reinterpret_cast<topksae_model*>(0x1);
   EXPECT_EQ(topksae_model_from_weights(kDin, kDsae, kDsae + 1, 1, "none", c.sae.params.W_enc.data(),

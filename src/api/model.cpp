@@ -1,6 +1,7 @@
 // The public Model: validates every argument a caller can get wrong (throwing InvalidArgument
 // with the op, the argument and what is wrong), then hands the call to its device's engine.
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 
 #include "api/engine.h"
@@ -28,6 +29,13 @@ void check_view(const View<T>& v, const char* op, const char* name, int64_t rows
   require(v.data != nullptr, op, ": ", name, " is a null pointer");
   require(v.rows <= std::numeric_limits<int64_t>::max() / std::max<int64_t>(v.cols, 1), op, ": ", name,
           " is too large");
+}
+
+// Host codes: every latent index in [0, d_sae).
+void check_latents(const char* op, const int32_t* idx, int64_t n, int64_t d_sae) {
+  for (int64_t i = 0; i < n; ++i)
+    require(idx[i] >= 0 && idx[i] < d_sae, op, ": latent index ", idx[i], " (element ", i, ") out of range [0, ",
+            d_sae, ")");
 }
 
 }  // namespace
@@ -107,6 +115,7 @@ void Model::decode_topk(Workspace& ws, View<const int32_t> indices, View<const f
   check_view(indices, "decode_topk", "indices", -1, indices.cols, "the width of indices");
   check_view(values, "decode_topk", "values", indices.rows, indices.cols, "the width of indices");
   check_view(out, "decode_topk", "out", indices.rows, d_in(), "d_in");
+  if (opts.memory == Device::cpu) check_latents("decode_topk", indices.data, indices.rows * indices.cols, d_sae());
   detail::DecodeArgs a;
   a.format = detail::CodeFormat::topk;
   a.rows = indices.rows;
@@ -124,8 +133,12 @@ void Model::decode_csr(Workspace& ws, const CsrIn& codes, View<float> out, const
   check_view(out, "decode_csr", "out", codes.rows, d_in(), "d_in");
   if (opts.memory == Device::cpu) {  // nnz is readable here, so the other pointers can be checked
     require(codes.indptr[codes.rows] >= 0, "decode_csr: indptr[rows] is ", codes.indptr[codes.rows]);
+    require(codes.indptr[0] == 0, "decode_csr: indptr[0] is ", codes.indptr[0], "; must be 0");
+    for (int64_t b = 0; b < codes.rows; ++b)
+      require(codes.indptr[b] <= codes.indptr[b + 1], "decode_csr: indptr decreases at row ", b);
     require(codes.indptr[codes.rows] == 0 || (codes.indices != nullptr && codes.values != nullptr),
             "decode_csr: CsrIn::indices or CsrIn::values is a null pointer");
+    check_latents("decode_csr", codes.indices, codes.indptr[codes.rows], d_sae());
   }
   detail::DecodeArgs a;
   a.format = detail::CodeFormat::csr;
@@ -154,8 +167,9 @@ void Model::forward(Workspace& ws, View<const float> x, View<float> out, bool us
   check_call(opts, "forward");
   check_view(x, "forward", "x", -1, d_in(), "d_in");
   check_view(out, "forward", "out", x.rows, d_in(), "d_in");
-  const float* o = out.data;
-  require(o + x.rows * d_in() <= x.data || x.data + x.rows * d_in() <= o,
+  const auto o = reinterpret_cast<uintptr_t>(out.data), i = reinterpret_cast<uintptr_t>(x.data);
+  const auto n = uintptr_t(x.rows * d_in()) * sizeof(float);
+  require(o + n <= i || i + n <= o,
           "forward: out overlaps x (the error term reads x after out is written); pass separate buffers");
   engine_->forward(ws, x.data, x.rows, out.data, use_error_term, opts);
 }
