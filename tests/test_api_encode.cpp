@@ -8,6 +8,8 @@
 #include "test_util.h"
 #include "topksae/api.h"
 #include "topksae/ops_cpu.h"
+#include "api/c_api_internal.h"  // topksae_model, to wrap the model in a C handle
+#include "topksae/topksae_c.h"
 
 using namespace topksae;
 using namespace topksae::test;
@@ -178,6 +180,14 @@ TEST(ApiEncode, AWarmWorkspaceAllocatesNothing) {
   EXPECT_EQ(ws.growths(), growths);
   EXPECT_EQ(ws.bytes(), bytes);
   EXPECT_NONZERO(out);
+
+  // The C API on the calling thread's own workspace: no allocation once warm either.
+  topksae_model handle{model};
+  ASSERT_EQ(topksae_forward(&handle, nullptr, nullptr, x.data(), B, kDin, 1, out.data()), TOPKSAE_OK);  // warm-up
+  const uint64_t c_before = g_news.load();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(topksae_forward(&handle, nullptr, nullptr, x.data(), B, kDin, 1, out.data()), TOPKSAE_OK);
+  EXPECT_EQ(g_news.load() - c_before, 0u) << "a warm C call allocated";
   // The counter works: a cold workspace does allocate.
   Workspace cold;
   model->encode_topk(cold, {x.data(), B, kDin}, {idx.data(), B, kK}, {val.data(), B, kK});

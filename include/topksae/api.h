@@ -13,9 +13,12 @@
 //              that uses it.
 //
 // Memory: every pointer one call receives lives in CallOptions::memory. A CPU model takes host
-// pointers. A CUDA model takes device pointers (used in place, no copy) or host pointers (staged
-// through the workspace). All calls are synchronous for host memory; for device memory on a CUDA
-// model the work is enqueued on CallOptions::stream. Batches are row-major float32.
+// pointers only (device pointers or a stream are refused with InvalidArgument). The contract for
+// CUDA models: device pointers are used in place (no copy), host pointers are staged through the
+// workspace; calls on host memory return when done, calls on device memory are enqueued on
+// CallOptions::stream; a workspace moved to another stream first waits for its previous one.
+// In this build the CUDA engine is not there yet: ModelOptions::device = Device::cuda throws
+// Error("CUDA inference backend not available in this build: ..."). Batches are row-major float32.
 #pragma once
 #include <array>
 #include <cstdint>
