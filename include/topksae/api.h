@@ -6,7 +6,8 @@
 //   Model      immutable after construction; every method is const and safe to call from any number
 //              of threads (and CUDA streams) at once. Hold it by shared_ptr; the weights live once.
 //   Workspace  scratch memory for ONE call at a time: give each worker thread (or stream) its own
-//              and reuse it. After a warm-up call with the largest batch, a call allocates nothing.
+//              and reuse it. Once each op (and hook set) it serves has run with the largest batch,
+//              a call allocates nothing (Workspace::growths() stops moving).
 //   Hooks      observers for the calls it is passed to (CallOptions::hooks), so concurrent requests
 //              can steer differently. A Hooks object is only read during a call: several threads may
 //              share one if its observers are thread-safe; add()/remove() must not race with a call
