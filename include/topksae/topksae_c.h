@@ -30,7 +30,11 @@ typedef enum topksae_status {
   TOPKSAE_ERROR_INTERNAL = 4          /* a bug: please report it with topksae_last_error() */
 } topksae_status;
 
-typedef enum topksae_device { TOPKSAE_DEVICE_CPU = 0, TOPKSAE_DEVICE_CUDA = 1 } topksae_device;
+typedef enum topksae_device {
+  TOPKSAE_DEVICE_CPU = 0,
+  TOPKSAE_DEVICE_CUDA = 1,
+  TOPKSAE_DEVICE_MAX_ENUM = 0x7fffffff /* not a device: keeps any int a valid value, so a bad one is an error */
+} topksae_device;
 
 typedef struct topksae_model topksae_model;
 typedef struct topksae_workspace topksae_workspace;
