@@ -35,6 +35,14 @@ double ref_loss(const TrainConfig& cfg, const Params<double>& p, const std::vect
                 double* mse_out = nullptr, double* aux_out = nullptr) {
   const int64_t d = cfg.d_in, n = cfg.d_sae, k = cfg.k;
   const double a = cfg.apply_b_dec_to_input ? 1.0 : 0.0;
+  // rescale_acts_by_decoder_norm: select on h * ||W_dec[j]||, decode with that / ||W_dec[j]||.
+  std::vector<double> nrm(static_cast<size_t>(n), 1.0);
+  if (cfg.rescale_acts_by_decoder_norm)
+    for (int64_t j = 0; j < n; ++j) {
+      double s2 = 0;
+      for (int64_t i = 0; i < d; ++i) s2 += p.W_dec[size_t(j * d + i)] * p.W_dec[size_t(j * d + i)];
+      nrm[size_t(j)] = std::sqrt(s2);
+    }
   int64_t n_dead = 0;
   for (uint8_t v : dead) n_dead += v;
   double mse = 0, aux = 0;
@@ -45,7 +53,7 @@ double ref_loss(const TrainConfig& cfg, const Params<double>& p, const std::vect
     for (int64_t j = 0; j < n; ++j) {
       double acc = p.b_enc[size_t(j)];
       for (int64_t i = 0; i < d; ++i) acc += (xs[size_t(i)] - a * p.b_dec[size_t(i)]) * p.W_enc[size_t(i * n + j)];
-      h[size_t(j)] = acc;
+      h[size_t(j)] = acc * nrm[size_t(j)];
     }
     std::vector<int> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
@@ -53,7 +61,7 @@ double ref_loss(const TrainConfig& cfg, const Params<double>& p, const std::vect
     std::vector<double> xhat(p.b_dec);
     for (int64_t sl = 0; sl < k; ++sl) {
       const int j = order[size_t(sl)];
-      const double z = std::max(h[size_t(j)], 0.0);
+      const double z = std::max(h[size_t(j)], 0.0) / nrm[size_t(j)];
       for (int64_t i = 0; i < d; ++i) xhat[size_t(i)] += z * p.W_dec[size_t(j * d + i)];
     }
     std::vector<double> r(static_cast<size_t>(d));
@@ -72,7 +80,7 @@ double ref_loss(const TrainConfig& cfg, const Params<double>& p, const std::vect
       std::vector<double> ehat(p.b_dec);
       for (int64_t sl = 0; sl < k_aux; ++sl) {
         const int j = dord[size_t(sl)];
-        for (int64_t i = 0; i < d; ++i) ehat[size_t(i)] += h[size_t(j)] * p.W_dec[size_t(j * d + i)];
+        for (int64_t i = 0; i < d; ++i) ehat[size_t(i)] += h[size_t(j)] / nrm[size_t(j)] * p.W_dec[size_t(j * d + i)];
       }
       for (int64_t i = 0; i < d; ++i) aux += (ehat[size_t(i)] - r[size_t(i)]) * (ehat[size_t(i)] - r[size_t(i)]);
     }
@@ -91,6 +99,7 @@ struct Case {
   bool apply_b_dec;
   double scaling, aux_coef;
   uint64_t seed;
+  bool rescale = false;
 };
 
 void check_gradients(const Case& c) {
@@ -102,6 +111,7 @@ void check_gradients(const Case& c) {
   cfg.k = c.k;
   cfg.apply_b_dec_to_input = c.apply_b_dec;
   cfg.aux_loss_coefficient = c.aux_coef;
+  cfg.rescale_acts_by_decoder_norm = c.rescale;
   const int64_t d = c.d_in, n = c.d_sae, B = c.B;
   Params<double> p = random_params(d, n, c.seed);
   std::vector<double> x = randn_d(size_t(B * d), c.seed + 9, 1.0);
@@ -191,6 +201,31 @@ TEST(TrainGrad, FiniteDifferencesAuxKPartialScale) {
 
 TEST(TrainGrad, FiniteDifferencesWithoutBDecOnInput) {
   check_gradients({8, 21, 5, 7, 5, false, 0.8, 1.0, 37});
+}
+
+TEST(TrainGrad, FiniteDifferencesRescaleActsByDecoderNorm) {
+  // The decoder norms enter the selection and the decode; the gradient through them cancels.
+  check_gradients({9, 23, 3, 6, 8, true, 1.3, 0.7, 11, true});
+  check_gradients({11, 17, 4, 5, 1, true, 1.0, 1.0, 23, true});
+}
+
+TEST(TrainGrad, RescaleChangesTheSelection) {
+  // Row norms far from equal: selecting on h * norm must differ from selecting on h.
+  TrainConfig cfg;
+  cfg.d_in = 8;
+  cfg.d_sae = 30;
+  cfg.k = 3;
+  const int64_t d = 8, n = 30, B = 6;
+  Params<double> p = random_params(d, n, 91);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < d; ++i) p.W_dec[size_t(j * d + i)] *= 0.2 + 0.2 * double(j % 7);
+  std::vector<double> x = randn_d(size_t(B * d), 92, 1.0);
+  TrainForward<double> plain, resc;
+  cpu::train_forward(cfg, p, x.data(), B, 1.0, nullptr, &plain);
+  cfg.rescale_acts_by_decoder_norm = true;
+  cpu::train_forward(cfg, p, x.data(), B, 1.0, nullptr, &resc);
+  EXPECT_NE(plain.idx, resc.idx);
+  EXPECT_EQ(resc.dec_norm.size(), size_t(n));
 }
 
 TEST(TrainGrad, FloatPathMatchesDouble) {

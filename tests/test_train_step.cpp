@@ -195,6 +195,41 @@ TEST(TrainScaling, FoldingKeepsRawEncodeDecode) {
   EXPECT_NONZERO(out);
 }
 
+TEST(TrainScaling, FoldingDecoderNormsKeepsRawEncodeDecode) {
+  // rescale_acts_by_decoder_norm: the final save folds the scaling factor, then the decoder norms;
+  // the result is an ordinary TopK SAE that selects and reconstructs as training did.
+  TrainConfig c;
+  c.d_in = 17;
+  c.d_sae = 60;
+  c.k = 5;
+  c.normalize_activations = Normalize::expected_average_only_in;
+  c.rescale_acts_by_decoder_norm = true;
+  const int64_t B = 9;
+  Sae s = random_sae(c.d_in, c.d_sae, c.k, 52);
+  for (int64_t j = 0; j < c.d_sae; ++j)
+    for (int64_t i = 0; i < c.d_in; ++i) s.params.W_dec[size_t(j * c.d_in + i)] *= 0.3f + 0.25f * float(j % 5);
+  TrainState st;
+  st.params = from_sae_params(s.params);
+  st.scaling_factor = 1.7;
+  auto x = randn(size_t(B * c.d_in), 53, 2.f);
+  TrainForward<float> f;
+  cpu::train_forward(c, st.params, x.data(), B, *st.scaling_factor, nullptr, &f);
+  const Sae folded = final_sae(c, st);
+  for (int64_t j = 0; j < c.d_sae; ++j) {
+    double s2 = 0;
+    for (int64_t i = 0; i < c.d_in; ++i) s2 += double(folded.params.W_dec[size_t(j * c.d_in + i)]) * folded.params.W_dec[size_t(j * c.d_in + i)];
+    EXPECT_NEAR(std::sqrt(s2), 1.0, 1e-5);
+  }
+  const cpu::TopKCodes codes = cpu::encode_topk(folded, x.data(), B);
+  EXPECT_EQ(codes.indices, f.idx);
+  std::vector<float> out(static_cast<size_t>(B * c.d_in));
+  cpu::decode_topk(folded, codes, out.data());
+  std::vector<float> want(f.xhat);
+  for (float& v : want) v /= 1.7f;
+  EXPECT_ALLCLOSE(out.data(), want.data(), want.size(), 1e-5, 1e-4);
+  EXPECT_NONZERO(out);
+}
+
 TEST(TrainScaling, EstimateIsSqrtDinOverMeanNorm) {
   // A source whose every row has norm 2: s = sqrt(d_in) / 2.
   struct Const : ActivationSource {

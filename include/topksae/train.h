@@ -48,7 +48,12 @@ struct TrainConfig {
   // Rows of W_dec scaled to this norm at init; nullopt (sae_lens None) keeps raw kaiming rows.
   std::optional<double> decoder_init_norm = 0.1;
   double aux_loss_coefficient = 1.0;
-  // sae_lens 6.14's option; not implemented here: validate() rejects true.
+  // sae_lens 6.14's option (not in 6.13.1, so off by default): select the top-k (and AuxK) on
+  // h_j * ||W_dec[j]|| and decode with z_j / ||W_dec[j]||, so decoder norms drifting during
+  // training do not change which latents win. The final save folds the norms into the weights
+  // (W_enc[:, j] and b_enc[j] times the norm, W_dec[j] to unit norm, as 6.14's
+  // _fold_norm_topk), which leaves an ordinary TopK SAE that 6.13.1 loads. Mid-training
+  // checkpoints keep the unfolded weights (resume only).
   bool rescale_acts_by_decoder_norm = false;
 
   // ---- optimisation
@@ -163,15 +168,18 @@ struct TrainForward {
   int64_t B = 0, d_in = 0, d_sae = 0, k = 0;
   std::vector<T> xs;            // [B, d_in] s*x: the MSE target
   std::vector<T> u;             // [B, d_in] xs - a*b_dec
-  std::vector<T> h;             // [B, d_sae] pre-activations
+  std::vector<T> h;             // [B, d_sae] pre-activations (times dec_norm when rescaling)
+  std::vector<T> dec_norm;      // [d_sae] ||W_dec[j]|| with rescale_acts_by_decoder_norm, else empty
   std::vector<int32_t> idx;     // [B, k] S_b, by h descending, ties to the lower index
-  std::vector<T> z;             // [B, k] relu(h) at idx
+  // [B, k] the coefficient of W_dec[idx] in xhat: relu(h) at idx (rescaling: relu(h) / dec_norm,
+  // which equals relu of the raw pre-activation).
+  std::vector<T> z;
   std::vector<T> xhat;          // [B, d_in]
   // AuxK (k_aux == 0: no dead latent, no AuxK this step).
   int64_t n_dead = 0, k_aux = 0;
   double aux_scale = 0;         // min(n_dead / (d_in//2), 1)
   std::vector<int32_t> aux_idx; // [B, k_aux] T_b, by h descending over dead latents
-  std::vector<T> za;            // [B, k_aux] h at aux_idx (no ReLU)
+  std::vector<T> za;            // [B, k_aux] h at aux_idx (no ReLU; rescaling: / dec_norm)
   std::vector<T> ehat;          // [B, k_aux ? d_in : 0] za @ W_dec + b_dec
   // Loss gradients with respect to xhat and ehat, for the backward.
   std::vector<T> g;             // [B, d_in] (2/B)(xhat - xs)
@@ -282,11 +290,14 @@ class Trainer {
   // The checkpoint's config must match this trainer's in every field that shapes the run.
   void resume(const std::filesystem::path& checkpoint);
 
-  // Runs steps until total_training_steps, or max_steps more steps (-1: no limit), or the source
-  // runs dry (a short final batch is dropped). Estimates the scaling factor first when needed.
-  // Writes a checkpoint every checkpoint_every steps. Returns the number of steps run.
+  // Runs steps until done(), or max_steps more steps (-1: no limit), or the source runs dry (a
+  // short final batch is dropped). Estimates the scaling factor first when needed. Writes a
+  // checkpoint every checkpoint_every steps. Returns the number of steps run.
   int64_t run(int64_t max_steps = -1);
-  bool done() const { return st_.step >= cfg_.total_training_steps(); }
+  // sae_lens's fit loop runs while n_training_samples < training_tokens: ceil(training_tokens /
+  // batch_size) steps, one more than total_training_steps (which sets the LR schedule) when
+  // batch_size does not divide training_tokens.
+  bool done() const { return st_.n_training_samples >= cfg_.training_tokens; }
 
   void save_checkpoint(const std::filesystem::path& dir) const;
   // Saves final_sae() with sparsity.safetensors.

@@ -7,8 +7,12 @@
 // and then db_dec = sum_b g_b + sum_b ga_b - a * sum_b du_b, where
 //   sum_b du_b = sum_b sum_j dh_bj W_enc[:, j] = W_enc @ db_enc   (no per-token du needed).
 // A latent that is in both S_b and T_b has two entries for b: its contributions add.
+// With rescale_acts_by_decoder_norm the coefficient of W_dec[j] is relu(h n_j) / n_j, which is
+// relu(h) as a function: its derivative in h is [h > 0] and its derivative through n_j = ||W_dec[j]||
+// is zero, so the same formulas hold with the forward's z and za (the FD test checks this).
 #include <algorithm>
 
+#include "cpu/train_detail.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 
@@ -26,7 +30,7 @@ void train_backward(const TrainConfig& cfg, const Params<T>& p, const TrainForwa
   resize(grad->W_dec, size_t(n * d));
   resize(grad->b_dec, size_t(d));
 
-#pragma omp parallel
+#pragma omp parallel if (int64_t(f.lat_entry.size()) * d >= detail::kParallelMin)
   {
     std::vector<T> acc_enc(static_cast<size_t>(d));  // dW_enc[:, j], contiguous while accumulating
 #pragma omp for schedule(dynamic, 16)
@@ -62,7 +66,7 @@ void train_backward(const TrainConfig& cfg, const Params<T>& p, const TrainForwa
 
   // db_dec: column sums of g and ga, minus a * W_enc @ db_enc (parallel over the d_in outputs).
   const bool a = cfg.apply_b_dec_to_input;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((B + n) * d >= detail::kParallelMin)
   for (int64_t i = 0; i < d; ++i) {
     T s = 0;
     for (int64_t b = 0; b < B; ++b) s += f.g[size_t(b * d + i)];

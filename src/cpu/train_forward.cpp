@@ -16,7 +16,7 @@ namespace {
 // out[b] = b_dec + sum_s val[b, s] * W_dec[idx[b, s]], out [B, d]; idx/val [B, kk].
 template <typename T>
 void sparse_decode(const Params<T>& p, const int32_t* idx, const T* val, int64_t B, int64_t kk, int64_t d, T* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * kk * d >= detail::kParallelMin)
   for (int64_t b = 0; b < B; ++b) {
     T* o = out + b * d;
     std::copy(p.b_dec.begin(), p.b_dec.end(), o);
@@ -48,7 +48,7 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   const T a = cfg.apply_b_dec_to_input ? T(1) : T(0);
   f->xs.resize(size_t(B * d));
   f->u.resize(size_t(B * d));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * d >= detail::kParallelMin)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < d; ++i) {
       const T v = scaling_factor == 1.0 ? x[b * d + i] : s * x[b * d + i];
@@ -58,21 +58,42 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
 
   // h = u @ W_enc + b_enc.
   f->h.resize(size_t(B * n));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n >= detail::kParallelMin)
   for (int64_t b = 0; b < B; ++b) std::copy(p.b_enc.begin(), p.b_enc.end(), f->h.begin() + b * n);
   detail::gemm_acc(f->u.data(), p.W_enc.data(), f->h.data(), B, d, n);
+
+  // rescale_acts_by_decoder_norm (sae_lens 6.14): hidden_pre = h * ||W_dec[j]||; the decode
+  // multiplies the activations by 1 / ||W_dec[j]|| (as sae_lens does, rather than dividing).
+  const bool rescale = cfg.rescale_acts_by_decoder_norm;
+  f->dec_norm.resize(rescale ? size_t(n) : 0);
+  std::vector<T> inv_norm(rescale ? size_t(n) : 0);
+  if (rescale) {
+    for (int64_t j = 0; j < n; ++j) {
+      T s2 = 0;
+      for (int64_t i = 0; i < d; ++i) s2 += p.W_dec[size_t(j * d + i)] * p.W_dec[size_t(j * d + i)];
+      f->dec_norm[size_t(j)] = std::sqrt(s2);
+      inv_norm[size_t(j)] = T(1) / f->dec_norm[size_t(j)];
+    }
+#pragma omp parallel for schedule(static) if (B * n >= detail::kParallelMin)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < n; ++j) f->h[size_t(b * n + j)] *= f->dec_norm[size_t(j)];
+  }
 
   // Top-k on the raw h, ReLU after.
   f->idx.resize(size_t(B * k));
   f->z.resize(size_t(B * k));
-#pragma omp parallel
+#pragma omp parallel if (B * n >= detail::kParallelMin)
   {
     std::vector<int32_t> order;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       const T* hr = f->h.data() + b * n;
       detail::select_top(hr, static_cast<const int32_t*>(nullptr), n, k, order, f->idx.data() + b * k);
-      for (int64_t sl = 0; sl < k; ++sl) f->z[size_t(b * k + sl)] = std::max(hr[f->idx[size_t(b * k + sl)]], T(0));
+      for (int64_t sl = 0; sl < k; ++sl) {
+        const int32_t j = f->idx[size_t(b * k + sl)];
+        const T zj = std::max(hr[j], T(0));
+        f->z[size_t(b * k + sl)] = rescale ? zj * inv_norm[size_t(j)] : zj;
+      }
     }
   }
   int64_t nnz = 0;
@@ -126,14 +147,17 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   f->ehat.resize(size_t(ka ? B * d : 0));
   f->ga.resize(size_t(ka ? B * d : 0));
   if (ka > 0) {
-#pragma omp parallel
+#pragma omp parallel if (B * f->n_dead >= detail::kParallelMin)
     {
       std::vector<int32_t> order;
 #pragma omp for schedule(static)
       for (int64_t b = 0; b < B; ++b) {
         const T* hr = f->h.data() + b * n;
         detail::select_top(hr, dead_list.data(), f->n_dead, ka, order, f->aux_idx.data() + b * ka);
-        for (int64_t sl = 0; sl < ka; ++sl) f->za[size_t(b * ka + sl)] = hr[f->aux_idx[size_t(b * ka + sl)]];
+        for (int64_t sl = 0; sl < ka; ++sl) {
+          const int32_t j = f->aux_idx[size_t(b * ka + sl)];
+          f->za[size_t(b * ka + sl)] = rescale ? hr[j] * inv_norm[size_t(j)] : hr[j];
+        }
       }
     }
     sparse_decode(p, f->aux_idx.data(), f->za.data(), B, ka, d, f->ehat.data());

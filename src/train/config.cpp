@@ -36,7 +36,7 @@ SaeConfig TrainConfig::sae_config() const {
   c.apply_b_dec_to_input = apply_b_dec_to_input;
   c.normalize = normalize_activations;
   c.dtype = DType::f32;
-  return c;
+  return c;  // rescale_acts_by_decoder_norm is not an SaeConfig field: final_sae folds it away
 }
 
 void TrainConfig::validate() const {
@@ -52,8 +52,6 @@ void TrainConfig::validate() const {
                 "decoder_init_norm must be > 0 (or null), got ", decoder_init_norm.value_or(0));
   TOPKSAE_CHECK(std::isfinite(aux_loss_coefficient) && aux_loss_coefficient >= 0,
                 "aux_loss_coefficient must be >= 0, got ", aux_loss_coefficient);
-  TOPKSAE_CHECK(!rescale_acts_by_decoder_norm,
-                "rescale_acts_by_decoder_norm is not implemented (it is a sae_lens 6.14 option; 6.13.1 has no such step)");
   TOPKSAE_CHECK(std::isfinite(lr) && lr > 0, "lr must be > 0, got ", lr);
   TOPKSAE_CHECK(adam_beta1 >= 0 && adam_beta1 < 1, "adam_beta1 must be in [0, 1), got ", adam_beta1);
   TOPKSAE_CHECK(adam_beta2 >= 0 && adam_beta2 < 1, "adam_beta2 must be in [0, 1), got ", adam_beta2);

@@ -47,6 +47,20 @@ Sae final_sae(const TrainConfig& cfg, const TrainState& st) {
   sae.cfg = cfg.sae_config();
   sae.params = to_sae_params(st.params);
   if (st.scaling_factor) cpu::fold_scaling_factor(&sae.params, *st.scaling_factor);
+  if (cfg.rescale_acts_by_decoder_norm) {
+    // sae_lens 6.14 _fold_norm_topk, after the scaling fold (the order of SAETrainer.fit + save).
+    const int64_t d = cfg.d_in, n = cfg.d_sae;
+    for (int64_t j = 0; j < n; ++j) {
+      float s2 = 0;
+      for (int64_t i = 0; i < d; ++i) s2 += sae.params.W_dec[size_t(j * d + i)] * sae.params.W_dec[size_t(j * d + i)];
+      const float norm = std::sqrt(s2);
+      sae.params.b_enc[size_t(j)] *= norm;
+      for (int64_t i = 0; i < d; ++i) {
+        sae.params.W_dec[size_t(j * d + i)] /= norm;
+        sae.params.W_enc[size_t(i * n + j)] *= norm;
+      }
+    }
+  }
   sae.cfg.normalize = Normalize::none;  // sae_lens writes "none" after folding
   return sae;
 }
