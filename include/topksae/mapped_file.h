@@ -20,6 +20,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
+  // Hints that the map will be read front to back (a dataset shard): the kernel reads ahead more
+  // and drops pages sooner. Best effort; never throws.
+  void advise_sequential() const;
 
  private:
   MappedFile() = default;

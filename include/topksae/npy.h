@@ -24,6 +24,8 @@ class NpyFile {
   static NpyFile parse(const void* bytes, size_t size, const std::string& source = "<memory>");
 
   const std::string& source() const { return source_; }
+  // The map behind the views (null when parsed from memory), e.g. for advise_sequential().
+  const MappedFile* mapped() const { return map_.get(); }
   const ArrayView& array() const { return array_; }
   int version_major() const { return version_major_; }
 

@@ -28,6 +28,8 @@ class SafetensorsFile {
   static SafetensorsFile parse(const void* bytes, size_t size, const std::string& source = "<memory>");
 
   const std::string& source() const { return source_; }  // the path, for messages
+  // The map behind the views (null when parsed from memory), e.g. for advise_sequential().
+  const MappedFile* mapped() const { return map_.get(); }
   // Tensors in file (offset) order.
   const std::vector<ArrayView>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

@@ -41,6 +41,10 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
   return m;
 }
 
+void MappedFile::advise_sequential() const {
+  if (data_ != nullptr) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_SEQUENTIAL);
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
