@@ -104,7 +104,8 @@ class HeaderParser {
     fail("expected True or False");
   }
   Shape tuple() {
-    expect('(');
+    if (peek() != '(') fail("'shape' must be a tuple of non-negative integers");
+    ++i_;
     Shape shape;
     ws();
     while (peek() != ')') {
