@@ -8,3 +8,9 @@ if(TOPKSAE_PYTHON3)
     target_compile_definitions(topksae_tests PRIVATE TOPKSAE_PYTHON="${_topksae_py}")
   endif()
 endif()
+
+# `topksae info` end to end on the same fixtures.
+if(TARGET topksae_cli AND TOPKSAE_PYTHON3)
+  add_test(NAME cli_info COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli_info_test.sh $<TARGET_FILE:topksae_cli>
+                                 ${TOPKSAE_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/make_fixtures.py)
+endif()

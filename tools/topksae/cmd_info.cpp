@@ -1,0 +1,139 @@
+// `topksae info PATH`: what a safetensors file, an npy file or an SAE directory holds (names,
+// dtypes, shapes, metadata, config), so a user can look before training. --json for scripts.
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "topksae/atomic_file.h"
+#include "topksae/error.h"
+#include "topksae/npy.h"
+#include "topksae/safetensors.h"
+#include "topksae/sae_dir.h"
+
+namespace topksae::cli {
+namespace {
+namespace fs = std::filesystem;
+using ojson = nlohmann::ordered_json;
+
+struct InfoArgs {
+  std::string path;
+  bool json = false;
+};
+
+ojson tensor_json(const ArrayView& t) {
+  ojson j;
+  j["name"] = t.name;
+  j["dtype"] = std::string(dtype_name(t.dtype));
+  j["shape"] = t.shape;
+  j["bytes"] = t.nbytes;
+  return j;
+}
+
+ojson safetensors_info(const fs::path& p) {
+  SafetensorsFile f = SafetensorsFile::open(p);
+  ojson j;
+  j["kind"] = "safetensors";
+  j["path"] = p.string();
+  j["tensors"] = ojson::array();
+  for (const auto& t : f.tensors()) j["tensors"].push_back(tensor_json(t));
+  j["metadata"] = f.metadata();
+  return j;
+}
+
+ojson npy_info(const fs::path& p) {
+  NpyFile f = NpyFile::open(p);
+  ojson j;
+  j["kind"] = "npy";
+  j["path"] = p.string();
+  j["version"] = std::to_string(f.version_major()) + ".0";
+  ojson t = tensor_json(f.array());
+  t.erase("name");
+  j["array"] = t;
+  if (!f.array().shape.empty()) {
+    j["rows"] = f.array().rows();
+    j["row_width"] = f.array().cols();
+  }
+  return j;
+}
+
+ojson sae_info(const fs::path& dir) {
+  SaeDirExtras ex;
+  Sae s = load_sae_dir(dir, &ex);  // validates everything, weights included
+  ojson j;
+  j["kind"] = "sae_dir";
+  j["path"] = dir.string();
+  j["cfg"] = ojson::parse(read_small_file(dir / kSaeCfgFile));
+  j["weights"] = ojson::array();
+  SafetensorsFile w = SafetensorsFile::open(dir / kSaeWeightsFile);
+  for (const auto& t : w.tensors()) j["weights"].push_back(tensor_json(t));
+  j["has_sparsity"] = ex.sparsity.has_value();
+  j["checkpoint"] = !ex.training_json.empty();
+  if (ex.scaling_factor) j["scaling_factor"] = *ex.scaling_factor;
+  (void)s;
+  return j;
+}
+
+ojson info_of(const fs::path& p) {
+  std::error_code ec;
+  if (fs::is_directory(p, ec)) {
+    if (fs::exists(p / kSaeCfgFile, ec)) return sae_info(p);
+    TOPKSAE_FAIL(p.string(), ": a directory without cfg.json (not an SAE directory); pass a file inside it");
+  }
+  if (!fs::exists(p, ec)) TOPKSAE_FAIL(p.string(), ": no such file or directory");
+  // Decide by the npy magic, else safetensors (which has no magic).
+  auto map = MappedFile::open(p);
+  if (map->size() >= 6 && std::memcmp(map->data(), "\x93NUMPY", 6) == 0) return npy_info(p);
+  if (p.extension() == ".npy") return npy_info(p);  // reports the bad magic
+  return safetensors_info(p);
+}
+
+void print_tensor_line(std::ostream& os, const ojson& t) {
+  os << "  " << t.value("name", std::string("(array)")) << "  " << t["dtype"].get<std::string>() << " "
+     << shape_str(t["shape"].get<Shape>()) << "  (" << t["bytes"].get<uint64_t>() << " bytes)\n";
+}
+
+void print_text(const ojson& j) {
+  std::ostream& os = std::cout;
+  const std::string kind = j["kind"];
+  os << j["path"].get<std::string>() << ": ";
+  if (kind == "safetensors") {
+    os << "safetensors, " << j["tensors"].size() << " tensors\n";
+    for (const auto& t : j["tensors"]) print_tensor_line(os, t);
+    if (!j["metadata"].empty()) {
+      os << "metadata:\n";
+      for (auto it = j["metadata"].begin(); it != j["metadata"].end(); ++it)
+        os << "  " << it.key() << " = " << it.value().get<std::string>() << "\n";
+    }
+  } else if (kind == "npy") {
+    os << "npy " << j["version"].get<std::string>() << "\n";
+    print_tensor_line(os, j["array"]);
+    if (j.contains("rows")) os << "  as activations: " << j["rows"] << " rows of width " << j["row_width"] << "\n";
+  } else {
+    const ojson& c = j["cfg"];
+    os << "SAE directory (" << c.value("architecture", std::string("?")) << ", d_in=" << c["d_in"] << ", d_sae=" << c["d_sae"]
+       << ", k=" << c["k"] << ", dtype=" << c.value("dtype", std::string("float32")) << ")"
+       << (j["checkpoint"].get<bool>() ? ", training checkpoint" : "") << "\n";
+    os << "weights:\n";
+    for (const auto& t : j["weights"]) print_tensor_line(os, t);
+    os << "sparsity.safetensors: " << (j["has_sparsity"].get<bool>() ? "present" : "absent") << "\n";
+    if (j.contains("scaling_factor")) os << "activation scaling factor: " << j["scaling_factor"] << "\n";
+    os << "cfg.json:\n" << c.dump(2) << "\n";
+  }
+}
+
+void run_info(const InfoArgs& a) {
+  ojson j = info_of(a.path);
+  if (a.json) std::cout << j.dump(2) << "\n";
+  else print_text(j);
+}
+
+CommandRegistration reg([](CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Show what a safetensors file, npy file or SAE directory holds");
+  auto args = std::make_shared<InfoArgs>();
+  cmd->add_option("path", args->path, "a .safetensors file, a .npy file or an SAE directory")->required();
+  cmd->add_flag("--json", args->json, "print JSON instead of text");
+  cmd->callback([args] { run_info(*args); });
+});
+}  // namespace
+}  // namespace topksae::cli
