@@ -5,12 +5,12 @@ sae_lens refuses (decay to an lr_end of 0 with a non-constant scheduler) must be
 and the one it accepts (the constant scheduler ignores lr_end) accepted."""
 import json
 import os
+import subprocess
 
 import torch
 from sae_lens.training.optim import get_lr_scheduler
 
 from common import TOOL, Mismatch, expect_close, main, run
-import subprocess
 
 CONFIGS = [
     dict(lr_scheduler_name="constant", lr=3e-4, lr_warm_up_steps=0, lr_decay_steps=0, lr_end=None, steps=20),
