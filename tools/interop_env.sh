@@ -3,7 +3,7 @@
 # interop checks in tests/interop/. Idempotent: a venv that already imports sae_lens 6.13.1 is kept.
 # PyPI is the only index reachable here, and its Linux torch wheel pulls the CUDA runtime wheels
 # (nvidia-*) with it; torch refuses to import without them, so they are installed although only the
-# CPU is used (about 6 GiB on disk, 3.5 min to download and install here).
+# CPU is used (about 6 GiB on disk; 3.5 to 9 min to download and install here).
 # tests/interop/constraints.txt pins every version to the set the checks were run with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
