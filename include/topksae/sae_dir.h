@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "topksae/sae.h"
@@ -34,5 +35,20 @@ Sae load_sae_dir(const std::filesystem::path& dir, SaeDirExtras* extras = nullpt
 // a temporary name and renamed into place (a crash never leaves a half-written file).
 // Creates dir if needed; existing files of the same names are replaced.
 void save_sae_dir(const std::filesystem::path& dir, const Sae& sae, const SaeDirExtras& extras = {});
+
+// The file names inside an SAE directory.
+inline constexpr const char* kSaeWeightsFile = "sae_weights.safetensors";
+inline constexpr const char* kSaeCfgFile = "cfg.json";
+inline constexpr const char* kSaeSparsityFile = "sparsity.safetensors";
+inline constexpr const char* kActivationScalerFile = "activation_scaler.json";
+// The sae_lens version whose format we write (cfg.json metadata.sae_lens_version).
+inline constexpr const char* kSaeLensVersion = "6.13.1";
+
+// cfg.json text <-> config, without touching the disk (the loader and saver use these; fuzzers
+// and tests call them directly). `source` names the text in messages. parse fills the metadata and
+// training keys of `extras` when given; it throws Error for a non-"topk" architecture (named), a
+// missing or mistyped field (named), or values SaeConfig::validate refuses.
+SaeConfig parse_sae_cfg_json(std::string_view text, const std::string& source, SaeDirExtras* extras = nullptr);
+std::string sae_cfg_json(const SaeConfig& cfg, const SaeDirExtras& extras = {});
 
 }  // namespace topksae

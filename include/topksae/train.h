@@ -173,6 +173,14 @@ struct TrainForward {
   std::vector<int32_t> aux_idx; // [B, k_aux] T_b, by h descending over dead latents
   std::vector<T> za;            // [B, k_aux] h at aux_idx (no ReLU)
   std::vector<T> ehat;          // [B, k_aux ? d_in : 0] za @ W_dec + b_dec
+  // Loss gradients with respect to xhat and ehat, for the backward.
+  std::vector<T> g;             // [B, d_in] (2/B)(xhat - xs)
+  std::vector<T> ga;            // [B, k_aux ? d_in : 0] (2 coef scale / B)(ehat - r)
+  // The selection transposed, latent-major, so the backward can own one latent per thread:
+  // entries of latent j are lat_entry[lat_ptr[j] .. lat_ptr[j+1]), each e = b*(k+k_aux) + slot
+  // (slot < k: idx/z slot; else aux_idx/za slot - k), in ascending b (a fixed summation order).
+  std::vector<int64_t> lat_ptr;   // [d_sae + 1]
+  std::vector<int64_t> lat_entry; // [B * (k + k_aux)]
   // Losses (computed in double whatever T is).
   double mse_loss = 0, aux_loss = 0, loss = 0;
   int64_t nnz = 0;              // count of z != 0 (for l0)

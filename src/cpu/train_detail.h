@@ -1,0 +1,69 @@
+// Internal helpers shared by the CPU training ops, templated on the scalar type so the double
+// path (gradient checks) runs the same code as the float path.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <type_traits>
+#include <vector>
+
+#include "topksae/ops_cpu.h"
+
+namespace topksae::cpu::detail {
+
+// C[M,N] = C + A[M,K] @ B[K,N]; float goes to the tuned cpu::gemm, double to a plain loop
+// (double is only used at gradient-check sizes).
+template <typename T>
+void gemm_acc(const T* A, const T* B, T* C, int64_t M, int64_t K, int64_t N) {
+  if constexpr (std::is_same_v<T, float>) {
+    gemm(A, B, C, M, K, N, 1.f);
+  } else {
+#pragma omp parallel for
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t kk = 0; kk < K; ++kk) {
+        const T a = A[r * K + kk];
+        for (int64_t j = 0; j < N; ++j) C[r * N + j] += a * B[kk * N + j];
+      }
+  }
+}
+
+// The k largest of row[cand[0..m)] (candidates given by index, ascending), by value descending,
+// equal values to the lower index; NaN ranks below every number. order is scratch of size m.
+// Writes the chosen indices to idx[0..k).
+template <typename T>
+void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, std::vector<int32_t>& order, int32_t* idx) {
+  order.resize(static_cast<size_t>(m));
+  if (cand) std::copy(cand, cand + m, order.begin());
+  else std::iota(order.begin(), order.end(), 0);
+  auto key = [row](int32_t j) { return std::isnan(row[j]) ? -INFINITY : row[j]; };
+  auto before = [&](int32_t a, int32_t c) {
+    const T ka = key(a), kc = key(c);
+    return ka > kc || (ka == kc && a < c);
+  };
+  if (k < m) std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), before);
+  std::sort(order.begin(), order.begin() + k, before);
+  std::copy(order.begin(), order.begin() + k, idx);
+}
+
+// Sum of squares of v[0..n) in double, in fixed chunks so the result does not depend on the
+// number of threads (checkpoint resume must be bit-identical).
+template <typename T>
+double sum_squares(const T* v, int64_t n) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double s = 0;
+    const int64_t e = std::min(n, (c + 1) * kChunk);
+    for (int64_t i = c * kChunk; i < e; ++i) s += double(v[i]) * double(v[i]);
+    part[size_t(c)] = s;
+  }
+  double s = 0;
+  for (double p : part) s += p;
+  return s;
+}
+
+}  // namespace topksae::cpu::detail

@@ -1,0 +1,176 @@
+// CPU twin of train_forward (MATH.md, Training forward and losses): scale, encode, top-k, sparse
+// decode, MSE; AuxK over the latents that were dead before this step; the loss gradients g, ga
+// and the latent-major transpose of the selection for the backward. The only [B, d_sae] buffer
+// is h; the decodes walk the k (+ k_aux) selected rows of W_dec per token.
+#include <algorithm>
+#include <cmath>
+
+#include "cpu/train_detail.h"
+#include "topksae/error.h"
+#include "topksae/train.h"
+
+namespace topksae::cpu {
+
+namespace {
+
+// out[b] = b_dec + sum_s val[b, s] * W_dec[idx[b, s]], out [B, d]; idx/val [B, kk].
+template <typename T>
+void sparse_decode(const Params<T>& p, const int32_t* idx, const T* val, int64_t B, int64_t kk, int64_t d, T* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    T* o = out + b * d;
+    std::copy(p.b_dec.begin(), p.b_dec.end(), o);
+    for (int64_t s = 0; s < kk; ++s) {
+      const T v = val[b * kk + s];
+      if (v == T(0)) continue;
+      const T* w = p.W_dec.data() + int64_t(idx[b * kk + s]) * d;
+#pragma omp simd
+      for (int64_t i = 0; i < d; ++i) o[i] += v * w[i];
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64_t B, double scaling_factor,
+                   const uint8_t* dead, TrainForward<T>* f) {
+  const int64_t d = cfg.d_in, n = cfg.d_sae, k = cfg.k;
+  TOPKSAE_CHECK(B >= 1, "train_forward: batch must have >= 1 rows, got ", B);
+  TOPKSAE_CHECK(k >= 1 && k <= n, "train_forward: k=", k, " must be in [1, d_sae=", n, "]");
+  TOPKSAE_CHECK(p.W_enc.size() == size_t(d * n) && p.W_dec.size() == size_t(n * d) && p.b_enc.size() == size_t(n) &&
+                    p.b_dec.size() == size_t(d),
+                "train_forward: parameter shapes do not match d_in=", d, ", d_sae=", n);
+  f->B = B, f->d_in = d, f->d_sae = n, f->k = k;
+
+  // xs = s * x; u = xs - a * b_dec.
+  const T s = T(scaling_factor);
+  const T a = cfg.apply_b_dec_to_input ? T(1) : T(0);
+  f->xs.resize(size_t(B * d));
+  f->u.resize(size_t(B * d));
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < d; ++i) {
+      const T v = scaling_factor == 1.0 ? x[b * d + i] : s * x[b * d + i];
+      f->xs[size_t(b * d + i)] = v;
+      f->u[size_t(b * d + i)] = v - a * p.b_dec[size_t(i)];
+    }
+
+  // h = u @ W_enc + b_enc.
+  f->h.resize(size_t(B * n));
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) std::copy(p.b_enc.begin(), p.b_enc.end(), f->h.begin() + b * n);
+  detail::gemm_acc(f->u.data(), p.W_enc.data(), f->h.data(), B, d, n);
+
+  // Top-k on the raw h, ReLU after.
+  f->idx.resize(size_t(B * k));
+  f->z.resize(size_t(B * k));
+#pragma omp parallel
+  {
+    std::vector<int32_t> order;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      const T* hr = f->h.data() + b * n;
+      detail::select_top(hr, static_cast<const int32_t*>(nullptr), n, k, order, f->idx.data() + b * k);
+      for (int64_t sl = 0; sl < k; ++sl) f->z[size_t(b * k + sl)] = std::max(hr[f->idx[size_t(b * k + sl)]], T(0));
+    }
+  }
+  int64_t nnz = 0;
+  for (const T& v : f->z) nnz += v != T(0);
+  f->nnz = nnz;
+
+  // xhat = z @ W_dec + b_dec over the selected rows only.
+  f->xhat.resize(size_t(B * d));
+  sparse_decode(p, f->idx.data(), f->z.data(), B, k, d, f->xhat.data());
+
+  // MSE, explained variance (losses in double).
+  std::vector<double> col_mean(static_cast<size_t>(d), 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < d; ++i) col_mean[size_t(i)] += double(f->xs[size_t(b * d + i)]);
+  for (double& m : col_mean) m /= double(B);
+  double sq_err = 0, sq_var = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < d; ++i) {
+      const double xs = double(f->xs[size_t(b * d + i)]);
+      const double e = double(f->xhat[size_t(b * d + i)]) - xs;
+      const double c = xs - col_mean[size_t(i)];
+      sq_err += e * e;
+      sq_var += c * c;
+    }
+  f->mse_loss = sq_err / double(B);
+  f->explained_variance = 1.0 - (sq_err / double(B)) / (sq_var / double(B));
+
+  // g = (2/B) (xhat - xs).
+  const T g_scale = T(2.0 / double(B));
+  f->g.resize(size_t(B * d));
+  for (int64_t e = 0; e < B * d; ++e) f->g[size_t(e)] = g_scale * (f->xhat[size_t(e)] - f->xs[size_t(e)]);
+
+  // AuxK over the dead latents.
+  std::vector<int32_t> dead_list;
+  if (dead)
+    for (int64_t j = 0; j < n; ++j)
+      if (dead[j]) dead_list.push_back(int32_t(j));
+  f->n_dead = int64_t(dead_list.size());
+  f->aux_loss = 0;
+  if (f->n_dead > 0) {
+    const int64_t k_aux0 = d / 2;
+    f->aux_scale = std::min(double(f->n_dead) / double(k_aux0), 1.0);
+    f->k_aux = std::min(k_aux0, f->n_dead);
+  } else {
+    f->aux_scale = 0;
+    f->k_aux = 0;
+  }
+  const int64_t ka = f->k_aux;
+  f->aux_idx.resize(size_t(B * ka));
+  f->za.resize(size_t(B * ka));
+  f->ehat.resize(size_t(ka ? B * d : 0));
+  f->ga.resize(size_t(ka ? B * d : 0));
+  if (ka > 0) {
+#pragma omp parallel
+    {
+      std::vector<int32_t> order;
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < B; ++b) {
+        const T* hr = f->h.data() + b * n;
+        detail::select_top(hr, dead_list.data(), f->n_dead, ka, order, f->aux_idx.data() + b * ka);
+        for (int64_t sl = 0; sl < ka; ++sl) f->za[size_t(b * ka + sl)] = hr[f->aux_idx[size_t(b * ka + sl)]];
+      }
+    }
+    sparse_decode(p, f->aux_idx.data(), f->za.data(), B, ka, d, f->ehat.data());
+    // r = stopgrad(xs - xhat); L_aux = coef * scale * mean_b ||ehat_b - r_b||^2.
+    const double c = cfg.aux_loss_coefficient * f->aux_scale;
+    const T ga_scale = T(2.0 * c / double(B));
+    double sq = 0;
+    for (int64_t e = 0; e < B * d; ++e) {
+      const T r = f->xs[size_t(e)] - f->xhat[size_t(e)];
+      const T diff = f->ehat[size_t(e)] - r;
+      sq += double(diff) * double(diff);
+      f->ga[size_t(e)] = ga_scale * diff;
+    }
+    f->aux_loss = c * sq / double(B);
+  }
+  f->loss = f->mse_loss + f->aux_loss;
+
+  // Latent-major transpose of the selection (counting sort by latent, stable in b).
+  const int64_t per_row = k + ka;
+  f->lat_ptr.assign(size_t(n + 1), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t sl = 0; sl < k; ++sl) ++f->lat_ptr[size_t(f->idx[size_t(b * k + sl)]) + 1];
+    for (int64_t sl = 0; sl < ka; ++sl) ++f->lat_ptr[size_t(f->aux_idx[size_t(b * ka + sl)]) + 1];
+  }
+  for (int64_t j = 0; j < n; ++j) f->lat_ptr[size_t(j + 1)] += f->lat_ptr[size_t(j)];
+  f->lat_entry.resize(size_t(B * per_row));
+  std::vector<int64_t> fill(f->lat_ptr.begin(), f->lat_ptr.end() - 1);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t sl = 0; sl < k; ++sl) f->lat_entry[size_t(fill[size_t(f->idx[size_t(b * k + sl)])]++)] = b * per_row + sl;
+    for (int64_t sl = 0; sl < ka; ++sl)
+      f->lat_entry[size_t(fill[size_t(f->aux_idx[size_t(b * ka + sl)])]++)] = b * per_row + k + sl;
+  }
+}
+
+template void train_forward<float>(const TrainConfig&, const Params<float>&, const float*, int64_t, double,
+                                   const uint8_t*, TrainForward<float>*);
+template void train_forward<double>(const TrainConfig&, const Params<double>&, const double*, int64_t, double,
+                                    const uint8_t*, TrainForward<double>*);
+
+}  // namespace topksae::cpu

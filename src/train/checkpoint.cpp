@@ -1,0 +1,225 @@
+// Training checkpoints (FORMATS.md, "A training checkpoint"): an sae_lens SAE directory with the
+// unfolded weights plus activation_scaler.json, and this engine's trainer state in
+// trainer_state.json (config, counters, data position) and trainer_state.bin (Adam moments and the
+// per-latent counters, raw little-endian with a checksum). The whole directory is written as
+// <dir>.tmp and renamed into place, so a crash mid-save keeps the previous checkpoint.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "topksae/error.h"
+#include "topksae/train.h"
+
+namespace fs = std::filesystem;
+
+namespace topksae {
+
+namespace {
+
+constexpr char kStateJson[] = "trainer_state.json";
+constexpr char kStateBin[] = "trainer_state.bin";
+constexpr char kScalerJson[] = "activation_scaler.json";
+constexpr char kMagic[16] = {'T', 'O', 'P', 'K', 'S', 'A', 'E', '-', 'T', 'R', 'S', 'T', 'A', 'T', 'E', '1'};
+
+// Writes bytes to path through path.tmp + rename.
+void write_atomic(const fs::path& path, const std::string& bytes) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    TOPKSAE_CHECK(out.good(), "cannot create ", tmp.string());
+    out.write(bytes.data(), std::streamsize(bytes.size()));
+    out.flush();
+    TOPKSAE_CHECK(out.good(), "cannot write ", tmp.string(), " (disk full?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  TOPKSAE_CHECK(!ec, "cannot rename ", tmp.string(), " to ", path.string(), ": ", ec.message());
+}
+
+std::string read_all(const fs::path& path, size_t max_bytes) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  TOPKSAE_CHECK(!ec, "cannot read ", path.string(), ": ", ec.message());
+  TOPKSAE_CHECK(size <= max_bytes, path.string(), " is ", size, " bytes, larger than expected (", max_bytes, ")");
+  std::ifstream in(path, std::ios::binary);
+  TOPKSAE_CHECK(in.good(), "cannot open ", path.string());
+  std::string s(size_t(size), '\0');
+  in.read(s.data(), std::streamsize(size));
+  TOPKSAE_CHECK(in.gcount() == std::streamsize(size), "short read from ", path.string());
+  return s;
+}
+
+uint64_t fnv1a(const char* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(p[i])) * 1099511628211ull;
+  return h;
+}
+
+template <typename V>
+void put(std::string& out, const V& v) {
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0]));
+}
+void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+
+// Reads sequentially from the .bin payload with bounds checks.
+struct Reader {
+  const std::string& s;
+  size_t pos;
+  const fs::path& path;
+  template <typename V>
+  void get(V& v, size_t n) {
+    const size_t bytes = n * sizeof(v[0]);
+    TOPKSAE_CHECK(pos + bytes <= s.size(), path.string(), ": truncated (need ", bytes, " bytes at offset ", pos, ")");
+    v.resize(n);
+    std::memcpy(v.data(), s.data() + pos, bytes);
+    pos += bytes;
+  }
+  uint64_t u64() {
+    TOPKSAE_CHECK(pos + 8 <= s.size(), path.string(), ": truncated");
+    uint64_t v;
+    std::memcpy(&v, s.data() + pos, 8);
+    pos += 8;
+    return v;
+  }
+};
+
+std::string state_bin(const TrainConfig& cfg, const TrainState& st) {
+  std::string out(kMagic, sizeof kMagic);
+  put_u64(out, uint64_t(cfg.d_in));
+  put_u64(out, uint64_t(cfg.d_sae));
+  for (const Params<float>* p : {&st.adam_m, &st.adam_v}) {
+    put(out, p->W_enc);
+    put(out, p->b_enc);
+    put(out, p->W_dec);
+    put(out, p->b_dec);
+  }
+  put(out, st.stats.since_fired);
+  put(out, st.stats.act_freq);
+  put_u64(out, fnv1a(out.data(), out.size()));
+  return out;
+}
+
+void read_state_bin(const fs::path& path, const TrainConfig& cfg, TrainState* st) {
+  const size_t n = size_t(cfg.d_sae), d = size_t(cfg.d_in);
+  const size_t expect = sizeof kMagic + 16 + 2 * (2 * n * d + n + d) * 4 + 2 * n * 8 + 8;
+  const std::string s = read_all(path, expect);
+  TOPKSAE_CHECK(s.size() == expect, path.string(), " is ", s.size(), " bytes; expected ", expect, " for d_in=", d,
+                ", d_sae=", n);
+  TOPKSAE_CHECK(std::memcmp(s.data(), kMagic, sizeof kMagic) == 0, path.string(), " is not a topksae trainer state");
+  uint64_t stored;
+  std::memcpy(&stored, s.data() + s.size() - 8, 8);
+  TOPKSAE_CHECK(stored == fnv1a(s.data(), s.size() - 8), path.string(), ": checksum mismatch (corrupt file)");
+  Reader r{s, sizeof kMagic, path};
+  TOPKSAE_CHECK(r.u64() == d && r.u64() == n, path.string(), ": shape differs from trainer_state.json");
+  for (Params<float>* p : {&st->adam_m, &st->adam_v}) {
+    r.get(p->W_enc, d * n);
+    r.get(p->b_enc, n);
+    r.get(p->W_dec, n * d);
+    r.get(p->b_dec, d);
+  }
+  r.get(st->stats.since_fired, n);
+  r.get(st->stats.act_freq, n);
+}
+
+nlohmann::json scaler_json(const std::optional<double>& s) {
+  nlohmann::json j;
+  j["scaling_factor"] = s ? nlohmann::json(*s) : nlohmann::json();
+  return j;
+}
+
+}  // namespace
+
+void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainState& st, const SaeDirExtras& extras_in) {
+  TOPKSAE_CHECK(!dir.empty(), "checkpoint directory is empty");
+  fs::path target = dir;
+  if (!target.has_filename()) target = target.parent_path();  // "ckpt/" -> "ckpt"
+  fs::path tmp = target;
+  tmp += ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  fs::create_directories(tmp, ec);
+  TOPKSAE_CHECK(!ec && fs::is_directory(tmp), "cannot create checkpoint directory ", tmp.string(), ": ", ec.message());
+
+  // The SAE directory: unfolded weights, the training keys, the sparsity of the current window.
+  Sae sae;
+  sae.cfg = cfg.sae_config();
+  sae.params = to_sae_params(st.params);
+  SaeDirExtras extras = extras_in;
+  extras.training_json["decoder_init_norm"] = cfg.decoder_init_norm ? nlohmann::json(*cfg.decoder_init_norm).dump() : "null";
+  extras.training_json["use_sparse_activations"] = "false";
+  extras.training_json["aux_loss_coefficient"] = nlohmann::json(cfg.aux_loss_coefficient).dump();
+  extras.sparsity = log_feature_sparsity(st.stats);
+  extras.scaling_factor = st.scaling_factor ? std::optional<float>(float(*st.scaling_factor)) : std::nullopt;
+  save_sae_dir(tmp, sae, extras);
+  write_atomic(tmp / kScalerJson, scaler_json(st.scaling_factor).dump());
+
+  nlohmann::ordered_json j;
+  j["format"] = "topksae trainer state";
+  j["version"] = 1;
+  j["config"] = nlohmann::ordered_json::parse(train_config_to_json(cfg));
+  j["step"] = st.step;
+  j["n_training_samples"] = st.n_training_samples;
+  j["n_frac_active"] = st.stats.n_frac_active;
+  j["scaling_factor"] = st.scaling_factor ? nlohmann::ordered_json(*st.scaling_factor) : nlohmann::ordered_json();
+  j["data_position"] = st.data_position;
+  write_atomic(tmp / kStateBin, state_bin(cfg, st));
+  write_atomic(tmp / kStateJson, j.dump(2));
+
+  // Swap in: the old checkpoint is moved aside first (rename cannot replace a non-empty
+  // directory), then removed once the new one is in place.
+  fs::path old = target;
+  old += ".old";
+  fs::remove_all(old, ec);
+  if (fs::exists(target)) {
+    fs::rename(target, old, ec);
+    TOPKSAE_CHECK(!ec, "cannot move the previous checkpoint ", target.string(), " aside: ", ec.message());
+  }
+  fs::rename(tmp, target, ec);
+  TOPKSAE_CHECK(!ec, "cannot rename ", tmp.string(), " to ", target.string(), ": ", ec.message());
+  fs::remove_all(old, ec);
+}
+
+TrainState load_checkpoint(const fs::path& dir, TrainConfig* cfg_out) {
+  const fs::path json_path = dir / kStateJson;
+  TOPKSAE_CHECK(fs::exists(json_path), dir.string(), " is not a training checkpoint (no ", kStateJson, ")");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_all(json_path, size_t(16) << 20));
+  } catch (const nlohmann::json::exception& e) {
+    TOPKSAE_FAIL(json_path.string(), ": invalid JSON: ", e.what());
+  }
+  TrainState st;
+  TrainConfig cfg;
+  try {
+    TOPKSAE_CHECK(j.value("format", "") == "topksae trainer state", json_path.string(), ": not a topksae trainer state");
+    TOPKSAE_CHECK(j.value("version", 0) == 1, json_path.string(), ": unsupported version ", j.value("version", 0));
+    cfg = train_config_from_json(j.at("config").dump());
+    st.step = j.at("step").get<int64_t>();
+    st.n_training_samples = j.at("n_training_samples").get<int64_t>();
+    st.stats.n_frac_active = j.at("n_frac_active").get<int64_t>();
+    if (!j.at("scaling_factor").is_null()) st.scaling_factor = j.at("scaling_factor").get<double>();
+    st.data_position = j.at("data_position").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    TOPKSAE_FAIL(json_path.string(), ": missing or bad field: ", e.what());
+  }
+  cfg.validate();
+  TOPKSAE_CHECK(st.step >= 0 && st.n_training_samples >= 0 && st.stats.n_frac_active >= 0, json_path.string(),
+                ": negative counters");
+
+  const Sae sae = load_sae_dir(dir);
+  TOPKSAE_CHECK(sae.cfg.d_in == cfg.d_in && sae.cfg.d_sae == cfg.d_sae && sae.cfg.k == cfg.k, dir.string(),
+                ": cfg.json (d_in ", sae.cfg.d_in, ", d_sae ", sae.cfg.d_sae, ", k ", sae.cfg.k,
+                ") disagrees with trainer_state.json");
+  st.params = from_sae_params(sae.params);
+  read_state_bin(dir / kStateBin, cfg, &st);
+  if (cfg_out) *cfg_out = cfg;
+  return st;
+}
+
+}  // namespace topksae

@@ -1,0 +1,160 @@
+// Checkpoints: 20 steps straight and 10 + save + load + 10 give bit-identical weights, Adam
+// moments and counters (with AuxK active and the scaling factor estimated); the checkpoint is an
+// SAE directory plus the scaler and trainer-state files; a changed config is refused.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "test_util.h"
+#include "topksae/error.h"
+#include "topksae/synthetic.h"
+#include "topksae/train.h"
+
+using namespace topksae;
+using namespace topksae::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("topksae_train_resume_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+SyntheticConfig source_cfg() {
+  SyntheticConfig sc;
+  sc.d_in = 20;
+  sc.n_features = 60;
+  sc.seed = 9;
+  return sc;
+}
+
+TrainConfig train_cfg() {
+  TrainConfig c;
+  c.d_in = 20;
+  c.d_sae = 90;
+  c.k = 3;
+  c.batch_size = 33;
+  c.training_tokens = 33 * 20;
+  c.lr = 3e-3;
+  c.lr_scheduler_name = LrScheduler::cosineannealing;
+  c.lr_warm_up_steps = 3;
+  c.lr_decay_steps = 4;
+  c.dead_feature_window = 2;  // AuxK from step 3 on
+  c.feature_sampling_window = 7;
+  c.normalize_activations = Normalize::expected_average_only_in;
+  c.n_batches_for_norm_estimate = 2;
+  c.seed = 17;
+  return c;
+}
+
+template <typename T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+void expect_same_params(const Params<float>& a, const Params<float>& b, const char* what) {
+  EXPECT_TRUE(same_bits(a.W_enc, b.W_enc)) << what << " W_enc";
+  EXPECT_TRUE(same_bits(a.b_enc, b.b_enc)) << what << " b_enc";
+  EXPECT_TRUE(same_bits(a.W_dec, b.W_dec)) << what << " W_dec";
+  EXPECT_TRUE(same_bits(a.b_dec, b.b_dec)) << what << " b_dec";
+}
+
+}  // namespace
+
+TEST(TrainResume, TenPlusTenIsBitIdenticalToTwenty) {
+  TempDir tmp;
+  const TrainConfig c = train_cfg();
+  int aux_steps = 0;
+  SyntheticSource s1(source_cfg());
+  TrainerOptions o1;
+  o1.on_step = [&](const StepMetrics& m) { aux_steps += m.auxiliary_reconstruction_loss > 0; };
+  Trainer straight(c, s1, o1);
+  EXPECT_EQ(straight.run(), 20);
+  EXPECT_GT(aux_steps, 0) << "the run should exercise AuxK";
+
+  SyntheticSource s2(source_cfg());
+  Trainer first(c, s2);
+  EXPECT_EQ(first.run(10), 10);
+  const fs::path ck = tmp.path / "ckpt";
+  first.save_checkpoint(ck);
+  for (const char* f : {"cfg.json", "sae_weights.safetensors", "activation_scaler.json", "trainer_state.json",
+                        "trainer_state.bin"})
+    EXPECT_TRUE(fs::exists(ck / f)) << f;
+  EXPECT_FALSE(fs::exists(tmp.path / "ckpt.tmp"));
+
+  SyntheticSource s3(source_cfg());  // a fresh source: the position comes from the checkpoint
+  Trainer second(c, s3);
+  second.resume(ck);
+  EXPECT_EQ(second.state().step, 10);
+  EXPECT_EQ(second.run(), 10);
+
+  const TrainState& a = straight.state();
+  const TrainState& b = second.state();
+  ASSERT_TRUE(a.scaling_factor && b.scaling_factor);
+  EXPECT_EQ(*a.scaling_factor, *b.scaling_factor);
+  expect_same_params(a.params, b.params, "params");
+  expect_same_params(a.adam_m, b.adam_m, "adam_m");
+  expect_same_params(a.adam_v, b.adam_v, "adam_v");
+  EXPECT_EQ(a.stats.since_fired, b.stats.since_fired);
+  EXPECT_EQ(a.stats.act_freq, b.stats.act_freq);
+  EXPECT_EQ(a.stats.n_frac_active, b.stats.n_frac_active);
+  EXPECT_EQ(a.n_training_samples, b.n_training_samples);
+  EXPECT_EQ(a.data_position, b.data_position);
+  EXPECT_NONZERO(a.params.W_dec);
+  // The run moved the weights (so equality is not trivially the initial state).
+  const TrainState init = TrainState::initial(c);
+  EXPECT_FALSE(same_bits(init.params.W_dec, a.params.W_dec));
+}
+
+TEST(TrainResume, OverwritesThePreviousCheckpointAndRefusesAnotherConfig) {
+  TempDir tmp;
+  const TrainConfig c = train_cfg();
+  SyntheticSource s(source_cfg());
+  TrainerOptions o;
+  o.checkpoint_dir = tmp.path / "run";
+  o.checkpoint_every = 4;
+  Trainer tr(c, s, o);
+  tr.run(9);  // checkpoints after steps 4 and 8
+  TrainConfig loaded;
+  const TrainState st = load_checkpoint(tmp.path / "run", &loaded);
+  EXPECT_EQ(st.step, 8);
+  EXPECT_EQ(train_config_to_json(loaded), train_config_to_json(c));
+
+  TrainConfig other = c;
+  other.lr = 1e-2;
+  SyntheticSource s2(source_cfg());
+  Trainer tr2(other, s2);
+  EXPECT_THROW(tr2.resume(tmp.path / "run"), Error);
+
+  // A corrupt trainer_state.bin is detected.
+  {
+    std::fstream f(tmp.path / "run" / "trainer_state.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x55');
+  }
+  EXPECT_THROW(load_checkpoint(tmp.path / "run", nullptr), Error);
+  EXPECT_THROW(load_checkpoint(tmp.path / "missing", nullptr), Error);
+}
+
+TEST(TrainResume, FinalSaveIsFoldedAndLoads) {
+  TempDir tmp;
+  TrainConfig c = train_cfg();
+  SyntheticSource s(source_cfg());
+  Trainer tr(c, s);
+  tr.run(5);
+  tr.save_final(tmp.path / "final");
+  const Sae loaded = load_sae_dir(tmp.path / "final");
+  const Sae want = final_sae(c, tr.state());
+  EXPECT_EQ(loaded.cfg.normalize, Normalize::none);
+  EXPECT_TRUE(same_bits(loaded.params.W_enc, want.params.W_enc));
+  EXPECT_TRUE(same_bits(loaded.params.b_dec, want.params.b_dec));
+  EXPECT_FALSE(same_bits(loaded.params.W_enc, tr.state().params.W_enc));  // folded: s != 1
+}
