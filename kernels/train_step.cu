@@ -29,10 +29,9 @@ struct DevMetrics {
   double grad_norm;
   double log10_sparsity_sum;
   unsigned long long n_dead_before, dead_after, since_sum, below5, below6;
+  double aux_scale;
   int32_t k_aux;
-  float aux_scale;
   float clip;
-  int32_t pad;
 };
 
 constexpr int kThreads = 256;
@@ -66,10 +65,11 @@ __global__ void sparsity_kernel(const long long* __restrict__ act_freq, int64_t 
   double lsum = 0;
   unsigned long long b5 = 0, b6 = 0;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
-    const double dens = double(act_freq[j]) / n_frac;
-    lsum += log10(dens + 1e-10);
-    b5 += dens < 1e-5;
-    b6 += dens < 1e-6;
+    // float32 as sae_lens (and the CPU twin): act_freq / n_frac_active, then log10(x + 1e-10).
+    const float dens = n_frac > 0 ? float(act_freq[j]) / float(n_frac) : NAN;
+    lsum += double(log10f(dens + 1e-10f));
+    b5 += dens < 1e-5f;
+    b6 += dens < 1e-6f;
   }
   const double s = block_sum(lsum);
   const double c5 = block_sum(double(b5));
@@ -99,12 +99,12 @@ __global__ void aux_params_kernel(int64_t half_d, DevMetrics* M) {
   const unsigned long long nd = M->n_dead_before;
   if (half_d <= 0 || nd == 0) {
     M->k_aux = 0;
-    M->aux_scale = 0.f;
+    M->aux_scale = 0.0;
     return;
   }
   M->k_aux = int32_t(nd < (unsigned long long)half_d ? nd : half_d);
   const double s = double(nd) / double(half_d);
-  M->aux_scale = float(s < 1.0 ? s : 1.0);
+  M->aux_scale = s < 1.0 ? s : 1.0;
 }
 
 __global__ void prep_kernel(const float* __restrict__ x, float s, const float* __restrict__ b_dec, int64_t total, int64_t d,
@@ -153,7 +153,7 @@ __global__ void loss_rows_kernel(const float* __restrict__ x, float s, const flo
                                  float* __restrict__ g, float* __restrict__ ga, double* __restrict__ stats) {
   const int64_t b = blockIdx.x;
   const float gcoef = float(2.0 / double(B));
-  const float gacoef = ehat ? float(2.0 * aux_coef * double(M->aux_scale) / double(B)) : 0.f;
+  const float gacoef = ehat ? float(2.0 * aux_coef * M->aux_scale / double(B)) : 0.f;
   double mse = 0, aux = 0, tv = 0;
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
     const int64_t i = b * d + c;
@@ -418,15 +418,16 @@ __global__ void clip_kernel(DevMetrics* M) {
 // to the gradient first; refreshes the bf16 copy of W_enc (the first n_w16 entries) when given.
 __global__ void adam_kernel(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
                             const float* __restrict__ grad, int64_t P, const DevMetrics* __restrict__ M, float b1, float b2,
-                            float step_size, float bc2_sqrt, float eps, __nv_bfloat16* __restrict__ w16, int64_t n_w16) {
+                            float one_b1, float one_b2, float step_size, float bc2_sqrt, float eps,
+                            __nv_bfloat16* __restrict__ w16, int64_t n_w16) {
   const float c = M->clip;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < P; i += int64_t(gridDim.x) * blockDim.x) {
     const float gi = grad[i] * c;
-    const float mi = b1 * m[i] + (1.f - b1) * gi;
-    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    const float mi = b1 * m[i] + one_b1 * gi;
+    const float vi = b2 * v[i] + one_b2 * (gi * gi);
     m[i] = mi;
     v[i] = vi;
-    const float pi = p[i] - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    const float pi = p[i] - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));  // as the CPU twin
     p[i] = pi;
     if (w16 != nullptr && i < n_w16) w16[i] = __float2bfloat16_rn(pi);
   }
@@ -709,7 +710,8 @@ struct TrainStep::Impl {
     const double bc1 = 1.0 - std::pow(cfg.adam_beta1, t);
     const double bc2 = 1.0 - std::pow(cfg.adam_beta2, t);
     adam_kernel<<<detail::grid_for(P, kThreads, int64_t(ctx.sm_count()) * 16), kThreads, 0, s>>>(
-        prm, as<float>(m), as<float>(v), grd, P, M, float(cfg.adam_beta1), float(cfg.adam_beta2), float(lr / bc1),
+        prm, as<float>(m), as<float>(v), grd, P, M, float(cfg.adam_beta1), float(cfg.adam_beta2),
+        float(1.0 - cfg.adam_beta1), float(1.0 - cfg.adam_beta2), float(lr / bc1),
         float(std::sqrt(bc2)), float(kAdamEps), prec == Precision::bf16 ? as<__nv_bfloat16>(w16) : nullptr, d * n);
     CUDA_CHECK_LAUNCH();
     // 8. metrics back to the host, asynchronously.

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "cuda_test_util.h"
+#include "topksae/error.h"
 #include "topksae/ops_cpu.h"
 #include "topksae/ops_cuda.h"
 
