@@ -102,7 +102,7 @@ TEST(CudaTopK, MaskAndDeviceK) {
   SKIP_WITHOUT_GPU();
   const int64_t B = 13, n = 2500, kcap = 70;
   const std::vector<float> h = tie_free_rows(B, n, 21);
-  std::vector<uint8_t> mask(size_t(n));
+  std::vector<uint8_t> mask(static_cast<size_t>(n));
   for (int64_t j = 0; j < n; ++j) mask[size_t(j)] = (j * 7919) % 5 == 0;  // ~20% eligible
   // CPU reference: masked-out entries cannot win (-inf), k_used < kcap.
   const int32_t k_used = 53;
