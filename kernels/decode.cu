@@ -110,7 +110,9 @@ void row_offsets(Context& ctx, const TopKCodes& c, int64_t* offsets) {
   detail::exclusive_scan_i64(ctx, counts, offsets, c.rows + 1);
 }
 
-void spmm(Context& ctx, const DeviceSae& sae, cusparseSpMatDescr_t A, int64_t rows, float* out) {
+// Row-major B and C: the algorithms made for that layout first (CSR_ALG2 / COO_ALG4), then the
+// library default if this cuSPARSE refuses them.
+void spmm(Context& ctx, const DeviceSae& sae, cusparseSpMatDescr_t A, int64_t rows, float* out, bool is_csr) {
   const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae;
   cusparseDnMatDescr_t Bm = nullptr, Cm = nullptr;
   CUSPARSE_CHECK(cusparseCreateDnMat(&Bm, n, d, d, const_cast<float*>(sae.w_dec()), CUDA_R_32F, CUSPARSE_ORDER_ROW));
@@ -118,11 +120,17 @@ void spmm(Context& ctx, const DeviceSae& sae, cusparseSpMatDescr_t A, int64_t ro
   const float alpha = 1.f, beta = 1.f;
   size_t bytes = 0;
   cusparseHandle_t hs = detail::cusparse(ctx);
-  CUSPARSE_CHECK(cusparseSpMM_bufferSize(hs, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, &alpha,
-                                         A, Bm, &beta, Cm, CUDA_R_32F, CUSPARSE_SPMM_ALG_DEFAULT, &bytes));
+  cusparseSpMMAlg_t alg = is_csr ? CUSPARSE_SPMM_CSR_ALG2 : CUSPARSE_SPMM_COO_ALG4;
+  cusparseStatus_t st = cusparseSpMM_bufferSize(hs, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                                                &alpha, A, Bm, &beta, Cm, CUDA_R_32F, alg, &bytes);
+  if (st != CUSPARSE_STATUS_SUCCESS) {
+    alg = CUSPARSE_SPMM_ALG_DEFAULT;
+    CUSPARSE_CHECK(cusparseSpMM_bufferSize(hs, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, &alpha,
+                                           A, Bm, &beta, Cm, CUDA_R_32F, alg, &bytes));
+  }
   void* work = ctx.scratch(detail::kSlotSpmmWork, bytes);
   CUSPARSE_CHECK(cusparseSpMM(hs, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, &alpha, A, Bm,
-                              &beta, Cm, CUDA_R_32F, CUSPARSE_SPMM_ALG_DEFAULT, work));
+                              &beta, Cm, CUDA_R_32F, alg, work));
   CUSPARSE_CHECK(cusparseDestroyDnMat(Bm));
   CUSPARSE_CHECK(cusparseDestroyDnMat(Cm));
 }
@@ -211,7 +219,7 @@ void decode_csr(Context& ctx, const DeviceSae& sae, Csr& s, float* out) {
   cusparseSpMatDescr_t A = nullptr;
   CUSPARSE_CHECK(cusparseCreateCsr(&A, s.rows, s.cols, nnz, ptr32, s.indices.data(), s.values.data(),
                                    CUSPARSE_INDEX_32I, CUSPARSE_INDEX_32I, CUSPARSE_INDEX_BASE_ZERO, CUDA_R_32F));
-  spmm(ctx, sae, A, s.rows, out);
+  spmm(ctx, sae, A, s.rows, out, /*is_csr=*/true);
   CUSPARSE_CHECK(cusparseDestroySpMat(A));
 }
 
@@ -228,7 +236,7 @@ void decode_coo(Context& ctx, const DeviceSae& sae, Coo& s, float* out) {
   cusparseSpMatDescr_t A = nullptr;
   CUSPARSE_CHECK(cusparseCreateCoo(&A, s.rows, s.cols, nnz, row32, s.col.data(), s.values.data(), CUSPARSE_INDEX_32I,
                                    CUSPARSE_INDEX_BASE_ZERO, CUDA_R_32F));
-  spmm(ctx, sae, A, s.rows, out);
+  spmm(ctx, sae, A, s.rows, out, /*is_csr=*/false);
   CUSPARSE_CHECK(cusparseDestroySpMat(A));
 }
 
