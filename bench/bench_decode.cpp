@@ -91,8 +91,8 @@ int main(int argc, char** argv) {
       for (int q = 0; q < nsets; ++q) codes.push_back(random_codes(s, 1000 + uint64_t(q)));
       const int64_t R = std::min<int64_t>(B, 64);
       const double floor_bytes = double(unique_rows(codes[0])) * double(d) * 4 + double(B * d) * 4 + double(B * s.k) * 8;
-      const double gather_bytes = double(B * s.k) * double(d) * 4;
-      const double dense_flop = 2.0 * double(B) * double(n) * double(d);
+      [[maybe_unused]] const double gather_bytes = double(B * s.k) * double(d) * 4;
+      [[maybe_unused]] const double dense_flop = 2.0 * double(B) * double(n) * double(d);
       auto base_row = [&](const char* variant) {
         nlohmann::json r;
         r["shape"] = sh;

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     rep.set_ceilings(ceil);
     for (const Shape& s : a.shapes) {
       const TrainConfig cfg = config_for(s);
-      const double flop = 2.0 * double(s.batch) * double(s.d_in) * double(s.d_sae);
+      [[maybe_unused]] const double flop = 2.0 * double(s.batch) * double(s.d_in) * double(s.d_sae);
       auto base_row = [&](const std::string& variant) {
         nlohmann::json r;
         r["shape"] = s.str();
