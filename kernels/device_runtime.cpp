@@ -1,4 +1,5 @@
 // The device runtime with the CUDA backend: allocation, copies and the check reporter.
+#include <cstring>
 #include <string>
 
 #include "cuda_check.h"
@@ -74,7 +75,11 @@ void pinned_free(void* p) noexcept {
 }
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
-  cudaMemcpyKind kind = dst_dev == Device::cpu ? (src_dev == Device::cpu ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
+  if (dst_dev == Device::cpu && src_dev == Device::cpu) {  // no driver needed (and none may exist)
+    std::memmove(dst, src, bytes);
+    return;
+  }
+  cudaMemcpyKind kind = dst_dev == Device::cpu ? cudaMemcpyDeviceToHost
                                                : (src_dev == Device::cpu ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
 }
