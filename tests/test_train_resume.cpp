@@ -158,3 +158,32 @@ TEST(TrainResume, FinalSaveIsFoldedAndLoads) {
   EXPECT_TRUE(same_bits(loaded.params.b_dec, want.params.b_dec));
   EXPECT_FALSE(same_bits(loaded.params.W_enc, tr.state().params.W_enc));  // folded: s != 1
 }
+
+TEST(TrainRun, StepCountFollowsSaeLensFitLoop) {
+  // training_tokens = 3 batches + 1 token: sae_lens runs 4 steps (while samples < tokens), with
+  // the LR schedule sized for 3.
+  TrainConfig c = train_cfg();
+  c.training_tokens = 3 * c.batch_size + 1;
+  c.lr_scheduler_name = LrScheduler::constant;
+  c.lr_warm_up_steps = 0;
+  c.lr_decay_steps = 0;
+  c.normalize_activations = Normalize::none;
+  SyntheticSource s(source_cfg());
+  std::vector<StepMetrics> log;
+  TrainerOptions o;
+  o.on_step = [&](const StepMetrics& m) { log.push_back(m); };
+  Trainer tr(c, s, o);
+  EXPECT_EQ(c.total_training_steps(), 3);
+  EXPECT_EQ(tr.run(), 4);
+  EXPECT_TRUE(tr.done());
+  ASSERT_EQ(log.size(), 4u);
+  EXPECT_EQ(log.back().n_training_samples, 4 * c.batch_size);
+  EXPECT_EQ(tr.run(), 0);
+  // A finite source that runs dry stops the run early.
+  SyntheticConfig sc = source_cfg();
+  sc.n_rows = 2 * c.batch_size + 5;
+  SyntheticSource dry(sc);
+  Trainer tr2(c, dry);
+  EXPECT_EQ(tr2.run(), 2);
+  EXPECT_FALSE(tr2.done());
+}

@@ -282,11 +282,14 @@ class Trainer {
   // The checkpoint's config must match this trainer's in every field that shapes the run.
   void resume(const std::filesystem::path& checkpoint);
 
-  // Runs steps until total_training_steps, or max_steps more steps (-1: no limit), or the source
-  // runs dry (a short final batch is dropped). Estimates the scaling factor first when needed.
-  // Writes a checkpoint every checkpoint_every steps. Returns the number of steps run.
+  // Runs steps until done(), or max_steps more steps (-1: no limit), or the source runs dry (a
+  // short final batch is dropped). Estimates the scaling factor first when needed. Writes a
+  // checkpoint every checkpoint_every steps. Returns the number of steps run.
   int64_t run(int64_t max_steps = -1);
-  bool done() const { return st_.step >= cfg_.total_training_steps(); }
+  // sae_lens's fit loop runs while n_training_samples < training_tokens: ceil(training_tokens /
+  // batch_size) steps, one more than total_training_steps (which sets the LR schedule) when
+  // batch_size does not divide training_tokens.
+  bool done() const { return st_.n_training_samples >= cfg_.training_tokens; }
 
   void save_checkpoint(const std::filesystem::path& dir) const;
   // Saves final_sae() with sparsity.safetensors.

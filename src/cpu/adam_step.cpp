@@ -4,6 +4,7 @@
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps)
 #include <cmath>
 
+#include "cpu/train_detail.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 
@@ -30,7 +31,7 @@ void adam_step(Params<T>* p, Params<T>* m, Params<T>* v, const Params<T>& grad, 
     T* mm = ms[q]->data();
     T* vv = vs[q]->data();
     const T* gg = gs[q]->data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= detail::kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
       const T g = gg[i];
       mm[i] = b1 * mm[i] + one_b1 * g;

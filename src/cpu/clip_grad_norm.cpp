@@ -19,7 +19,7 @@ double clip_grad_norm(Params<T>* grad, double max_norm) {
   for (auto* v : parts) {
     T* x = v->data();
     const int64_t m = int64_t(v->size());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (m >= detail::kParallelMin)
     for (int64_t i = 0; i < m; ++i) x[i] *= c;
   }
   return norm;

@@ -9,6 +9,7 @@
 // A latent that is in both S_b and T_b has two entries for b: its contributions add.
 #include <algorithm>
 
+#include "cpu/train_detail.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 
@@ -26,7 +27,7 @@ void train_backward(const TrainConfig& cfg, const Params<T>& p, const TrainForwa
   resize(grad->W_dec, size_t(n * d));
   resize(grad->b_dec, size_t(d));
 
-#pragma omp parallel
+#pragma omp parallel if (int64_t(f.lat_entry.size()) * d >= detail::kParallelMin)
   {
     std::vector<T> acc_enc(static_cast<size_t>(d));  // dW_enc[:, j], contiguous while accumulating
 #pragma omp for schedule(dynamic, 16)
@@ -62,7 +63,7 @@ void train_backward(const TrainConfig& cfg, const Params<T>& p, const TrainForwa
 
   // db_dec: column sums of g and ga, minus a * W_enc @ db_enc (parallel over the d_in outputs).
   const bool a = cfg.apply_b_dec_to_input;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((B + n) * d >= detail::kParallelMin)
   for (int64_t i = 0; i < d; ++i) {
     T s = 0;
     for (int64_t b = 0; b < B; ++b) s += f.g[size_t(b * d + i)];

@@ -13,6 +13,10 @@
 
 namespace topksae::cpu::detail {
 
+// Below this many element-operations a loop runs on one thread: a parallel region costs more than
+// it saves, and on a loaded machine (ctest -j) idle-waiting threads cost much more.
+inline constexpr int64_t kParallelMin = int64_t(1) << 18;
+
 // C[M,N] = C + A[M,K] @ B[K,N]; float goes to the tuned cpu::gemm, double to a plain loop
 // (double is only used at gradient-check sizes).
 template <typename T>
@@ -20,7 +24,7 @@ void gemm_acc(const T* A, const T* B, T* C, int64_t M, int64_t K, int64_t N) {
   if constexpr (std::is_same_v<T, float>) {
     gemm(A, B, C, M, K, N, 1.f);
   } else {
-#pragma omp parallel for
+#pragma omp parallel for if (M * K * N >= kParallelMin)
     for (int64_t r = 0; r < M; ++r)
       for (int64_t kk = 0; kk < K; ++kk) {
         const T a = A[r * K + kk];
@@ -54,7 +58,7 @@ double sum_squares(const T* v, int64_t n) {
   constexpr int64_t kChunk = 1 << 14;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> part(static_cast<size_t>(chunks), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     double s = 0;
     const int64_t e = std::min(n, (c + 1) * kChunk);

@@ -16,7 +16,7 @@ namespace {
 // out[b] = b_dec + sum_s val[b, s] * W_dec[idx[b, s]], out [B, d]; idx/val [B, kk].
 template <typename T>
 void sparse_decode(const Params<T>& p, const int32_t* idx, const T* val, int64_t B, int64_t kk, int64_t d, T* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * kk * d >= detail::kParallelMin)
   for (int64_t b = 0; b < B; ++b) {
     T* o = out + b * d;
     std::copy(p.b_dec.begin(), p.b_dec.end(), o);
@@ -48,7 +48,7 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   const T a = cfg.apply_b_dec_to_input ? T(1) : T(0);
   f->xs.resize(size_t(B * d));
   f->u.resize(size_t(B * d));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * d >= detail::kParallelMin)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < d; ++i) {
       const T v = scaling_factor == 1.0 ? x[b * d + i] : s * x[b * d + i];
@@ -58,14 +58,14 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
 
   // h = u @ W_enc + b_enc.
   f->h.resize(size_t(B * n));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n >= detail::kParallelMin)
   for (int64_t b = 0; b < B; ++b) std::copy(p.b_enc.begin(), p.b_enc.end(), f->h.begin() + b * n);
   detail::gemm_acc(f->u.data(), p.W_enc.data(), f->h.data(), B, d, n);
 
   // Top-k on the raw h, ReLU after.
   f->idx.resize(size_t(B * k));
   f->z.resize(size_t(B * k));
-#pragma omp parallel
+#pragma omp parallel if (B * n >= detail::kParallelMin)
   {
     std::vector<int32_t> order;
 #pragma omp for schedule(static)
@@ -126,7 +126,7 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   f->ehat.resize(size_t(ka ? B * d : 0));
   f->ga.resize(size_t(ka ? B * d : 0));
   if (ka > 0) {
-#pragma omp parallel
+#pragma omp parallel if (B * f->n_dead >= detail::kParallelMin)
     {
       std::vector<int32_t> order;
 #pragma omp for schedule(static)

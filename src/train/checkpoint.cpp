@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "topksae/atomic_file.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 
@@ -22,24 +23,7 @@ namespace {
 
 constexpr char kStateJson[] = "trainer_state.json";
 constexpr char kStateBin[] = "trainer_state.bin";
-constexpr char kScalerJson[] = "activation_scaler.json";
 constexpr char kMagic[16] = {'T', 'O', 'P', 'K', 'S', 'A', 'E', '-', 'T', 'R', 'S', 'T', 'A', 'T', 'E', '1'};
-
-// Writes bytes to path through path.tmp + rename.
-void write_atomic(const fs::path& path, const std::string& bytes) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TOPKSAE_CHECK(out.good(), "cannot create ", tmp.string());
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-    out.flush();
-    TOPKSAE_CHECK(out.good(), "cannot write ", tmp.string(), " (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TOPKSAE_CHECK(!ec, "cannot rename ", tmp.string(), " to ", path.string(), ": ", ec.message());
-}
 
 std::string read_all(const fs::path& path, size_t max_bytes) {
   std::error_code ec;
@@ -126,12 +110,6 @@ void read_state_bin(const fs::path& path, const TrainConfig& cfg, TrainState* st
   r.get(st->stats.act_freq, n);
 }
 
-nlohmann::json scaler_json(const std::optional<double>& s) {
-  nlohmann::json j;
-  j["scaling_factor"] = s ? nlohmann::json(*s) : nlohmann::json();
-  return j;
-}
-
 }  // namespace
 
 void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainState& st, const SaeDirExtras& extras_in) {
@@ -156,8 +134,7 @@ void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainSta
   extras.training_json["aux_loss_coefficient"] = nlohmann::json(cfg.aux_loss_coefficient).dump();
   extras.sparsity = log_feature_sparsity(st.stats);
   extras.scaling_factor = st.scaling_factor ? std::optional<float>(float(*st.scaling_factor)) : std::nullopt;
-  save_sae_dir(tmp, sae, extras);
-  write_atomic(tmp / kScalerJson, scaler_json(st.scaling_factor).dump());
+  save_sae_dir(tmp, sae, extras);  // also writes activation_scaler.json (training keys present)
 
   nlohmann::ordered_json j;
   j["format"] = "topksae trainer state";
@@ -168,8 +145,8 @@ void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainSta
   j["n_frac_active"] = st.stats.n_frac_active;
   j["scaling_factor"] = st.scaling_factor ? nlohmann::ordered_json(*st.scaling_factor) : nlohmann::ordered_json();
   j["data_position"] = st.data_position;
-  write_atomic(tmp / kStateBin, state_bin(cfg, st));
-  write_atomic(tmp / kStateJson, j.dump(2));
+  write_file_atomic(tmp / kStateBin, state_bin(cfg, st));
+  write_file_atomic(tmp / kStateJson, j.dump(2));
 
   // Swap in: the old checkpoint is moved aside first (rename cannot replace a non-empty
   // directory), then removed once the new one is in place.

@@ -107,7 +107,7 @@ int64_t SyntheticSource::next(float* out, int64_t rows) {
   TOPKSAE_CHECK(rows >= 0, "synthetic: rows must be >= 0, got ", rows);
   if (cfg_.n_rows >= 0) rows = std::min(rows, cfg_.n_rows - pos_);
   const int64_t start = pos_;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cfg_.d_in >= (int64_t(1) << 14))
   for (int64_t r = 0; r < rows; ++r) row(start + r, out + r * cfg_.d_in);
   pos_ += rows;
   return rows;
