@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <deque>
+#include <optional>
 
 #include "cuda_internal.h"
 #include "topksae/train_cuda.h"
@@ -456,6 +457,7 @@ struct TrainStep::Impl {
   int64_t d, n, k, kcap, half_d, Bmax, P;
   int64_t oWenc, oBenc, oWdec, oBdec;
   double scaling = 1.0;
+  std::optional<double> scaling_factor;  // as given (download returns it unchanged)
   int64_t step = 0, n_training_samples = 0, n_frac_active = 0;
   std::string data_position;
   size_t bytes = 0;
@@ -502,6 +504,7 @@ struct TrainStep::Impl {
     oWdec = oBenc + n;
     oBdec = oWdec + n * d;
     P = oBdec + d;
+    scaling_factor = st.scaling_factor;
     scaling = st.scaling_factor ? *st.scaling_factor : 1.0;
     step = st.step;
     n_training_samples = st.n_training_samples;
@@ -804,6 +807,7 @@ void TrainStep::download(TrainState* st) {
   download_bytes(st->stats.act_freq.data(), I.act, size_t(I.n) * 8);
   st->stats.n_frac_active = I.n_frac_active;
   st->data_position = I.data_position;
+  st->scaling_factor = I.scaling_factor;
 }
 
 void TrainStep::download_grads(Params<float>* grad) {

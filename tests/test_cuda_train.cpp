@@ -149,6 +149,7 @@ TEST(CudaTrain, TwentyStepsFp32MatchCpu) {
   EXPECT_EQ(gst.stats.since_fired, cst.stats.since_fired);
   EXPECT_EQ(gst.stats.act_freq, cst.stats.act_freq);
   EXPECT_EQ(gst.stats.n_frac_active, cst.stats.n_frac_active);
+  EXPECT_EQ(gst.scaling_factor, cst.scaling_factor);
   EXPECT_NONZERO(gst.params.W_enc);
   expect_params_close(gst.params, cst.params, 1e-5, 1e-3, "parameters");
   expect_params_close(gst.adam_m, cst.adam_m, 1e-6, 1e-3, "adam m");

@@ -35,8 +35,8 @@ class TrainStep {
   // Waits for every queued step, then returns all uncollected metrics.
   std::vector<StepMetrics> drain_metrics();
 
-  // Synchronises and writes the device state into *st (for checkpoints). data_position is kept
-  // from the state given at construction (the step does not know the data source).
+  // Synchronises and writes the device state into *st (for checkpoints). data_position and
+  // scaling_factor are those of the state given at construction (the step reads no data source).
   void download(TrainState* st);
   // The gradients of the last step BEFORE clipping, in the layouts of Params (tests).
   void download_grads(Params<float>* grad);
