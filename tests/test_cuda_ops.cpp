@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "cuda_test_util.h"
+#include "topksae/dtype.h"
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
 #include "topksae/ops_cuda.h"
@@ -203,6 +204,45 @@ TEST(CudaDecode, AllWaysMatchCpu) {
     got = out.get();
     EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "dense cuBLAS fp32";
   }
+}
+
+// The helpers the bf16 mode and the benches rely on: f32 -> bf16 rounds to nearest even exactly
+// as the host conversion; device_copy copies every byte; fill_random is seeded and non-trivial.
+TEST(CudaHelpers, Bf16CopyAndRandomFill) {
+  SKIP_WITHOUT_GPU();
+  std::vector<float> x = randn(1001, 51, 3.f);
+  x.insert(x.end(), {0.f, -0.f, 1e-40f, -1e-40f, 3.0e38f, -INFINITY, INFINITY, 1.00390625f, 1.01171875f});
+  cuda::Context ctx;
+  DevVec<float> dx(x);
+  DevVec<uint16_t> d16(x.size());
+  cuda::to_bf16(ctx, dx.p(), d16.p(), int64_t(x.size()));
+  ctx.synchronize();
+  const std::vector<uint16_t> got = d16.get();
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], f32_to_bf16(x[i])) << "x=" << x[i];
+
+  const std::vector<float> src = randn(4096 + 12, 52);  // bytes a multiple of 16, not of the block
+  DevVec<float> a(src), b(std::vector<float>(src.size(), -1.f));
+  cuda::device_copy(ctx, b.p(), a.p(), src.size() * 4);
+  ctx.synchronize();
+  EXPECT_EQ(b.get(), src);
+
+  DevVec<float> r1(size_t(5000)), r2(size_t(5000)), r3(size_t(5000));
+  cuda::fill_random(ctx, r1.p(), 5000, 7, 2.f);
+  cuda::fill_random(ctx, r2.p(), 5000, 7, 2.f);
+  cuda::fill_random(ctx, r3.p(), 5000, 8, 2.f);
+  ctx.synchronize();
+  const auto v1 = r1.get(), v2 = r2.get(), v3 = r3.get();
+  EXPECT_EQ(v1, v2);
+  EXPECT_NE(v1, v3);
+  double m = 0, s2 = 0;
+  for (float v : v1) {
+    ASSERT_TRUE(std::isfinite(v));
+    m += v;
+    s2 += double(v) * v;
+  }
+  m /= 5000;
+  EXPECT_NEAR(m, 0.0, 0.15);
+  EXPECT_NEAR(std::sqrt(s2 / 5000 - m * m), 2.0, 0.15);
 }
 
 TEST(CudaContext, PrecisionNames) {
