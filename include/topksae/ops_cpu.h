@@ -59,6 +59,10 @@ void encode_pre(const Sae& sae, const float* u, int64_t B, float* h);
 // Per row of h [B, n]: the k largest RAW values (before ReLU), sorted descending, ties to the
 // lower index. idx/val [B, k]. Also used by AuxK over a masked h.
 void topk_select(const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, float* val);
+// The same without allocating: `scratch` holds threads * n int32 (one row of candidates per
+// thread) and at most `threads` (>= 1) OpenMP threads run. The inference API uses this form.
+void topk_select(const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, float* val, int32_t* scratch,
+                 int threads);
 
 // ---- the TopK SAE ops ---------------------------------------------------------------------------
 // x [B, d_in] -> top-k pairs (values after ReLU).
@@ -71,6 +75,11 @@ void decode_dense(const Sae& sae, const float* z, int64_t B, float* out);
 void decode_topk(const Sae& sae, const TopKCodes& codes, float* out);
 void decode_csr(const Sae& sae, const Csr& csr, float* out);
 void decode_coo(const Sae& sae, const Coo& coo, float* out);
+// Raw-pointer forms that allocate nothing (the inference API's hot path). Indices are checked.
+// Top-k pairs idx/val [B, k] (any width k >= 1); CSR indptr [B + 1], indices/values [indptr[B]].
+void decode_topk(const Sae& sae, const int32_t* idx, const float* val, int64_t B, int64_t k, float* out);
+void decode_csr(const Sae& sae, const int64_t* indptr, const int32_t* indices, const float* values, int64_t B,
+                float* out);
 
 // Full forward: x [B, d_in] -> out [B, d_in]: encode, decode, undo normalisation; with
 // use_error_term the output is xhat + (x - xhat), as sae_lens computes it.

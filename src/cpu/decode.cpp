@@ -29,35 +29,48 @@ void decode_dense(const Sae& sae, const float* z, int64_t B, float* out) {
   gemm(z, sae.params.W_dec.data(), out, B, sae.cfg.d_sae, sae.cfg.d_in, 1.f);
 }
 
-void decode_topk(const Sae& sae, const TopKCodes& c, float* out) {
+void decode_topk(const Sae& sae, const int32_t* idx, const float* val, int64_t B, int64_t k, float* out) {
   sae.params.check_shapes(sae.cfg);
-  TOPKSAE_CHECK(c.d_sae == sae.cfg.d_sae, "decode: codes have d_sae=", c.d_sae, ", the SAE has ", sae.cfg.d_sae);
-  for (int32_t j : c.indices) check_latent(j, c.d_sae);
+  for (int64_t i = 0; i < B * k; ++i) check_latent(idx[i], sae.cfg.d_sae);
   const int64_t d = sae.cfg.d_in;
-  fill_bias(sae, c.rows, out);
+  fill_bias(sae, B, out);
 #pragma omp parallel for
-  for (int64_t b = 0; b < c.rows; ++b)
-    for (int64_t i = 0; i < c.k; ++i) {
-      const float v = c.values[size_t(b * c.k + i)];
-      if (v != 0.f) axpy(v, sae.params.W_dec.data() + int64_t(c.indices[size_t(b * c.k + i)]) * d, out + b * d, d);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < k; ++i) {
+      const float v = val[b * k + i];
+      if (v != 0.f) axpy(v, sae.params.W_dec.data() + int64_t(idx[b * k + i]) * d, out + b * d, d);
     }
 }
 
-void decode_csr(const Sae& sae, const Csr& s, float* out) {
+void decode_topk(const Sae& sae, const TopKCodes& c, float* out) {
+  TOPKSAE_CHECK(c.d_sae == sae.cfg.d_sae, "decode: codes have d_sae=", c.d_sae, ", the SAE has ", sae.cfg.d_sae);
+  TOPKSAE_CHECK(c.indices.size() == size_t(c.rows * c.k) && c.values.size() == size_t(c.rows * c.k),
+                "decode: ", c.indices.size(), " indices and ", c.values.size(), " values for ", c.rows,
+                " rows of k=", c.k);
+  decode_topk(sae, c.indices.data(), c.values.data(), c.rows, c.k, out);
+}
+
+void decode_csr(const Sae& sae, const int64_t* indptr, const int32_t* indices, const float* values, int64_t B,
+                float* out) {
   sae.params.check_shapes(sae.cfg);
-  TOPKSAE_CHECK(s.cols == sae.cfg.d_sae, "decode: CSR has ", s.cols, " columns, the SAE has d_sae=", sae.cfg.d_sae);
-  TOPKSAE_CHECK(s.indptr.size() == size_t(s.rows + 1) && s.indptr.front() == 0 &&
-                    s.indptr.back() == int64_t(s.indices.size()) && s.indices.size() == s.values.size(),
-                "decode: malformed CSR (indptr/indices/values sizes disagree)");
-  for (int64_t b = 0; b < s.rows; ++b)
-    TOPKSAE_CHECK(s.indptr[size_t(b)] <= s.indptr[size_t(b + 1)], "decode: CSR indptr decreases at row ", b);
-  for (int32_t j : s.indices) check_latent(j, s.cols);
+  TOPKSAE_CHECK(indptr[0] == 0, "decode: CSR indptr[0] must be 0, got ", indptr[0]);
+  for (int64_t b = 0; b < B; ++b)
+    TOPKSAE_CHECK(indptr[b] <= indptr[b + 1], "decode: CSR indptr decreases at row ", b);
+  for (int64_t p = 0; p < indptr[B]; ++p) check_latent(indices[p], sae.cfg.d_sae);
   const int64_t d = sae.cfg.d_in;
-  fill_bias(sae, s.rows, out);
+  fill_bias(sae, B, out);
 #pragma omp parallel for
-  for (int64_t b = 0; b < s.rows; ++b)
-    for (int64_t p = s.indptr[size_t(b)]; p < s.indptr[size_t(b + 1)]; ++p)
-      axpy(s.values[size_t(p)], sae.params.W_dec.data() + int64_t(s.indices[size_t(p)]) * d, out + b * d, d);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t p = indptr[b]; p < indptr[b + 1]; ++p)
+      axpy(values[p], sae.params.W_dec.data() + int64_t(indices[p]) * d, out + b * d, d);
+}
+
+void decode_csr(const Sae& sae, const Csr& s, float* out) {
+  TOPKSAE_CHECK(s.cols == sae.cfg.d_sae, "decode: CSR has ", s.cols, " columns, the SAE has d_sae=", sae.cfg.d_sae);
+  TOPKSAE_CHECK(s.indptr.size() == size_t(s.rows + 1) && s.indptr.back() == int64_t(s.indices.size()) &&
+                    s.indices.size() == s.values.size(),
+                "decode: malformed CSR (indptr/indices/values sizes disagree)");
+  decode_csr(sae, s.indptr.data(), s.indices.data(), s.values.data(), s.rows, out);
 }
 
 void decode_coo(const Sae& sae, const Coo& s, float* out) {
