@@ -1,0 +1,237 @@
+// bench_encode: x -> top-k codes on the GPU per precision mode (fp32 / tf32 / bf16 GEMM), the
+// encoder GEMM alone and the fused bias + top-k selection alone, beside the CPU twin. Each variant
+// is validated on the first rows against a double-precision reference before it is timed; the
+// input batches rotate.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "bench_common.h"
+#include "topksae/error.h"
+#include "topksae/ops_cpu.h"
+#ifdef TOPKSAE_HAS_CUDA
+#include "topksae/ops_cuda.h"
+#endif
+
+using namespace topksae;
+using namespace topksae::bench;
+
+namespace {
+bool g_failed = false;
+
+// Double reference pre-activations of the first R rows: (x - b_dec) @ W_enc + b_enc.
+std::vector<double> reference_h(const std::vector<float>& x, const std::vector<float>& W_enc, const std::vector<float>& b_enc,
+                                const std::vector<float>& b_dec, int64_t d, int64_t n, int64_t R) {
+  std::vector<double> h(static_cast<size_t>(R * n));
+#pragma omp parallel for schedule(static)
+  for (int64_t j0 = 0; j0 < n; j0 += 256) {
+    const int64_t j1 = std::min(n, j0 + 256);
+    for (int64_t b = 0; b < R; ++b) {
+      for (int64_t j = j0; j < j1; ++j) h[size_t(b * n + j)] = b_enc[size_t(j)];
+      for (int64_t i = 0; i < d; ++i) {
+        const double u = double(x[size_t(b * d + i)]) - b_dec[size_t(i)];
+        const float* w = W_enc.data() + i * n;
+        for (int64_t j = j0; j < j1; ++j) h[size_t(b * n + j)] += u * w[j];
+      }
+    }
+  }
+  return h;
+}
+
+// Checks codes (rows 0..R-1) against the reference: each value equals relu(h_ref) of its latent
+// within tol, and each winner's h_ref is not below the reference k-th value by more than 2 tol.
+std::string check_codes(const cpu::TopKCodes& c, const std::vector<double>& h, int64_t n, int64_t R, double tol) {
+  std::vector<double> row(static_cast<size_t>(n));
+  for (int64_t b = 0; b < R; ++b) {
+    std::copy(h.begin() + b * n, h.begin() + (b + 1) * n, row.begin());
+    std::nth_element(row.begin(), row.begin() + (c.k - 1), row.end(), std::greater<double>());
+    const double kth = row[size_t(c.k - 1)];
+    for (int64_t i = 0; i < c.k; ++i) {
+      const int32_t j = c.indices[size_t(b * c.k + i)];
+      if (j < 0 || j >= n) return concat("row ", b, ": latent index ", j, " out of range");
+      const double hv = h[size_t(b * n + j)];
+      const double v = c.values[size_t(b * c.k + i)];
+      if (!(std::abs(v - std::max(hv, 0.0)) <= tol)) return concat("row ", b, " latent ", j, ": value ", v, " vs ", hv);
+      if (!(hv >= kth - 2 * tol)) return concat("row ", b, " picked latent ", j, " with h ", hv, " < k-th ", kth);
+    }
+  }
+  return "";
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args a = Args::parse(argc, argv, "bench_encode", "x -> top-k codes: encoder GEMM per precision + fused bias/top-k");
+    Report rep("encode", a);
+    const bool gpu = gpu_usable(a);
+    nlohmann::json ceil = gpu ? measure_ceilings(a.tiny) : nlohmann::json::object();
+    rep.set_ceilings(ceil);
+    const int nsets = a.tiny ? 2 : 3;
+    for (const Shape& s : a.shapes) {
+      const int64_t d = s.d_in, n = s.d_sae, B = s.batch, k = s.k;
+      const int64_t R = std::min<int64_t>(B, 16);
+      const double flop = 2.0 * double(B) * double(d) * double(n);
+      auto base_row = [&](const std::string& variant) {
+        nlohmann::json r;
+        r["shape"] = s.str();
+        r["d_in"] = d;
+        r["d_sae"] = n;
+        r["k"] = k;
+        r["batch"] = B;
+        r["variant"] = variant;
+        r["targets"] = perf_targets(s);
+        return r;
+      };
+      Sae host;
+      host.cfg.d_in = d;
+      host.cfg.d_sae = n;
+      host.cfg.k = k;
+      std::vector<std::vector<float>> xs;
+#ifdef TOPKSAE_HAS_CUDA
+      std::unique_ptr<cuda::Context> ctx;
+      cuda::DeviceSae ds;
+      std::vector<DeviceBuffer> dx;
+      if (gpu) {
+        ctx = std::make_unique<cuda::Context>();
+        ds.cfg = host.cfg;
+        ds.W_enc = DeviceBuffer(size_t(d * n) * 4);
+        ds.b_enc = DeviceBuffer(size_t(n) * 4);
+        ds.b_dec = DeviceBuffer(size_t(d) * 4);
+        cuda::fill_random(*ctx, ds.w_enc(), d * n, 21, float(1.0 / std::sqrt(double(d))));
+        cuda::fill_random(*ctx, ds.bias_enc(), n, 22, 0.05f);
+        cuda::fill_random(*ctx, ds.bias_dec(), d, 23, 0.1f);
+        for (int q = 0; q < nsets; ++q) {
+          dx.emplace_back(size_t(B * d) * 4);
+          cuda::fill_random(*ctx, static_cast<float*>(dx.back().data()), B * d, 30 + uint64_t(q), 1.f);
+        }
+        ctx->synchronize();
+        host.params.W_enc.resize(size_t(d * n));
+        host.params.b_enc.resize(size_t(n));
+        host.params.b_dec.resize(size_t(d));
+        topksae::detail::copy_bytes(host.params.W_enc.data(), Device::cpu, ds.W_enc.data(), Device::cuda, size_t(d * n) * 4);
+        topksae::detail::copy_bytes(host.params.b_enc.data(), Device::cpu, ds.b_enc.data(), Device::cuda, size_t(n) * 4);
+        topksae::detail::copy_bytes(host.params.b_dec.data(), Device::cpu, ds.b_dec.data(), Device::cuda, size_t(d) * 4);
+        for (int q = 0; q < nsets; ++q) {
+          xs.emplace_back(size_t(B * d));
+          topksae::detail::copy_bytes(xs.back().data(), Device::cpu, dx[size_t(q)].data(), Device::cuda, size_t(B * d) * 4);
+        }
+      }
+#endif
+      if (!gpu) {
+        std::mt19937_64 rng(21);
+        std::normal_distribution<float> nd(0.f, 1.f);
+        const float ws = float(1.0 / std::sqrt(double(d)));
+        host.params.W_enc.resize(size_t(d * n));
+        for (float& w : host.params.W_enc) w = ws * nd(rng);
+        host.params.b_enc.resize(size_t(n));
+        for (float& w : host.params.b_enc) w = 0.05f * nd(rng);
+        host.params.b_dec.resize(size_t(d));
+        for (float& w : host.params.b_dec) w = 0.1f * nd(rng);
+        for (int q = 0; q < nsets; ++q) {
+          xs.emplace_back(size_t(B * d));
+          for (float& w : xs.back()) w = nd(rng);
+        }
+      }
+      const std::vector<double> href = reference_h(xs[0], host.params.W_enc, host.params.b_enc, host.params.b_dec, d, n, R);
+
+      // ---- CPU twin (fp32)
+      const bool cpu_too = a.want_cpu || a.tiny || d * n * B <= (int64_t(1) << 28) || !gpu;
+      if (cpu_too) {
+        host.params.W_dec.assign(size_t(n * d), 0.f);  // encode never reads it; check_shapes wants it
+        nlohmann::json r = base_row("cpu_twin_encode_topk_fp32");
+        const cpu::TopKCodes c = cpu::encode_topk(host, xs[0].data(), B);
+        const std::string bad = check_codes(c, href, n, R, 1e-4);
+        if (!bad.empty()) {
+          r["error"] = "validation failed: " + bad;
+          g_failed = true;
+        } else {
+          const Stats st = time_cpu([&](int i) { (void)cpu::encode_topk(host, xs[size_t(i % nsets)].data(), B); },
+                                    std::min(a.warmup, 1), std::max(1, std::min(a.iters, 3)));
+          r["ms"] = st.median_ms;
+          r["TFLOPs"] = flop / (st.median_ms * 1e9);
+        }
+        rep.add(r);
+      } else {
+        nlohmann::json r = base_row("cpu_twin_encode_topk_fp32");
+        r["skipped"] = "large shape (pass --cpu to run it)";
+        rep.add(r);
+      }
+
+      if (!gpu) {
+        for (const std::string& p : a.precisions) {
+          nlohmann::json r = base_row("gpu_encode_topk_" + p);
+          r["skipped"] = a.no_gpu ? std::string("--no-gpu") : cuda_unavailable_reason();
+          rep.add(r);
+        }
+        continue;
+      }
+#ifdef TOPKSAE_HAS_CUDA
+      cuda::Context& c = *ctx;
+      DeviceBuffer du(size_t(B * d) * 4), dh(size_t(B * n) * 4);
+      auto* u = static_cast<float*>(du.data());
+      auto* h = static_cast<float*>(dh.data());
+      for (const std::string& pn : a.precisions) {
+        const cuda::Precision p = cuda::precision_from_name(pn);
+        const double tol = p == cuda::Precision::fp32 ? 1e-3 : (p == cuda::Precision::tf32 ? 2e-2 : 8e-2);
+        if (p == cuda::Precision::bf16) ds.ensure_bf16(c);
+        cuda::TopKCodes codes;
+        cuda::encode_topk(c, ds, static_cast<float*>(dx[0].data()), B, p, codes);
+        const std::string bad = check_codes(codes.download(), href, n, R, tol);
+        const std::string gemm_ceiling = "gemm_" + pn + "_TFLOPs";
+        {
+          nlohmann::json r = base_row("gpu_encode_topk_" + pn);
+          if (!bad.empty()) {
+            r["error"] = "validation failed: " + bad;
+            g_failed = true;
+            rep.add(r);
+            continue;
+          }
+          const Stats st = time_gpu(c.stream(), [&](int i) {
+            cuda::encode_topk(c, ds, static_cast<float*>(dx[size_t(i % nsets)].data()), B, p, codes);
+          }, a.warmup, a.iters);
+          r["ms"] = st.median_ms;
+          r["ms_min"] = st.min_ms;
+          r["TFLOPs"] = flop / (st.median_ms * 1e9);
+          r["tokens_per_s"] = double(B) / (st.median_ms * 1e-3);
+          if (ceil.contains(gemm_ceiling)) r["gemm_ceiling_TFLOPs"] = ceil[gemm_ceiling];
+          r["note"] = "x -> top-k pairs, TFLOP/s of the GEMM part";
+          rep.add(r);
+        }
+        {
+          nlohmann::json r = base_row("gpu_gemm_" + pn);
+          const Stats st = time_gpu(c.stream(), [&](int i) {
+            cuda::process_sae_in(c, ds, static_cast<float*>(dx[size_t(i % nsets)].data()), B, u);
+            cuda::encode_pre(c, ds, u, B, h, p, /*add_bias=*/false);
+          }, a.warmup, a.iters);
+          r["ms"] = st.median_ms;
+          r["TFLOPs"] = flop / (st.median_ms * 1e9);
+          if (ceil.contains(gemm_ceiling)) r["gemm_ceiling_TFLOPs"] = ceil[gemm_ceiling];
+          rep.add(r);
+        }
+      }
+      {
+        // The selection alone on h (precision-independent): bias fused, ReLU on the winners.
+        nlohmann::json r = base_row("gpu_bias_topk_select");
+        cuda::process_sae_in(c, ds, static_cast<float*>(dx[0].data()), B, u);
+        cuda::encode_pre(c, ds, u, B, h, cuda::Precision::fp32, false);
+        cuda::TopKCodes codes = cuda::TopKCodes::allocate(B, k, n);
+        cuda::TopKOptions o;
+        o.bias = ds.bias_enc();
+        o.relu = true;
+        const Stats st = time_gpu(c.stream(), [&](int) { cuda::topk_select(c, h, B, n, k, codes.idx(), codes.val(), o); },
+                                  a.warmup, a.iters);
+        r["ms"] = st.median_ms;
+        r["GBps"] = double(B * n) * 4 / (st.median_ms * 1e6);
+        r["note"] = "GB/s = one read of h / t (the kernel reads h 4 times)";
+        rep.add(r);
+      }
+#endif
+    }
+    rep.finish();
+    return g_failed ? 2 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_encode: %s\n", e.what());
+    return 1;
+  }
+}

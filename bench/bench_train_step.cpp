@@ -1,0 +1,229 @@
+// bench_train_step: one full sae_lens training step (forward, MSE + AuxK with ~5% dead latents,
+// sparse backward, clip, Adam) per precision mode, with the data pipeline off (batches already on
+// the device, rotated) and on (each batch copied from pinned host memory on a second stream,
+// double-buffered, overlapping the previous step). Validated first: a proxy shape against the
+// CPU trainer for the same precision, and finite losses at the timed shape.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "bench_common.h"
+#include "topksae/error.h"
+#include "topksae/train.h"
+#ifdef TOPKSAE_HAS_CUDA
+#include <cuda_runtime.h>
+
+#include "topksae/train_cuda.h"
+#endif
+
+using namespace topksae;
+using namespace topksae::bench;
+
+namespace {
+bool g_failed = false;
+
+TrainConfig config_for(const Shape& s) {
+  TrainConfig cfg;
+  cfg.d_in = s.d_in;
+  cfg.d_sae = s.d_sae;
+  cfg.k = s.k;
+  cfg.batch_size = s.batch;
+  cfg.training_tokens = s.batch * 1000000;
+  cfg.lr = 3e-4;
+  return cfg;
+}
+
+// The initial state with ~5% of the latents dead (as the peers' benchmark), seeded.
+TrainState state_with_dead(const TrainConfig& cfg) {
+  TrainState st = TrainState::initial(cfg);
+  std::mt19937_64 rng(7);
+  for (int64_t j = 0; j < cfg.d_sae; ++j)
+    if (rng() % 20 == 0) st.stats.since_fired[size_t(j)] = cfg.dead_feature_window + 1;
+  return st;
+}
+
+std::vector<float> host_batch(int64_t B, int64_t d, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(size_t(B * d));
+  for (float& v : x) v = nd(rng);
+  return x;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args a = Args::parse(argc, argv, "bench_train_step", "one full TopK SAE training step per precision");
+    Report rep("train_step", a);
+    const bool gpu = gpu_usable(a);
+    nlohmann::json ceil = gpu ? measure_ceilings(a.tiny) : nlohmann::json::object();
+    rep.set_ceilings(ceil);
+    for (const Shape& s : a.shapes) {
+      const TrainConfig cfg = config_for(s);
+      [[maybe_unused]] const double flop = 2.0 * double(s.batch) * double(s.d_in) * double(s.d_sae);
+      auto base_row = [&](const std::string& variant) {
+        nlohmann::json r;
+        r["shape"] = s.str();
+        r["d_in"] = s.d_in;
+        r["d_sae"] = s.d_sae;
+        r["k"] = s.k;
+        r["batch"] = s.batch;
+        r["variant"] = variant;
+        r["targets"] = perf_targets(s);
+        return r;
+      };
+      // ---- the CPU trainer (small shapes, or --cpu)
+      const bool cpu_too = a.want_cpu || a.tiny || s.d_in * s.d_sae * s.batch <= (int64_t(1) << 28) || !gpu;
+      if (cpu_too) {
+        nlohmann::json r = base_row("cpu_twin_train_step_fp32");
+        TrainState st = state_with_dead(cfg);
+        cpu::TrainWorkspace ws;
+        std::vector<std::vector<float>> xs = {host_batch(s.batch, s.d_in, 1), host_batch(s.batch, s.d_in, 2)};
+        const StepMetrics m0 = cpu::train_step(cfg, &st, xs[0].data(), s.batch, &ws);
+        if (!std::isfinite(m0.overall_loss)) {
+          r["error"] = "non-finite loss";
+          g_failed = true;
+        } else {
+          const Stats t = time_cpu([&](int i) { (void)cpu::train_step(cfg, &st, xs[size_t(i % 2)].data(), s.batch, &ws); },
+                                   0, std::max(1, std::min(a.iters, 3)));
+          r["ms"] = t.median_ms;
+          r["tokens_per_s"] = double(s.batch) / (t.median_ms * 1e-3);
+        }
+        rep.add(r);
+      } else {
+        nlohmann::json r = base_row("cpu_twin_train_step_fp32");
+        r["skipped"] = "large shape (pass --cpu to run it)";
+        rep.add(r);
+      }
+      if (!gpu) {
+        for (const std::string& p : a.precisions)
+          for (const char* data : {"data_off", "data_on"}) {
+            nlohmann::json r = base_row("gpu_train_step_" + p + "_" + data);
+            r["skipped"] = a.no_gpu ? std::string("--no-gpu") : cuda_unavailable_reason();
+            rep.add(r);
+          }
+        continue;
+      }
+#ifdef TOPKSAE_HAS_CUDA
+      cuda::Context ctx;
+      cudaStream_t main_s = reinterpret_cast<cudaStream_t>(ctx.stream());
+      // Device batches (data off) and pinned host batches (data on).
+      const int nsets = a.tiny ? 2 : 4;
+      const size_t per = size_t(s.batch * s.d_in);
+      std::vector<DeviceBuffer> dx;
+      for (int q = 0; q < nsets; ++q) {
+        dx.emplace_back(per * 4);
+        cuda::fill_random(ctx, static_cast<float*>(dx.back().data()), int64_t(per), 40 + uint64_t(q), 1.f);
+      }
+      std::vector<HostBuffer> hx;
+      for (int q = 0; q < 2; ++q) {
+        hx.emplace_back(per * 4, HostMemory::pinned);
+        topksae::detail::copy_bytes(hx.back().data(), Device::cpu, dx[size_t(q)].data(), Device::cuda, per * 4);
+      }
+      std::vector<DeviceBuffer> slot;
+      for (int q = 0; q < 2; ++q) slot.emplace_back(per * 4);
+      cudaStream_t copy_s = nullptr;
+      if (cudaStreamCreateWithFlags(&copy_s, cudaStreamNonBlocking) != cudaSuccess) TOPKSAE_FAIL("cudaStreamCreate failed");
+      cudaEvent_t copied[2], used[2];
+      for (int q = 0; q < 2; ++q) {
+        if (cudaEventCreateWithFlags(&copied[q], cudaEventDisableTiming) != cudaSuccess ||
+            cudaEventCreateWithFlags(&used[q], cudaEventDisableTiming) != cudaSuccess)
+          TOPKSAE_FAIL("cudaEventCreate failed");
+      }
+      const TrainState st0 = state_with_dead(cfg);
+
+      for (const std::string& pn : a.precisions) {
+        const cuda::Precision p = cuda::precision_from_name(pn);
+        // Validation on a proxy shape against the CPU trainer (same precision on the GPU side).
+        std::string bad;
+        {
+          Shape ps{64, 1024, std::min<int64_t>(s.k, 16), 128};
+          TrainConfig pc = config_for(ps);
+          pc.dead_feature_window = 2;  // AuxK active from step 3 on
+          TrainState cst = TrainState::initial(pc);
+          cuda::TrainStep g(ctx, pc, cst, p);
+          cpu::TrainWorkspace ws;
+          const double tol = p == cuda::Precision::fp32 ? 1e-4 : 5e-2;
+          for (int t = 0; t < 5 && bad.empty(); ++t) {
+            const std::vector<float> x = host_batch(ps.batch, ps.d_in, 500 + uint64_t(t));
+            DeviceBuffer d(x.size() * 4);
+            topksae::detail::copy_bytes(d.data(), Device::cuda, x.data(), Device::cpu, x.size() * 4);
+            const StepMetrics cm = cpu::train_step(pc, &cst, x.data(), ps.batch, &ws);
+            g.step(static_cast<float*>(d.data()), ps.batch);
+            const auto gm = g.drain_metrics();
+            const double rel = std::abs(gm.at(0).overall_loss - cm.overall_loss) / std::abs(cm.overall_loss);
+            if (!(rel <= tol)) bad = concat("proxy step ", t, ": loss ", gm[0].overall_loss, " vs CPU ", cm.overall_loss);
+          }
+        }
+        for (int data_on = 0; data_on < 2; ++data_on) {
+          nlohmann::json r = base_row("gpu_train_step_" + pn + (data_on ? "_data_on" : "_data_off"));
+          if (!bad.empty()) {
+            r["error"] = "validation failed: " + bad;
+            g_failed = true;
+            rep.add(r);
+            continue;
+          }
+          ctx.synchronize();
+          const size_t mem0 = device_memory_used();
+          cuda::TrainStep g(ctx, cfg, st0, p);
+          auto run = [&](int i) {
+            if (!data_on) {
+              g.step(static_cast<float*>(dx[size_t(i % nsets)].data()), s.batch);
+            } else {
+              // Batch i lives in slot i%2: copied on copy_s once step i-2 has released the slot.
+              const int sl = i % 2;
+              if (cudaStreamWaitEvent(copy_s, used[sl], 0) != cudaSuccess ||
+                  cudaMemcpyAsync(slot[size_t(sl)].data(), hx[size_t(sl)].data(), per * 4, cudaMemcpyHostToDevice,
+                                  copy_s) != cudaSuccess ||
+                  cudaEventRecord(copied[sl], copy_s) != cudaSuccess || cudaStreamWaitEvent(main_s, copied[sl], 0) != cudaSuccess)
+                TOPKSAE_FAIL("data pipeline: CUDA call failed");
+              g.step(static_cast<float*>(slot[size_t(sl)].data()), s.batch);
+              if (cudaEventRecord(used[sl], main_s) != cudaSuccess) TOPKSAE_FAIL("cudaEventRecord failed");
+            }
+            (void)g.poll_metrics();  // keep the metrics ring drained (never blocks)
+          };
+          // Prime the 'used' events so the first copies do not wait on nothing recorded.
+          for (int q = 0; q < 2; ++q)
+            if (cudaEventRecord(used[q], main_s) != cudaSuccess) TOPKSAE_FAIL("cudaEventRecord failed");
+          const Stats t = time_gpu(ctx.stream(), run, a.warmup, a.iters);
+          const auto ms = g.drain_metrics();
+          const size_t mem1 = device_memory_used();
+          bool finite = true;
+          for (const auto& m : ms) finite = finite && std::isfinite(m.overall_loss);
+          if (!finite) {
+            r["error"] = "non-finite loss at the timed shape";
+            g_failed = true;
+          }
+          r["ms"] = t.median_ms;
+          r["ms_min"] = t.min_ms;
+          r["ms_max"] = t.max_ms;
+          r["tokens_per_s"] = double(s.batch) / (t.median_ms * 1e-3);
+          r["TFLOPs"] = flop / (t.median_ms * 1e9);
+          r["step_bytes_GiB"] = double(g.device_bytes()) / double(1ull << 30);
+          r["device_mem_GiB"] = double(mem1 - std::min(mem0, mem1)) / double(1ull << 30);
+          if (!ms.empty()) {
+            r["last_loss"] = ms.back().overall_loss;
+            r["last_dead"] = ms.back().dead_features;
+          }
+          const std::string gc = "gemm_" + pn + "_TFLOPs";
+          if (ceil.contains(gc)) r["gemm_ceiling_TFLOPs"] = ceil[gc];
+          r["note"] = data_on ? "pinned H2D copy per step on a 2nd stream (generator not timed)"
+                              : "TFLOP/s = encode GEMM flop / step time";
+          rep.add(r);
+        }
+      }
+      for (int q = 0; q < 2; ++q) {
+        (void)cudaEventDestroy(copied[q]);
+        (void)cudaEventDestroy(used[q]);
+      }
+      (void)cudaStreamDestroy(copy_s);
+#endif
+    }
+    rep.finish();
+    return g_failed ? 2 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train_step: %s\n", e.what());
+    return 1;
+  }
+}

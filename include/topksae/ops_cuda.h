@@ -1,0 +1,160 @@
+// The CUDA backend: twins of the CPU ops in ops_cpu.h with the same names, in namespace
+// topksae::cuda. Every op works on DEVICE pointers and runs asynchronously on the Context's
+// stream; nothing here needs a CUDA header, so any translation unit can include it (the calls
+// throw Error when the library was built without CUDA, see cuda_available()).
+// Math: shared/spec/MATH.md. Layouts are row-major as on the CPU.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "topksae/buffer.h"
+#include "topksae/device.h"
+#include "topksae/ops_cpu.h"
+#include "topksae/sae.h"
+
+namespace topksae::cuda {
+
+// Precision of the one dense GEMM (encode u @ W_enc): exact fp32, tf32 tensor cores (fp32 in and
+// out), or bf16 operands (a bf16 copy of W_enc, refreshed after each optimiser step) with fp32
+// accumulation and output.
+enum class Precision : uint8_t { fp32, tf32, bf16 };
+std::string_view precision_name(Precision p);
+Precision precision_from_name(std::string_view name);  // "fp32" | "tf32" | "bf16"; throws Error
+
+// Handles (cuBLAS, cuSPARSE), the stream, and a scratch pool. Scratch slots only grow: after the
+// first call at a given shape, ops allocate nothing (no cudaMalloc in the hot path).
+// Not thread-safe: one Context per host thread / stream.
+class Context {
+ public:
+  explicit Context(Stream stream = nullptr);  // throws Error without a usable CUDA device
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Stream stream() const { return stream_; }
+  void synchronize() const;  // waits for all work queued on the stream; rethrows async errors
+  // A device buffer of at least `bytes` for scratch slot `slot` (an internal enum in kernels/).
+  // Growing it frees the old buffer (cudaFree synchronises), so its contents do not survive.
+  void* scratch(int slot, size_t bytes);
+  void* cublas_handle() const { return cublas_; }      // cublasHandle_t
+  void* cusparse_handle() const { return cusparse_; }  // cusparseHandle_t
+  int sm_count() const { return sm_count_; }
+
+ private:
+  Stream stream_ = nullptr;
+  void* cublas_ = nullptr;
+  void* cusparse_ = nullptr;
+  int sm_count_ = 0;
+  std::vector<DeviceBuffer> slots_;
+};
+
+// A TopK SAE whose float32 parameters live on the device (same layouts as SaeParams).
+struct DeviceSae {
+  SaeConfig cfg;
+  DeviceBuffer W_enc;       // f32 [d_in, d_sae]
+  DeviceBuffer b_enc;       // f32 [d_sae]
+  DeviceBuffer W_dec;       // f32 [d_sae, d_in]
+  DeviceBuffer b_dec;       // f32 [d_in]
+  DeviceBuffer W_enc_bf16;  // bf16 [d_in, d_sae], only after ensure_bf16 (Precision::bf16)
+
+  static DeviceSae upload(const Sae& sae);  // synchronous copies
+  Sae download() const;                     // synchronous copies
+  // Allocates (once) and refreshes the bf16 copy of W_enc from the f32 master weights.
+  void ensure_bf16(Context& ctx);
+
+  float* w_enc() { return static_cast<float*>(W_enc.data()); }
+  float* w_dec() { return static_cast<float*>(W_dec.data()); }
+  float* bias_enc() { return static_cast<float*>(b_enc.data()); }
+  float* bias_dec() { return static_cast<float*>(b_dec.data()); }
+  const float* w_enc() const { return static_cast<const float*>(W_enc.data()); }
+  const float* w_dec() const { return static_cast<const float*>(W_dec.data()); }
+  const float* bias_enc() const { return static_cast<const float*>(b_enc.data()); }
+  const float* bias_dec() const { return static_cast<const float*>(b_dec.data()); }
+  const uint16_t* w_enc_bf16() const { return static_cast<const uint16_t*>(W_enc_bf16.data()); }
+};
+
+// Top-k pairs on the device (see cpu::TopKCodes): [rows, k] int32 indices and f32 values.
+struct TopKCodes {
+  int64_t rows = 0, k = 0, d_sae = 0;
+  DeviceBuffer indices;  // int32 [rows, k]
+  DeviceBuffer values;   // f32 [rows, k]
+  static TopKCodes allocate(int64_t rows, int64_t k, int64_t d_sae);
+  static TopKCodes upload(const cpu::TopKCodes& c);
+  cpu::TopKCodes download() const;
+  int32_t* idx() { return static_cast<int32_t*>(indices.data()); }
+  float* val() { return static_cast<float*>(values.data()); }
+  const int32_t* idx() const { return static_cast<const int32_t*>(indices.data()); }
+  const float* val() const { return static_cast<const float*>(values.data()); }
+};
+
+// CSR / COO on the device, sized for rows*k entries. `nnz` is the host's copy of the entry count:
+// -1 after topk_to_csr/coo (the count is on the device, in indptr[rows] / the counter) until
+// sync_nnz() reads it (one synchronisation; cuSPARSE needs it on the host).
+struct Csr {
+  int64_t rows = 0, cols = 0, nnz = -1, capacity = 0;
+  DeviceBuffer indptr;   // int64 [rows + 1]
+  DeviceBuffer indices;  // int32 [capacity]
+  DeviceBuffer values;   // f32 [capacity]
+  static Csr upload(const cpu::Csr& c);
+  cpu::Csr download(Context& ctx);
+  int64_t sync_nnz(Context& ctx);
+};
+struct Coo {
+  int64_t rows = 0, cols = 0, nnz = -1, capacity = 0;
+  DeviceBuffer row;      // int64 [capacity]
+  DeviceBuffer col;      // int32 [capacity]
+  DeviceBuffer values;   // f32 [capacity]
+  DeviceBuffer count;    // int64 [1]: the entry count on the device
+  cpu::Coo download(Context& ctx);
+  int64_t sync_nnz(Context& ctx);
+};
+
+// ---- building blocks ---------------------------------------------------------------------------
+// Options of the per-row selection beyond the CPU twin's signature.
+struct TopKOptions {
+  const float* bias = nullptr;     // [n]: selects on h + bias (the fused encoder bias); may be null
+  const uint8_t* mask = nullptr;   // [n]: only j with mask[j] != 0 compete (AuxK's dead latents)
+  const int32_t* k_dev = nullptr;  // device scalar: the k to use (<= k); rows past it are untouched.
+                                   // 0 selects nothing. Lets AuxK's k stay on the device.
+  bool relu = false;               // write relu(value) instead of the raw value
+};
+// Per row of h [B, n] (n <= 2^31-1, k <= 8192): the k largest RAW values (+bias), sorted
+// descending, ties to the lower index; NaN ranks as -inf. idx/val [B, k]. A radix selection per
+// row (three histogram passes), never a full sort; only the k winners are sorted.
+void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, float* val,
+                 const TopKOptions& opt = {});
+constexpr int64_t kMaxTopK = 8192;
+
+// u = x - a * b_dec (normalize none / expected_average_only_in only; others throw Error).
+void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, float* u);
+// h = u @ W_enc (+ b_enc when add_bias), h [B, d_sae]. bf16 needs sae.ensure_bf16() first.
+void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p,
+                bool add_bias = true);
+// x [B, d_in] -> top-k pairs (values after ReLU): process_sae_in, GEMM, fused bias + top-k.
+void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out);
+
+// Conversions, zeros dropped, row-major order (as the CPU twins). out is (re)allocated to fit.
+void topk_to_csr(Context& ctx, const TopKCodes& codes, Csr& out);
+void topk_to_coo(Context& ctx, const TopKCodes& codes, Coo& out);
+
+// Decode without output normalisation: out [B, d_in] = z @ W_dec + b_dec.
+void decode_topk(Context& ctx, const DeviceSae& sae, const TopKCodes& codes, float* out);  // gather kernel
+void decode_csr(Context& ctx, const DeviceSae& sae, Csr& csr, float* out);                  // cuSPARSE SpMM
+void decode_coo(Context& ctx, const DeviceSae& sae, Coo& coo, float* out);                  // cuSPARSE SpMM
+void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B, float* out,
+                  Precision p = Precision::fp32);                                         // cuBLAS
+// The gather kernel on raw pointers: out[b] = bias + sum_{i < k_used} val[b,i] * W[idx[b,i]], with
+// k_used = *k_dev when k_dev is given (AuxK), else k; ld is the row stride of idx/val.
+void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val,
+                   int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out);
+
+// Bandwidth ceiling helper for the benches: dst = src, `bytes` a multiple of 16.
+void device_copy(Context& ctx, void* dst, const void* src, size_t bytes);
+// Fills a device f32 array with a deterministic pseudo-random N(0, scale^2)-like pattern.
+void fill_random(Context& ctx, float* dst, int64_t n, uint64_t seed, float scale);
+// f32 -> bf16 (round to nearest even).
+void to_bf16(Context& ctx, const float* src, uint16_t* dst, int64_t n);
+
+}  // namespace topksae::cuda

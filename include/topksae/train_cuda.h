@@ -1,0 +1,56 @@
+// The training step on the GPU: the CUDA twin of cpu::train_step (train.h), with the same config,
+// state and metrics types. All state (parameters, Adam moments, dead-latent statistics) lives on
+// the device; a step queues its kernels on the Context's stream and returns WITHOUT synchronising:
+// the dead count, AuxK's k, the clipping factor and the metrics are computed on the device, and
+// the metrics come back through pinned memory, read later by poll_metrics / drain_metrics.
+// No header here needs CUDA.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "topksae/ops_cuda.h"
+#include "topksae/train.h"
+
+namespace topksae::cuda {
+
+class TrainStep {
+ public:
+  // Uploads st (parameters, moments, statistics) and sizes every buffer for max_batch rows
+  // (default cfg.batch_size), so step() never allocates. Precision applies to the encoder GEMM.
+  TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p = Precision::fp32,
+            int64_t max_batch = -1);
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
+
+  // One sae_lens step on raw rows x [B, d_in] (DEVICE memory, B <= max_batch): sparsity-window
+  // reset, forward with the dead mask of the step before, bookkeeping, sparse backward, clip,
+  // fused Adam at cpu::lr_at(step). Queues work and returns; x must stay valid until the stream
+  // reaches this step. Blocks only if more than kMetricsRing steps have metrics nobody collected.
+  void step(const float* x, int64_t B);
+
+  // Metrics of the steps whose copy has landed, oldest first; never blocks.
+  std::vector<StepMetrics> poll_metrics();
+  // Waits for every queued step, then returns all uncollected metrics.
+  std::vector<StepMetrics> drain_metrics();
+
+  // Synchronises and writes the device state into *st (for checkpoints). data_position and
+  // scaling_factor are those of the state given at construction (the step reads no data source).
+  void download(TrainState* st);
+  // The gradients of the last step BEFORE clipping, in the layouts of Params (tests).
+  void download_grads(Params<float>* grad);
+
+  int64_t steps_done() const;  // completed + queued steps (the host's count; no sync)
+  Precision precision() const;
+  // Peak bytes this object allocated on the device (parameters, moments, step buffers).
+  size_t device_bytes() const;
+
+  static constexpr int kMetricsRing = 64;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace topksae::cuda

@@ -1,0 +1,186 @@
+// The CUDA Context (handles, stream, scratch pool), DeviceSae and the device code containers.
+#include <cstring>
+
+#include "cuda_internal.h"
+
+namespace topksae::cuda {
+
+std::string_view precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+Precision precision_from_name(std::string_view name) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "tf32") return Precision::tf32;
+  if (name == "bf16") return Precision::bf16;
+  TOPKSAE_FAIL("unknown precision '", name, "' (expected fp32, tf32 or bf16)");
+}
+
+Context::Context(Stream s) : stream_(s) {
+  TOPKSAE_CHECK(cuda_available(), "CUDA context: ", cuda_unavailable_reason());
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
+  cublasHandle_t cb = nullptr;
+  CUBLAS_CHECK(cublasCreate(&cb));
+  cublas_ = cb;
+  CUBLAS_CHECK(cublasSetStream(cb, reinterpret_cast<cudaStream_t>(s)));
+  // Exact fp32 unless an op asks for TF32 explicitly through its compute type.
+  CUBLAS_CHECK(cublasSetMathMode(cb, CUBLAS_DEFAULT_MATH));
+  cusparseHandle_t cs = nullptr;
+  CUSPARSE_CHECK(cusparseCreate(&cs));
+  cusparse_ = cs;
+  CUSPARSE_CHECK(cusparseSetStream(cs, reinterpret_cast<cudaStream_t>(s)));
+  slots_.resize(detail::kSlotCount + 16);
+}
+
+Context::~Context() {
+  if (cusparse_) (void)cusparseDestroy(static_cast<cusparseHandle_t>(cusparse_));
+  if (cublas_) (void)cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+}
+
+void Context::synchronize() const { CUDA_CHECK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream_))); }
+
+void* Context::scratch(int slot, size_t bytes) {
+  TOPKSAE_CHECK(slot >= 0 && size_t(slot) < slots_.size(), "scratch slot ", slot, " out of range");
+  DeviceBuffer& b = slots_[size_t(slot)];
+  if (b.bytes() < bytes || b.data() == nullptr) {
+    // The old buffer may still be read by queued kernels: finish them before it is freed.
+    synchronize();
+    b = DeviceBuffer();
+    b = DeviceBuffer(bytes < 256 ? 256 : bytes);
+  }
+  return b.data();
+}
+
+// ---- DeviceSae ---------------------------------------------------------------------------------
+namespace {
+DeviceBuffer upload_vec(const void* src, size_t bytes) {
+  DeviceBuffer b(bytes == 0 ? 4 : bytes);
+  topksae::detail::copy_bytes(b.data(), Device::cuda, src, Device::cpu, bytes);
+  return b;
+}
+}  // namespace
+
+DeviceSae DeviceSae::upload(const Sae& sae) {
+  sae.cfg.validate();
+  sae.params.check_shapes(sae.cfg);
+  DeviceSae d;
+  d.cfg = sae.cfg;
+  d.W_enc = upload_vec(sae.params.W_enc.data(), sae.params.W_enc.size() * 4);
+  d.b_enc = upload_vec(sae.params.b_enc.data(), sae.params.b_enc.size() * 4);
+  d.W_dec = upload_vec(sae.params.W_dec.data(), sae.params.W_dec.size() * 4);
+  d.b_dec = upload_vec(sae.params.b_dec.data(), sae.params.b_dec.size() * 4);
+  return d;
+}
+
+Sae DeviceSae::download() const {
+  Sae s;
+  s.cfg = cfg;
+  s.params = SaeParams::zeros(cfg);
+  topksae::detail::copy_bytes(s.params.W_enc.data(), Device::cpu, W_enc.data(), Device::cuda, s.params.W_enc.size() * 4);
+  topksae::detail::copy_bytes(s.params.b_enc.data(), Device::cpu, b_enc.data(), Device::cuda, s.params.b_enc.size() * 4);
+  topksae::detail::copy_bytes(s.params.W_dec.data(), Device::cpu, W_dec.data(), Device::cuda, s.params.W_dec.size() * 4);
+  topksae::detail::copy_bytes(s.params.b_dec.data(), Device::cpu, b_dec.data(), Device::cuda, s.params.b_dec.size() * 4);
+  return s;
+}
+
+void DeviceSae::ensure_bf16(Context& ctx) {
+  const int64_t n = cfg.d_in * cfg.d_sae;
+  if (W_enc_bf16.bytes() < size_t(n) * 2) W_enc_bf16 = DeviceBuffer(size_t(n) * 2);
+  to_bf16(ctx, w_enc(), static_cast<uint16_t*>(W_enc_bf16.data()), n);
+}
+
+// ---- host <-> device containers ----------------------------------------------------------------
+TopKCodes TopKCodes::allocate(int64_t rows, int64_t k, int64_t d_sae) {
+  TopKCodes c;
+  c.rows = rows;
+  c.k = k;
+  c.d_sae = d_sae;
+  const size_t n = size_t(rows * k);
+  c.indices = DeviceBuffer(n == 0 ? 4 : n * 4);
+  c.values = DeviceBuffer(n == 0 ? 4 : n * 4);
+  return c;
+}
+
+TopKCodes TopKCodes::upload(const cpu::TopKCodes& h) {
+  TopKCodes c = allocate(h.rows, h.k, h.d_sae);
+  topksae::detail::copy_bytes(c.indices.data(), Device::cuda, h.indices.data(), Device::cpu, h.indices.size() * 4);
+  topksae::detail::copy_bytes(c.values.data(), Device::cuda, h.values.data(), Device::cpu, h.values.size() * 4);
+  return c;
+}
+
+cpu::TopKCodes TopKCodes::download() const {
+  cpu::TopKCodes h;
+  h.rows = rows;
+  h.k = k;
+  h.d_sae = d_sae;
+  h.indices.resize(size_t(rows * k));
+  h.values.resize(size_t(rows * k));
+  topksae::detail::copy_bytes(h.indices.data(), Device::cpu, indices.data(), Device::cuda, h.indices.size() * 4);
+  topksae::detail::copy_bytes(h.values.data(), Device::cpu, values.data(), Device::cuda, h.values.size() * 4);
+  return h;
+}
+
+Csr Csr::upload(const cpu::Csr& h) {
+  Csr c;
+  c.rows = h.rows;
+  c.cols = h.cols;
+  c.nnz = int64_t(h.values.size());
+  c.capacity = c.nnz;
+  c.indptr = upload_vec(h.indptr.data(), h.indptr.size() * 8);
+  c.indices = upload_vec(h.indices.data(), h.indices.size() * 4);
+  c.values = upload_vec(h.values.data(), h.values.size() * 4);
+  return c;
+}
+
+int64_t Csr::sync_nnz(Context& ctx) {
+  if (nnz < 0) {
+    ctx.synchronize();
+    topksae::detail::copy_bytes(&nnz, Device::cpu, static_cast<int64_t*>(indptr.data()) + rows, Device::cuda, 8);
+  }
+  return nnz;
+}
+
+cpu::Csr Csr::download(Context& ctx) {
+  sync_nnz(ctx);
+  cpu::Csr h;
+  h.rows = rows;
+  h.cols = cols;
+  h.indptr.resize(size_t(rows + 1));
+  h.indices.resize(size_t(nnz));
+  h.values.resize(size_t(nnz));
+  topksae::detail::copy_bytes(h.indptr.data(), Device::cpu, indptr.data(), Device::cuda, h.indptr.size() * 8);
+  topksae::detail::copy_bytes(h.indices.data(), Device::cpu, indices.data(), Device::cuda, h.indices.size() * 4);
+  topksae::detail::copy_bytes(h.values.data(), Device::cpu, values.data(), Device::cuda, h.values.size() * 4);
+  return h;
+}
+
+int64_t Coo::sync_nnz(Context& ctx) {
+  if (nnz < 0) {
+    ctx.synchronize();
+    topksae::detail::copy_bytes(&nnz, Device::cpu, count.data(), Device::cuda, 8);
+  }
+  return nnz;
+}
+
+cpu::Coo Coo::download(Context& ctx) {
+  sync_nnz(ctx);
+  cpu::Coo h;
+  h.rows = rows;
+  h.cols = cols;
+  h.row.resize(size_t(nnz));
+  h.col.resize(size_t(nnz));
+  h.values.resize(size_t(nnz));
+  topksae::detail::copy_bytes(h.row.data(), Device::cpu, row.data(), Device::cuda, h.row.size() * 8);
+  topksae::detail::copy_bytes(h.col.data(), Device::cpu, col.data(), Device::cuda, h.col.size() * 4);
+  topksae::detail::copy_bytes(h.values.data(), Device::cpu, values.data(), Device::cuda, h.values.size() * 4);
+  return h;
+}
+
+}  // namespace topksae::cuda

@@ -1,0 +1,143 @@
+// CUDA twins of process_sae_in, encode_pre and encode_topk, plus the small dense helpers the
+// backend shares (row fill, row-major cuBLAS GEMM, bf16 conversion, copy, scan, random fill).
+#include <cub/device/device_scan.cuh>
+#include <cuda_bf16.h>
+
+#include "cuda_internal.h"
+
+namespace topksae::cuda {
+
+namespace {
+__global__ void fill_rows_kernel(float* __restrict__ out, const float* __restrict__ bias, int64_t total, int64_t d) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = bias ? bias[i % d] : 0.f;
+}
+
+__global__ void sae_in_kernel(const float* __restrict__ x, const float* __restrict__ b_dec, int64_t total, int64_t d,
+                              float* __restrict__ u) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    u[i] = b_dec ? x[i] - b_dec[i % d] : x[i];
+}
+
+__global__ void to_bf16_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void copy_kernel(const float4* __restrict__ src, float4* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = src[i];
+}
+
+// A counter-based hash -> two uniforms -> Box-Muller: reproducible for a seed, any n.
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+__global__ void fill_random_kernel(float* __restrict__ dst, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t r = mix64(seed * 0x100000001B3ull + uint64_t(i));
+    const float u1 = (float(r >> 40) + 1.f) * (1.f / 16777217.f);
+    const float u2 = float((r >> 16) & 0xFFFFFF) * (1.f / 16777216.f);
+    dst[i] = scale * sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+  }
+}
+}  // namespace
+
+namespace detail {
+void fill_rows(Context& ctx, float* out, const float* bias, int64_t B, int64_t d) {
+  const int64_t total = B * d;
+  if (total == 0) return;
+  fill_rows_kernel<<<grid_for(total, 256), 256, 0, stream(ctx)>>>(out, bias, total, d);
+  CUDA_CHECK_LAUNCH();
+}
+
+void gemm_rowmajor(Context& ctx, const float* A, const float* B, float* C, int64_t M, int64_t K, int64_t N,
+                   float beta, Precision p) {
+  TOPKSAE_CHECK(p != Precision::bf16, "gemm_rowmajor: bf16 operands need the bf16 path");
+  TOPKSAE_CHECK(M < (int64_t(1) << 31) && K < (int64_t(1) << 31) && N < (int64_t(1) << 31),
+                "GEMM dims must be < 2^31");
+  if (M == 0 || N == 0) return;
+  const float alpha = 1.f;
+  // Row-major C[M,N] = A[M,K] B[K,N] is column-major C^T[N,M] = B^T[N,K] A^T[K,M].
+  const cublasComputeType_t ct = p == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  CUBLAS_CHECK(cublasGemmEx(cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, B, CUDA_R_32F,
+                            int(N), A, CUDA_R_32F, int(K), &beta, C, CUDA_R_32F, int(N), ct, CUBLAS_GEMM_DEFAULT));
+}
+
+void exclusive_scan_i64(Context& ctx, const int64_t* in, int64_t* out, int64_t n) {
+  size_t tmp = 0;
+  CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, tmp, in, out, n, stream(ctx)));
+  void* t = ctx.scratch(kSlotScanTmp, tmp);
+  CUDA_CHECK(cub::DeviceScan::ExclusiveSum(t, tmp, in, out, n, stream(ctx)));
+}
+}  // namespace detail
+
+void to_bf16(Context& ctx, const float* src, uint16_t* dst, int64_t n) {
+  if (n == 0) return;
+  to_bf16_kernel<<<detail::grid_for(n, 256), 256, 0, detail::stream(ctx)>>>(src, reinterpret_cast<__nv_bfloat16*>(dst), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void device_copy(Context& ctx, void* dst, const void* src, size_t bytes) {
+  TOPKSAE_CHECK(bytes % 16 == 0, "device_copy: ", bytes, " bytes is not a multiple of 16");
+  const int64_t n = int64_t(bytes / 16);
+  if (n == 0) return;
+  const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, int64_t(ctx.sm_count()) * 8));
+  copy_kernel<<<grid, 256, 0, detail::stream(ctx)>>>(static_cast<const float4*>(src), static_cast<float4*>(dst), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void fill_random(Context& ctx, float* dst, int64_t n, uint64_t seed, float scale) {
+  if (n == 0) return;
+  fill_random_kernel<<<detail::grid_for(n, 256), 256, 0, detail::stream(ctx)>>>(dst, n, seed, scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, float* u) {
+  TOPKSAE_CHECK(sae.cfg.normalize == Normalize::none || sae.cfg.normalize == Normalize::expected_average_only_in,
+                "process_sae_in on the GPU supports normalize_activations none / expected_average_only_in, not ",
+                normalize_name(sae.cfg.normalize));
+  const int64_t total = B * sae.cfg.d_in;
+  if (total == 0) return;
+  sae_in_kernel<<<detail::grid_for(total, 256), 256, 0, detail::stream(ctx)>>>(
+      x, sae.cfg.apply_b_dec_to_input ? sae.bias_dec() : nullptr, total, sae.cfg.d_in, u);
+  CUDA_CHECK_LAUNCH();
+}
+
+void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p, bool add_bias) {
+  const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae;
+  if (B == 0) return;
+  if (add_bias) detail::fill_rows(ctx, h, sae.bias_enc(), B, n);
+  const float beta = add_bias ? 1.f : 0.f;
+  if (p != Precision::bf16) {
+    detail::gemm_rowmajor(ctx, u, sae.w_enc(), h, B, d, n, beta, p);
+    return;
+  }
+  TOPKSAE_CHECK(sae.W_enc_bf16.bytes() >= size_t(d * n) * 2,
+                "encode_pre in bf16 needs the bf16 copy of W_enc: call DeviceSae::ensure_bf16 first");
+  auto* u16 = static_cast<uint16_t*>(ctx.scratch(detail::kSlotUBf16, size_t(B * d) * 2));
+  to_bf16(ctx, u, u16, B * d);
+  const float alpha = 1.f;
+  CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(B), int(d), &alpha,
+                            sae.w_enc_bf16(), CUDA_R_16BF, int(n), u16, CUDA_R_16BF, int(d), &beta, h, CUDA_R_32F,
+                            int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out) {
+  const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae, k = sae.cfg.k;
+  if (out.rows != B || out.k != k || out.d_sae != n || out.indices.data() == nullptr) out = TopKCodes::allocate(B, k, n);
+  if (B == 0) return;
+  auto* u = static_cast<float*>(ctx.scratch(detail::kSlotU, size_t(B * d) * 4));
+  auto* h = static_cast<float*>(ctx.scratch(detail::kSlotH, size_t(B * n) * 4));
+  process_sae_in(ctx, sae, x, B, u);
+  encode_pre(ctx, sae, u, B, h, p, /*add_bias=*/false);  // the bias is fused into the selection
+  TopKOptions opt;
+  opt.bias = sae.bias_enc();
+  opt.relu = true;
+  topk_select(ctx, h, B, n, k, out.idx(), out.val(), opt);
+}
+
+}  // namespace topksae::cuda

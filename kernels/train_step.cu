@@ -1,0 +1,818 @@
+// The CUDA twin of cpu::train_step (shared/spec/MATH.md, "Training forward", "Backward",
+// "Optimiser step", "Dead latents"). One dense GEMM (u @ W_enc); everything after it touches only
+// the k (+k_aux) selected latents per token:
+//   * per-entry scalars (w = z or za, dh) by row dot products with W_dec rows,
+//   * the entries regrouped by latent with a stable radix sort (deterministic sums, no atomics on
+//     the gradients), then dW_dec rows (warp per latent) and dW_enc columns + db_enc (a tile of
+//     32 latents per block, written coalesced in the [d_in, d_sae] layout),
+//   * db_dec = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc  (sum_b du_b = W_enc @ db_enc).
+// Dead count, AuxK's k and scale, the clip factor and the metrics stay on the device; the host
+// never waits inside a step.
+#include <cub/device/device_radix_sort.cuh>
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <deque>
+#include <optional>
+
+#include "cuda_internal.h"
+#include "topksae/train_cuda.h"
+
+namespace topksae::cuda {
+
+namespace {
+
+// Everything a step computes on the device for its metrics; zeroed at the start of each step,
+// copied to pinned memory at its end.
+struct DevMetrics {
+  double mse_sum, aux_sum, tv_sum, nnz;  // sums over rows
+  double sumsq;                          // squared norm of all four gradients
+  double grad_norm;
+  double log10_sparsity_sum;
+  unsigned long long n_dead_before, dead_after, since_sum, below5, below6;
+  double aux_scale;
+  int32_t k_aux;
+  float clip;
+};
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_sumf(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// Block-wide sum (blockDim.x a multiple of 32, <= 1024); the result is valid in thread 0.
+__device__ double block_sum(double v) {
+  __shared__ double part[32];
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // part[] may still be read by a previous call
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  double s = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < int(blockDim.x >> 5); ++w) s += part[w];
+  return s;
+}
+
+// ---- bookkeeping ----------------------------------------------------------------------------
+__global__ void sparsity_kernel(const long long* __restrict__ act_freq, int64_t n, double n_frac, DevMetrics* M) {
+  double lsum = 0;
+  unsigned long long b5 = 0, b6 = 0;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
+    // float32 as sae_lens (and the CPU twin): act_freq / n_frac_active, then log10(x + 1e-10).
+    const float dens = n_frac > 0 ? float(act_freq[j]) / float(n_frac) : NAN;
+    lsum += double(log10f(dens + 1e-10f));
+    b5 += dens < 1e-5f;
+    b6 += dens < 1e-6f;
+  }
+  const double s = block_sum(lsum);
+  const double c5 = block_sum(double(b5));
+  const double c6 = block_sum(double(b6));
+  if (threadIdx.x == 0) {
+    atomicAdd(&M->log10_sparsity_sum, s);
+    atomicAdd(&M->below5, (unsigned long long)c5);
+    atomicAdd(&M->below6, (unsigned long long)c6);
+  }
+}
+
+__global__ void dead_kernel(const long long* __restrict__ since, int64_t n, long long window, uint8_t* __restrict__ dead,
+                            DevMetrics* M) {
+  unsigned long long c = 0;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
+    const bool d = since[j] > window;
+    dead[j] = d;
+    c += d;
+  }
+  const double s = block_sum(double(c));
+  if (threadIdx.x == 0 && s > 0) atomicAdd(&M->n_dead_before, (unsigned long long)s);
+}
+
+// AuxK's size and scale from the dead count, on the device (MATH.md: k_aux = d_in // 2,
+// scale = min(n_dead / k_aux, 1), k_aux = min(k_aux, n_dead)).
+__global__ void aux_params_kernel(int64_t half_d, DevMetrics* M) {
+  const unsigned long long nd = M->n_dead_before;
+  if (half_d <= 0 || nd == 0) {
+    M->k_aux = 0;
+    M->aux_scale = 0.0;
+    return;
+  }
+  M->k_aux = int32_t(nd < (unsigned long long)half_d ? nd : half_d);
+  const double s = double(nd) / double(half_d);
+  M->aux_scale = s < 1.0 ? s : 1.0;
+}
+
+__global__ void prep_kernel(const float* __restrict__ x, float s, const float* __restrict__ b_dec, int64_t total, int64_t d,
+                            float* __restrict__ u) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const float xs = s * x[i];
+    u[i] = b_dec ? xs - b_dec[i % d] : xs;
+  }
+}
+
+__global__ void relu_kernel(const float* __restrict__ h, float* __restrict__ z, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = h[i];
+    z[i] = v < 0.f ? 0.f : v;
+  }
+}
+
+// out[c] = post * sum_b (A[b,c] + A2[b,c]) for c < d; double accumulation, deterministic.
+// Block (32, 16) covers 32 columns. Writes the double and/or float result.
+__global__ void colsum_kernel(const float* __restrict__ A, const float* __restrict__ A2, int64_t B, int64_t d, double post,
+                              double* __restrict__ outd, float* __restrict__ outf) {
+  __shared__ double part[16][33];
+  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  double s = 0;
+  if (c < d)
+    for (int64_t b = threadIdx.y; b < B; b += blockDim.y) {
+      s += A[b * d + c];
+      if (A2) s += A2[b * d + c];
+    }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < d) {
+    double t = 0;
+    for (int r = 0; r < int(blockDim.y); ++r) t += part[r][threadIdx.x];
+    t *= post;
+    if (outd) outd[c] = t;
+    if (outf) outf[c] = float(t);
+  }
+}
+
+// Per row: the MSE residual and its gradient g, the AuxK residual and its gradient ga, and the
+// row sums the metrics need. stats[b] = {||xhat-xs||^2, ||ehat-r||^2, ||xs-mu||^2, nnz(z_b)}.
+__global__ void loss_rows_kernel(const float* __restrict__ x, float s, const float* __restrict__ xhat,
+                                 const float* __restrict__ ehat, const double* __restrict__ mu, const float* __restrict__ z,
+                                 int64_t B, int64_t d, int64_t k, double aux_coef, const DevMetrics* __restrict__ M,
+                                 float* __restrict__ g, float* __restrict__ ga, double* __restrict__ stats) {
+  const int64_t b = blockIdx.x;
+  const float gcoef = float(2.0 / double(B));
+  const float gacoef = ehat ? float(2.0 * aux_coef * M->aux_scale / double(B)) : 0.f;
+  double mse = 0, aux = 0, tv = 0;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    const int64_t i = b * d + c;
+    const float xs = s * x[i];
+    const float diff = xhat[i] - xs;
+    mse += double(diff) * diff;
+    g[i] = gcoef * diff;
+    const double t = double(xs) - mu[c];
+    tv += t * t;
+    if (ehat) {
+      const float e = ehat[i] - (xs - xhat[i]);  // ehat - r, r = stopgrad(xs - xhat)
+      aux += double(e) * e;
+      ga[i] = gacoef * e;
+    } else {
+      ga[i] = 0.f;
+    }
+  }
+  double nz = 0;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) nz += z[b * k + i] != 0.f;
+  mse = block_sum(mse);
+  aux = block_sum(aux);
+  tv = block_sum(tv);
+  nz = block_sum(nz);
+  if (threadIdx.x == 0) {
+    stats[b * 4 + 0] = mse;
+    stats[b * 4 + 1] = aux;
+    stats[b * 4 + 2] = tv;
+    stats[b * 4 + 3] = nz;
+  }
+}
+
+__global__ void reduce_rows_kernel(const double* __restrict__ stats, int64_t B, DevMetrics* M) {
+  double a[4] = {0, 0, 0, 0};
+  for (int64_t b = threadIdx.x; b < B; b += blockDim.x)
+    for (int q = 0; q < 4; ++q) a[q] += stats[b * 4 + q];
+  for (int q = 0; q < 4; ++q) a[q] = block_sum(a[q]);
+  if (threadIdx.x == 0) {
+    M->mse_sum = a[0];
+    M->aux_sum = a[1];
+    M->tv_sum = a[2];
+    M->nnz = a[3];
+  }
+}
+
+__global__ void fire_kernel(const int32_t* __restrict__ idx, const float* __restrict__ z, int64_t total,
+                            uint8_t* __restrict__ fired, unsigned long long* __restrict__ act_freq) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    if (z[i] != 0.f) {
+      const int32_t j = idx[i];
+      fired[j] = 1;
+      atomicAdd(&act_freq[j], 1ull);
+    }
+}
+
+__global__ void since_kernel(long long* __restrict__ since, uint8_t* __restrict__ fired, int64_t n, long long window,
+                             DevMetrics* M) {
+  double dead = 0, sum = 0;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
+    const long long v = fired[j] ? 0 : since[j] + 1;
+    since[j] = v;
+    fired[j] = 0;
+    dead += v > window;
+    sum += double(v);
+  }
+  dead = block_sum(dead);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) {
+    atomicAdd(&M->dead_after, (unsigned long long)dead);
+    atomicAdd(&M->since_sum, (unsigned long long)sum);
+  }
+}
+
+// ---- backward -----------------------------------------------------------------------------------
+// Entry p: S entries p = b*k + i (i < k); T entries p = B*k + b*kcap + i (i < k_aux).
+// w[p] = z (S) or za (T): the dW_dec coefficient; dh[p] = dz*[h>0] (S) or dza (T).
+// One block per row; g_b and ga_b staged in shared memory; one warp per entry dot product.
+__global__ void dz_kernel(const float* __restrict__ W_dec, const float* __restrict__ g, const float* __restrict__ ga,
+                          const int32_t* __restrict__ idxS, const float* __restrict__ hS, const int32_t* __restrict__ idxT,
+                          const float* __restrict__ hT, int64_t B, int64_t d, int64_t k, int64_t kcap,
+                          const DevMetrics* __restrict__ M, float* __restrict__ w, float* __restrict__ dh) {
+  extern __shared__ float sh[];  // [2 * d]
+  const int64_t b = blockIdx.x;
+  const int k_aux = kcap > 0 ? M->k_aux : 0;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    sh[c] = g[b * d + c];
+    sh[d + c] = k_aux > 0 ? ga[b * d + c] : 0.f;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int64_t total = k + k_aux;
+  for (int64_t e = warp; e < total; e += nwarps) {
+    const bool isS = e < k;
+    const int64_t i = isS ? e : e - k;
+    const int32_t j = isS ? idxS[b * k + i] : idxT[b * kcap + i];
+    const float* src = isS ? sh : sh + d;
+    const float* row = W_dec + int64_t(j) * d;
+    float acc = 0.f;
+    for (int64_t c = lane; c < d; c += 32) acc += src[c] * row[c];
+    acc = warp_sumf(acc);
+    if (lane == 0) {
+      if (isS) {
+        const float h = hS[b * k + i];
+        const int64_t p = b * k + i;
+        w[p] = h < 0.f ? 0.f : h;
+        dh[p] = h > 0.f ? acc : 0.f;  // ReLU grad is 0 at 0 (torch)
+      } else {
+        const int64_t p = B * k + b * kcap + i;
+        w[p] = hT[b * kcap + i];
+        dh[p] = acc;
+      }
+    }
+  }
+}
+
+// Sort keys: the latent of each entry, or n (sorts last, ignored) for T slots past k_aux.
+__global__ void keys_kernel(const int32_t* __restrict__ idxS, const int32_t* __restrict__ idxT, int64_t B, int64_t k,
+                            int64_t kcap, int64_t n, const DevMetrics* __restrict__ M, int32_t* __restrict__ keys,
+                            int32_t* __restrict__ vals) {
+  const int64_t E = B * (k + kcap);
+  const int k_aux = kcap > 0 ? M->k_aux : 0;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < E; p += int64_t(gridDim.x) * blockDim.x) {
+    int32_t key;
+    if (p < B * k) {
+      key = idxS[p];
+    } else {
+      const int64_t q = p - B * k;
+      key = (q % kcap) < k_aux ? idxT[q] : int32_t(n);
+    }
+    keys[p] = key;
+    vals[p] = int32_t(p);
+  }
+}
+
+// start[j] = first sorted position with key >= j, for j in [0, n].
+__global__ void offsets_kernel(const int32_t* __restrict__ keys, int64_t E, int64_t n, int32_t* __restrict__ start) {
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < E; q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t kq = keys[q];
+    const int64_t kp = q == 0 ? -1 : keys[q - 1];
+    for (int64_t j = kp + 1; j <= kq; ++j) start[j] = int32_t(q);
+    if (q == E - 1)
+      for (int64_t j = kq + 1; j <= n; ++j) start[j] = int32_t(E);
+  }
+}
+
+// dW_dec[j] = sum over j's entries of w[p] * (g or ga)[row(p)]. One warp per latent, 4 columns
+// per lane per pass. Adds the squared norm to M->sumsq.
+__global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
+                                const float* __restrict__ w, const float* __restrict__ g, const float* __restrict__ ga,
+                                int64_t B, int64_t d, int64_t n, int64_t k, int64_t kcap, float* __restrict__ dW_dec,
+                                DevMetrics* M) {
+  const int lane = threadIdx.x & 31;
+  const int64_t j = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
+  float sq = 0.f;
+  if (j < n) {
+    const int32_t q0 = start[j], q1 = start[j + 1];
+    for (int64_t c0 = 0; c0 < d; c0 += 128) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int32_t q = q0; q < q1; ++q) {
+        const int64_t p = order[q];
+        const bool isS = p < B * k;
+        const int64_t b = isS ? p / k : (p - B * k) / kcap;
+        const float* src = (isS ? g : ga) + b * d;
+        const float cw = w[p];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int64_t c = c0 + lane + 32 * r;
+          if (c < d) acc[r] += cw * src[c];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t c = c0 + lane + 32 * r;
+        if (c < d) {
+          dW_dec[j * d + c] = acc[r];
+          sq += acc[r] * acc[r];
+        }
+      }
+    }
+  }
+  const double s = block_sum(double(sq));
+  if (threadIdx.x == 0) atomicAdd(&M->sumsq, s);
+}
+
+// dW_enc[:, j] = sum over j's entries of dh[p] * u[row(p)], db_enc[j] = sum dh[p]. A block of
+// (32, 8) threads owns 32 latents; warp y handles latents y, y+8, y+16, y+24; results pass through
+// a shared tile so the [d_in, d_sae] writes are coalesced along j.
+__global__ void grad_enc_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
+                                const float* __restrict__ dh, const float* __restrict__ u, int64_t B, int64_t d, int64_t n,
+                                int64_t k, int64_t kcap, float* __restrict__ dW_enc, float* __restrict__ db_enc,
+                                DevMetrics* M) {
+  __shared__ float tile[32][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t j0 = int64_t(blockIdx.x) * 32;
+  float sq = 0.f;
+  // db_enc
+  for (int l = ty; l < 32; l += 8) {
+    const int64_t j = j0 + l;
+    if (j >= n) break;
+    float acc = 0.f;
+    for (int32_t q = start[j] + tx; q < start[j + 1]; q += 32) acc += dh[order[q]];
+    acc = warp_sumf(acc);
+    if (tx == 0) {
+      db_enc[j] = acc;
+      sq += acc * acc;
+    }
+  }
+  for (int64_t i0 = 0; i0 < d; i0 += 32) {
+    for (int l = ty; l < 32; l += 8) {
+      const int64_t j = j0 + l;
+      float acc = 0.f;
+      if (j < n && i0 + tx < d) {
+        for (int32_t q = start[j]; q < start[j + 1]; ++q) {
+          const int64_t p = order[q];
+          const int64_t b = p < B * k ? p / k : (p - B * k) / kcap;
+          acc += dh[p] * u[b * d + i0 + tx];
+        }
+      }
+      tile[l][tx] = acc;
+    }
+    __syncthreads();
+    for (int r = ty; r < 32; r += 8) {
+      const int64_t i = i0 + r;
+      const int64_t j = j0 + tx;
+      if (i < d && j < n) {
+        const float v = tile[tx][r];
+        dW_enc[i * n + j] = v;
+        sq += v * v;
+      }
+    }
+    __syncthreads();
+  }
+  // block_sum needs a 1-D view of the block: flatten (tx, ty).
+  double s = double(sq);
+  s = warp_sum(s);
+  __shared__ double part[8];
+  if (tx == 0) part[ty] = s;
+  __syncthreads();
+  if (tx == 0 && ty == 0) {
+    double t = 0;
+    for (int r = 0; r < 8; ++r) t += part[r];
+    atomicAdd(&M->sumsq, t);
+  }
+}
+
+__global__ void sumsq_kernel(const float* __restrict__ a, int64_t n, DevMetrics* M) {
+  double s = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    s += double(a[i]) * a[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) atomicAdd(&M->sumsq, s);
+}
+
+// torch clip_grad_norm_(max_norm=1): c = min(1, 1 / (N + 1e-6)).
+__global__ void clip_kernel(DevMetrics* M) {
+  const double N = sqrt(M->sumsq);
+  M->grad_norm = N;
+  const double c = kClipMaxNorm / (N + kClipEps);
+  M->clip = float(c < 1.0 ? c : 1.0);
+}
+
+// torch.optim.Adam over the flat [W_enc | b_enc | W_dec | b_dec] arrays, the clip factor applied
+// to the gradient first; refreshes the bf16 copy of W_enc (the first n_w16 entries) when given.
+__global__ void adam_kernel(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
+                            const float* __restrict__ grad, int64_t P, const DevMetrics* __restrict__ M, float b1, float b2,
+                            float one_b1, float one_b2, float step_size, float bc2_sqrt, float eps,
+                            __nv_bfloat16* __restrict__ w16, int64_t n_w16) {
+  const float c = M->clip;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < P; i += int64_t(gridDim.x) * blockDim.x) {
+    const float gi = grad[i] * c;
+    const float mi = b1 * m[i] + one_b1 * gi;
+    const float vi = b2 * v[i] + one_b2 * (gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    const float pi = p[i] - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));  // as the CPU twin
+    p[i] = pi;
+    if (w16 != nullptr && i < n_w16) w16[i] = __float2bfloat16_rn(pi);
+  }
+}
+
+template <typename T>
+T* as(DeviceBuffer& b) {
+  return static_cast<T*>(b.data());
+}
+DeviceBuffer alloc(size_t bytes, size_t* total) {
+  *total += bytes;
+  return DeviceBuffer(bytes == 0 ? 16 : bytes);
+}
+void upload(DeviceBuffer& dst, const void* src, size_t bytes) {
+  topksae::detail::copy_bytes(dst.data(), Device::cuda, src, Device::cpu, bytes);
+}
+void download_bytes(void* dst, const DeviceBuffer& src, size_t bytes, size_t offset = 0) {
+  topksae::detail::copy_bytes(dst, Device::cpu, static_cast<const char*>(src.data()) + offset, Device::cuda, bytes);
+}
+}  // namespace
+
+struct TrainStep::Impl {
+  Context& ctx;
+  TrainConfig cfg;
+  Precision prec;
+  int64_t d, n, k, kcap, half_d, Bmax, P;
+  int64_t oWenc, oBenc, oWdec, oBdec;
+  double scaling = 1.0;
+  std::optional<double> scaling_factor;  // as given (download returns it unchanged)
+  int64_t step = 0, n_training_samples = 0, n_frac_active = 0;
+  std::string data_position;
+  size_t bytes = 0;
+  int sort_bits = 1;
+
+  DeviceBuffer param, grad, m, v, w16;                  // [P] (w16: bf16 [d*n])
+  DeviceBuffer u, u16, h;                               // [B,d], bf16 [B,d], [B,n]
+  DeviceBuffer idxS, hS, zS, idxT, hT;                  // [B,k], [B,kcap]
+  DeviceBuffer xhat, ehat, g, ga;                       // [B,d]
+  DeviceBuffer mu, stats;                               // double [d], double [B,4]
+  DeviceBuffer w, dh, keys, keys2, vals, vals2, start;  // [E], start [n+1]
+  DeviceBuffer sort_tmp;
+  size_t sort_tmp_bytes = 0;
+  DeviceBuffer dead, fired, since, act;  // [n]
+  DeviceBuffer dm;                       // DevMetrics
+
+  struct Pending {
+    StepMetrics meta;
+    int64_t B;
+    cudaEvent_t ev;
+    int slot;
+  };
+  HostBuffer ring;  // pinned DevMetrics [kMetricsRing]
+  std::deque<Pending> pending;
+  std::vector<StepMetrics> ready;  // finished early because the ring was full
+  std::vector<cudaEvent_t> events;
+  int next_slot = 0;
+
+  Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch)
+      : ctx(c), cfg(cf), prec(p) {
+    cfg.validate();
+    d = cfg.d_in;
+    n = cfg.d_sae;
+    k = cfg.k;
+    half_d = d / 2;
+    kcap = half_d < n ? half_d : n;
+    Bmax = max_batch > 0 ? max_batch : cfg.batch_size;
+    TOPKSAE_CHECK(Bmax >= 1, "TrainStep: batch size must be >= 1");
+    const int64_t E = Bmax * (k + kcap);
+    TOPKSAE_CHECK(E < (int64_t(1) << 31), "TrainStep: batch*(k + d_in/2) = ", E, " must be < 2^31");
+    TOPKSAE_CHECK(kcap <= kMaxTopK, "TrainStep: AuxK k = d_in/2 = ", kcap, " exceeds the GPU top-k maximum ", kMaxTopK);
+    oWenc = 0;
+    oBenc = d * n;
+    oWdec = oBenc + n;
+    oBdec = oWdec + n * d;
+    P = oBdec + d;
+    scaling_factor = st.scaling_factor;
+    scaling = st.scaling_factor ? *st.scaling_factor : 1.0;
+    step = st.step;
+    n_training_samples = st.n_training_samples;
+    n_frac_active = st.stats.n_frac_active;
+    data_position = st.data_position;
+    while ((int64_t(1) << sort_bits) <= n) ++sort_bits;  // keys in [0, n]
+
+    const size_t f = 4;
+    param = alloc(size_t(P) * f, &bytes);
+    grad = alloc(size_t(P) * f, &bytes);
+    m = alloc(size_t(P) * f, &bytes);
+    v = alloc(size_t(P) * f, &bytes);
+    if (prec == Precision::bf16) {
+      w16 = alloc(size_t(d * n) * 2, &bytes);
+      u16 = alloc(size_t(Bmax * d) * 2, &bytes);
+    }
+    u = alloc(size_t(Bmax * d) * f, &bytes);
+    h = alloc(size_t(Bmax * n) * f, &bytes);
+    idxS = alloc(size_t(Bmax * k) * 4, &bytes);
+    hS = alloc(size_t(Bmax * k) * f, &bytes);
+    zS = alloc(size_t(Bmax * k) * f, &bytes);
+    idxT = alloc(size_t(Bmax * kcap) * 4, &bytes);
+    hT = alloc(size_t(Bmax * kcap) * f, &bytes);
+    xhat = alloc(size_t(Bmax * d) * f, &bytes);
+    ehat = alloc(size_t(Bmax * d) * f, &bytes);
+    g = alloc(size_t(Bmax * d) * f, &bytes);
+    ga = alloc(size_t(Bmax * d) * f, &bytes);
+    mu = alloc(size_t(d) * 8, &bytes);
+    stats = alloc(size_t(Bmax) * 4 * 8, &bytes);
+    w = alloc(size_t(E) * 4, &bytes);
+    dh = alloc(size_t(E) * 4, &bytes);
+    keys = alloc(size_t(E) * 4, &bytes);
+    keys2 = alloc(size_t(E) * 4, &bytes);
+    vals = alloc(size_t(E) * 4, &bytes);
+    vals2 = alloc(size_t(E) * 4, &bytes);
+    start = alloc(size_t(n + 1) * 4, &bytes);
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_tmp_bytes, as<int32_t>(keys), as<int32_t>(keys2),
+                                               as<int32_t>(vals), as<int32_t>(vals2), E, 0, sort_bits,
+                                               detail::stream(ctx)));
+    sort_tmp = alloc(sort_tmp_bytes, &bytes);
+    dead = alloc(size_t(n), &bytes);
+    fired = alloc(size_t(n), &bytes);
+    since = alloc(size_t(n) * 8, &bytes);
+    act = alloc(size_t(n) * 8, &bytes);
+    dm = alloc(sizeof(DevMetrics), &bytes);
+    ring = HostBuffer(sizeof(DevMetrics) * kMetricsRing, HostMemory::pinned);
+    events.resize(kMetricsRing);
+    for (auto& e : events) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+
+    // Upload the state.
+    const Params<float>* sets[3] = {&st.params, &st.adam_m, &st.adam_v};
+    DeviceBuffer* dst[3] = {&param, &m, &v};
+    for (int s = 0; s < 3; ++s) {
+      const Params<float>& q = *sets[s];
+      TOPKSAE_CHECK(int64_t(q.W_enc.size()) == d * n && int64_t(q.b_enc.size()) == n &&
+                        int64_t(q.W_dec.size()) == n * d && int64_t(q.b_dec.size()) == d,
+                    "TrainStep: the state's parameter / moment shapes do not match d_in=", d, ", d_sae=", n);
+      char* base = static_cast<char*>(dst[s]->data());
+      topksae::detail::copy_bytes(base + oWenc * 4, Device::cuda, q.W_enc.data(), Device::cpu, q.W_enc.size() * 4);
+      topksae::detail::copy_bytes(base + oBenc * 4, Device::cuda, q.b_enc.data(), Device::cpu, q.b_enc.size() * 4);
+      topksae::detail::copy_bytes(base + oWdec * 4, Device::cuda, q.W_dec.data(), Device::cpu, q.W_dec.size() * 4);
+      topksae::detail::copy_bytes(base + oBdec * 4, Device::cuda, q.b_dec.data(), Device::cpu, q.b_dec.size() * 4);
+    }
+    TOPKSAE_CHECK(int64_t(st.stats.since_fired.size()) == n && int64_t(st.stats.act_freq.size()) == n,
+                  "TrainStep: the state's sparsity statistics do not have d_sae=", n, " entries");
+    upload(since, st.stats.since_fired.data(), size_t(n) * 8);
+    upload(act, st.stats.act_freq.data(), size_t(n) * 8);
+    CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
+    if (prec == Precision::bf16) to_bf16(ctx, as<float>(param) + oWenc, as<uint16_t>(w16), d * n);
+    ctx.synchronize();
+  }
+
+  ~Impl() {
+    (void)cudaStreamSynchronize(detail::stream(ctx));
+    for (auto& e : events) (void)cudaEventDestroy(e);
+  }
+
+  void gemm(int64_t B) {
+    const float* W = as<float>(param) + oWenc;
+    float* H = as<float>(h);
+    if (prec != Precision::bf16) {
+      detail::gemm_rowmajor(ctx, as<float>(u), W, H, B, d, n, 0.f, prec);
+      return;
+    }
+    to_bf16(ctx, as<float>(u), as<uint16_t>(u16), B * d);
+    const float alpha = 1.f, beta = 0.f;
+    CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(B), int(d), &alpha,
+                              w16.data(), CUDA_R_16BF, int(n), u16.data(), CUDA_R_16BF, int(d), &beta, H, CUDA_R_32F,
+                              int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+
+  void run(const float* x, int64_t B) {
+    TOPKSAE_CHECK(B >= 1 && B <= Bmax, "TrainStep::step: batch of ", B, " rows, expected 1..", Bmax);
+    cudaStream_t s = detail::stream(ctx);
+    auto* M = as<DevMetrics>(dm);
+    float* prm = as<float>(param);
+    float* grd = as<float>(grad);
+    const unsigned gn = detail::grid_for(n, kThreads, 1024);
+
+    // Wait for a free metrics slot (only when the consumer is kMetricsRing steps behind).
+    // Its host copy is finished into `ready` first, so nothing is overwritten before collection.
+    if (int(pending.size()) >= kMetricsRing) {
+      CUDA_CHECK(cudaEventSynchronize(pending.front().ev));
+      ready.push_back(finish(pending.front()));
+      pending.pop_front();
+    }
+
+    StepMetrics meta;
+    meta.step = step;
+    CUDA_CHECK(cudaMemsetAsync(M, 0, sizeof(DevMetrics), s));
+    // 1. a new feature-sampling window: log the closed window's sparsity, then reset.
+    if ((step + 1) % cfg.feature_sampling_window == 0) {
+      meta.has_sparsity = true;
+      sparsity_kernel<<<gn, kThreads, 0, s>>>(reinterpret_cast<const long long*>(act.data()), n,
+                                              double(n_frac_active), M);
+      CUDA_CHECK_LAUNCH();
+      CUDA_CHECK(cudaMemsetAsync(act.data(), 0, size_t(n) * 8, s));
+      n_frac_active = 0;
+    }
+    // 2. dead mask of the step before, AuxK's size.
+    dead_kernel<<<gn, kThreads, 0, s>>>(as<long long>(since), n, cfg.dead_feature_window, as<uint8_t>(dead), M);
+    CUDA_CHECK_LAUNCH();
+    aux_params_kernel<<<1, 1, 0, s>>>(half_d, M);
+    CUDA_CHECK_LAUNCH();
+    // 3. forward: u = s*x - a*b_dec, h = u @ W_enc, S = top-k(h + b_enc), T = top-k over dead.
+    prep_kernel<<<detail::grid_for(B * d, kThreads), kThreads, 0, s>>>(
+        x, float(scaling), cfg.apply_b_dec_to_input ? prm + oBdec : nullptr, B * d, d, as<float>(u));
+    CUDA_CHECK_LAUNCH();
+    gemm(B);
+    TopKOptions o;
+    o.bias = prm + oBenc;
+    topk_select(ctx, as<float>(h), B, n, k, as<int32_t>(idxS), as<float>(hS), o);
+    relu_kernel<<<detail::grid_for(B * k, kThreads), kThreads, 0, s>>>(as<float>(hS), as<float>(zS), B * k);
+    CUDA_CHECK_LAUNCH();
+    if (kcap > 0) {
+      TopKOptions oa;
+      oa.bias = prm + oBenc;
+      oa.mask = as<uint8_t>(dead);
+      oa.k_dev = &M->k_aux;
+      topk_select(ctx, as<float>(h), B, n, kcap, as<int32_t>(idxT), as<float>(hT), oa);
+    }
+    gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxS), as<float>(zS), B, k, k, nullptr, d, as<float>(xhat));
+    if (kcap > 0)
+      gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxT), as<float>(hT), B, kcap, kcap, &M->k_aux, d,
+                    as<float>(ehat));
+    // 4. losses, g and ga, metrics.
+    const dim3 cblock{32u, 16u, 1u};
+    const unsigned cgrid = unsigned((d + 31) / 32);
+    colsum_kernel<<<cgrid, cblock, 0, s>>>(x, nullptr, B, d, scaling / double(B), as<double>(mu), nullptr);
+    CUDA_CHECK_LAUNCH();
+    loss_rows_kernel<<<unsigned(B), kThreads, 0, s>>>(x, float(scaling), as<float>(xhat),
+                                                       kcap > 0 ? as<float>(ehat) : nullptr, as<double>(mu),
+                                                       as<float>(zS), B, d, k, cfg.aux_loss_coefficient, M,
+                                                       as<float>(g), as<float>(ga), as<double>(stats));
+    CUDA_CHECK_LAUNCH();
+    reduce_rows_kernel<<<1, 1024, 0, s>>>(as<double>(stats), B, M);
+    CUDA_CHECK_LAUNCH();
+    // 5. bookkeeping after the forward.
+    fire_kernel<<<detail::grid_for(B * k, kThreads), kThreads, 0, s>>>(as<int32_t>(idxS), as<float>(zS), B * k,
+                                                                        as<uint8_t>(fired),
+                                                                        as<unsigned long long>(act));
+    CUDA_CHECK_LAUNCH();
+    since_kernel<<<gn, kThreads, 0, s>>>(as<long long>(since), as<uint8_t>(fired), n, cfg.dead_feature_window, M);
+    CUDA_CHECK_LAUNCH();
+    n_frac_active += B;
+    // 6. backward.
+    const size_t dz_smem = size_t(2 * d) * 4;
+    if (dz_smem > 48 * 1024)
+      CUDA_CHECK(cudaFuncSetAttribute(dz_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dz_smem)));
+    dz_kernel<<<unsigned(B), kThreads, dz_smem, s>>>(prm + oWdec, as<float>(g), as<float>(ga), as<int32_t>(idxS),
+                                                     as<float>(hS), as<int32_t>(idxT), as<float>(hT), B, d, k, kcap, M,
+                                                     as<float>(w), as<float>(dh));
+    CUDA_CHECK_LAUNCH();
+    const int64_t E = B * (k + kcap);
+    keys_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(as<int32_t>(idxS), as<int32_t>(idxT), B, k, kcap, n,
+                                                                   M, as<int32_t>(keys), as<int32_t>(vals));
+    CUDA_CHECK_LAUNCH();
+    size_t tmp = sort_tmp_bytes;
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp.data(), tmp, as<int32_t>(keys), as<int32_t>(keys2),
+                                               as<int32_t>(vals), as<int32_t>(vals2), E, 0, sort_bits, s));
+    offsets_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(as<int32_t>(keys2), E, n, as<int32_t>(start));
+    CUDA_CHECK_LAUNCH();
+    grad_dec_kernel<<<detail::grid_for(n * 32, kThreads, INT32_MAX), kThreads, 0, s>>>(
+        as<int32_t>(start), as<int32_t>(vals2), as<float>(w), as<float>(g), as<float>(ga), B, d, n, k, kcap,
+        grd + oWdec, M);
+    CUDA_CHECK_LAUNCH();
+    grad_enc_kernel<<<unsigned((n + 31) / 32), dim3{32u, 8u, 1u}, 0, s>>>(as<int32_t>(start), as<int32_t>(vals2),
+                                                                          as<float>(dh), as<float>(u), B, d, n, k,
+                                                                          kcap, grd + oWenc, grd + oBenc, M);
+    CUDA_CHECK_LAUNCH();
+    // db_dec = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc
+    colsum_kernel<<<cgrid, cblock, 0, s>>>(as<float>(g), as<float>(ga), B, d, 1.0, nullptr, grd + oBdec);
+    CUDA_CHECK_LAUNCH();
+    if (cfg.apply_b_dec_to_input) {
+      const float alpha = -1.f, beta = 1.f;
+      CUBLAS_CHECK(cublasSgemv(detail::cublas(ctx), CUBLAS_OP_T, int(n), int(d), &alpha, prm + oWenc, int(n),
+                               grd + oBenc, 1, &beta, grd + oBdec, 1));
+    }
+    sumsq_kernel<<<1, 1024, 0, s>>>(grd + oBdec, d, M);
+    CUDA_CHECK_LAUNCH();
+    // 7. clip + Adam (t = step + 1).
+    clip_kernel<<<1, 1, 0, s>>>(M);
+    CUDA_CHECK_LAUNCH();
+    const double lr = cpu::lr_at(cfg, step);
+    const double t = double(step + 1);
+    const double bc1 = 1.0 - std::pow(cfg.adam_beta1, t);
+    const double bc2 = 1.0 - std::pow(cfg.adam_beta2, t);
+    adam_kernel<<<detail::grid_for(P, kThreads, int64_t(ctx.sm_count()) * 16), kThreads, 0, s>>>(
+        prm, as<float>(m), as<float>(v), grd, P, M, float(cfg.adam_beta1), float(cfg.adam_beta2),
+        float(1.0 - cfg.adam_beta1), float(1.0 - cfg.adam_beta2), float(lr / bc1),
+        float(std::sqrt(bc2)), float(kAdamEps), prec == Precision::bf16 ? as<__nv_bfloat16>(w16) : nullptr, d * n);
+    CUDA_CHECK_LAUNCH();
+    // 8. metrics back to the host, asynchronously.
+    const int slot = next_slot;
+    next_slot = (next_slot + 1) % kMetricsRing;
+    auto* host = static_cast<DevMetrics*>(ring.data()) + slot;
+    CUDA_CHECK(cudaMemcpyAsync(host, M, sizeof(DevMetrics), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaEventRecord(events[size_t(slot)], s));
+    n_training_samples += B;
+    meta.lr_used = lr;
+    meta.current_learning_rate = cpu::lr_at(cfg, step + 1);
+    meta.n_training_samples = n_training_samples;
+    pending.push_back(Pending{meta, B, events[size_t(slot)], slot});
+    ++step;
+  }
+
+  StepMetrics finish(const Pending& p) {
+    const DevMetrics& dv = static_cast<const DevMetrics*>(ring.data())[p.slot];
+    StepMetrics r = p.meta;
+    const double B = double(p.B);
+    r.mse_loss = dv.mse_sum / B;
+    r.auxiliary_reconstruction_loss = cfg.aux_loss_coefficient * double(dv.aux_scale) * dv.aux_sum / B;
+    if (dv.k_aux == 0) r.auxiliary_reconstruction_loss = 0;
+    r.overall_loss = r.mse_loss + r.auxiliary_reconstruction_loss;
+    r.l0 = dv.nnz / B;
+    r.explained_variance = 1.0 - dv.mse_sum / dv.tv_sum;
+    r.dead_features = int64_t(dv.dead_after);
+    r.mean_passes_since_fired = double(dv.since_sum) / double(n);
+    r.grad_norm = dv.grad_norm;
+    if (r.has_sparsity) {
+      r.mean_log10_feature_sparsity = dv.log10_sparsity_sum / double(n);
+      r.below_1e_5 = int64_t(dv.below5);
+      r.below_1e_6 = int64_t(dv.below6);
+    }
+    return r;
+  }
+
+  std::vector<StepMetrics> collect(bool wait) {
+    std::vector<StepMetrics> out;
+    out.swap(ready);
+    while (!pending.empty()) {
+      const Pending& p = pending.front();
+      if (wait) {
+        CUDA_CHECK(cudaEventSynchronize(p.ev));
+      } else {
+        const cudaError_t e = cudaEventQuery(p.ev);
+        if (e == cudaErrorNotReady) break;
+        CUDA_CHECK(e);
+      }
+      out.push_back(finish(p));
+      pending.pop_front();
+    }
+    return out;
+  }
+
+  void download_params(const DeviceBuffer& src, Params<float>* q) {
+    q->W_enc.resize(size_t(d * n));
+    q->b_enc.resize(size_t(n));
+    q->W_dec.resize(size_t(n * d));
+    q->b_dec.resize(size_t(d));
+    download_bytes(q->W_enc.data(), src, q->W_enc.size() * 4, size_t(oWenc) * 4);
+    download_bytes(q->b_enc.data(), src, q->b_enc.size() * 4, size_t(oBenc) * 4);
+    download_bytes(q->W_dec.data(), src, q->W_dec.size() * 4, size_t(oWdec) * 4);
+    download_bytes(q->b_dec.data(), src, q->b_dec.size() * 4, size_t(oBdec) * 4);
+  }
+};
+
+TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p, int64_t max_batch)
+    : impl_(std::make_unique<Impl>(ctx, cfg, st, p, max_batch)) {}
+TrainStep::~TrainStep() = default;
+
+void TrainStep::step(const float* x, int64_t B) { impl_->run(x, B); }
+std::vector<StepMetrics> TrainStep::poll_metrics() { return impl_->collect(false); }
+std::vector<StepMetrics> TrainStep::drain_metrics() { return impl_->collect(true); }
+int64_t TrainStep::steps_done() const { return impl_->step; }
+Precision TrainStep::precision() const { return impl_->prec; }
+size_t TrainStep::device_bytes() const { return impl_->bytes; }
+
+void TrainStep::download(TrainState* st) {
+  Impl& I = *impl_;
+  I.ctx.synchronize();
+  I.download_params(I.param, &st->params);
+  I.download_params(I.m, &st->adam_m);
+  I.download_params(I.v, &st->adam_v);
+  st->step = I.step;
+  st->n_training_samples = I.n_training_samples;
+  st->stats.since_fired.resize(size_t(I.n));
+  st->stats.act_freq.resize(size_t(I.n));
+  download_bytes(st->stats.since_fired.data(), I.since, size_t(I.n) * 8);
+  download_bytes(st->stats.act_freq.data(), I.act, size_t(I.n) * 8);
+  st->stats.n_frac_active = I.n_frac_active;
+  st->data_position = I.data_position;
+  st->scaling_factor = I.scaling_factor;
+}
+
+void TrainStep::download_grads(Params<float>* grad) {
+  impl_->ctx.synchronize();
+  impl_->download_params(impl_->grad, grad);
+}
+
+}  // namespace topksae::cuda

@@ -1,0 +1,260 @@
+// The CUDA encode / convert / decode twins against the CPU twins on seeded data whose sizes are
+// not multiples of any block size; tolerances per GEMM precision.
+#include "test_util.h"
+
+#ifdef TOPKSAE_HAS_CUDA
+#include <cmath>
+
+#include "cuda_test_util.h"
+#include "topksae/dtype.h"
+#include "topksae/error.h"
+#include "topksae/ops_cpu.h"
+#include "topksae/ops_cuda.h"
+
+namespace topksae::test {
+namespace {
+
+struct Tol {
+  double atol, rtol;
+};
+Tol tol_for(cuda::Precision p) {
+  switch (p) {
+    case cuda::Precision::fp32: return {1e-4, 1e-4};
+    case cuda::Precision::tf32: return {2e-2, 5e-3};
+    case cuda::Precision::bf16: return {5e-2, 2e-2};
+  }
+  return {0, 0};
+}
+
+TEST(CudaEncode, PreActivationsPerPrecision) {
+  SKIP_WITHOUT_GPU();
+  const int64_t d_in = 100, d_sae = 1003, k = 17, B = 67;
+  const Sae sae = random_sae(d_in, d_sae, k, 11);
+  const std::vector<float> x = randn(size_t(B * d_in), 12);
+  std::vector<float> u(size_t(B * d_in)), h(size_t(B * d_sae));
+  cpu::process_sae_in(sae, x.data(), B, u.data(), nullptr);
+  cpu::encode_pre(sae, u.data(), B, h.data());
+
+  cuda::Context ctx;
+  cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+  ds.ensure_bf16(ctx);
+  DevVec<float> dx(x), du(size_t(B * d_in)), dh(size_t(B * d_sae));
+  cuda::process_sae_in(ctx, ds, dx.p(), B, du.p());
+  ctx.synchronize();
+  const std::vector<float> gu = du.get();
+  EXPECT_ALLCLOSE(gu.data(), u.data(), u.size(), 1e-6, 1e-6);
+  for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
+    SCOPED_TRACE(std::string(cuda::precision_name(p)));
+    cuda::encode_pre(ctx, ds, du.p(), B, dh.p(), p);
+    ctx.synchronize();
+    const std::vector<float> gh = dh.get();
+    EXPECT_NONZERO(gh);
+    EXPECT_ALLCLOSE(gh.data(), h.data(), h.size(), tol_for(p).atol, tol_for(p).rtol);
+  }
+  // The weights survive the round trip.
+  const Sae back = ds.download();
+  EXPECT_EQ(back.params.W_enc, sae.params.W_enc);
+  EXPECT_EQ(back.params.b_dec, sae.params.b_dec);
+}
+
+// encode_topk end to end. Rounding can swap two latents whose pre-activations are within the
+// GEMM error, so the check is: every GPU winner is a CPU winner OR within tolerance of the CPU's
+// k-th value, and every GPU value matches the CPU pre-activation (after ReLU) of that latent.
+TEST(CudaEncode, EncodeTopKPerPrecision) {
+  SKIP_WITHOUT_GPU();
+  const int64_t d_in = 131, d_sae = 2049, k = 37, B = 45;
+  const Sae sae = random_sae(d_in, d_sae, k, 21);
+  const std::vector<float> x = randn(size_t(B * d_in), 22);
+  std::vector<float> u(size_t(B * d_in)), h(size_t(B * d_sae));
+  cpu::process_sae_in(sae, x.data(), B, u.data(), nullptr);
+  cpu::encode_pre(sae, u.data(), B, h.data());
+  const cpu::TopKCodes ref = cpu::encode_topk(sae, x.data(), B);
+
+  cuda::Context ctx;
+  cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+  ds.ensure_bf16(ctx);
+  DevVec<float> dx(x);
+  for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
+    SCOPED_TRACE(std::string(cuda::precision_name(p)));
+    const Tol t = tol_for(p);
+    cuda::TopKCodes codes;
+    cuda::encode_topk(ctx, ds, dx.p(), B, p, codes);
+    const cpu::TopKCodes got = codes.download();
+    ASSERT_EQ(got.rows, B);
+    ASSERT_EQ(got.k, k);
+    EXPECT_NONZERO(got.values);
+    int64_t exact_rows = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const float kth = ref.values[size_t(b * k + k - 1)];  // after ReLU; CPU raw k-th value below
+      std::vector<int32_t> rs(ref.indices.begin() + b * k, ref.indices.begin() + (b + 1) * k);
+      std::vector<int32_t> gs(got.indices.begin() + b * k, got.indices.begin() + (b + 1) * k);
+      std::sort(rs.begin(), rs.end());
+      std::sort(gs.begin(), gs.end());
+      exact_rows += rs == gs;
+      const float raw_kth = h[size_t(b * d_sae + ref.indices[size_t(b * k + k - 1)])];
+      for (int64_t i = 0; i < k; ++i) {
+        const int32_t j = got.indices[size_t(b * k + i)];
+        ASSERT_GE(j, 0);
+        ASSERT_LT(j, d_sae);
+        const float hv = h[size_t(b * d_sae + j)];
+        EXPECT_GE(hv, raw_kth - 2 * (t.atol + t.rtol * std::abs(raw_kth))) << "row " << b << " picked latent " << j;
+        const float v = got.values[size_t(b * k + i)];
+        EXPECT_LE(std::abs(v - std::max(hv, 0.f)), t.atol + t.rtol * std::abs(hv)) << "row " << b << " slot " << i;
+      }
+      // Sorted descending.
+      for (int64_t i = 1; i < k; ++i) EXPECT_GE(got.values[size_t(b * k + i - 1)], got.values[size_t(b * k + i)]);
+      (void)kth;
+    }
+    if (p == cuda::Precision::fp32) EXPECT_GE(exact_rows, B - 2) << "fp32 should pick the CPU's sets";
+  }
+}
+
+// Codes with zeros (which CSR/COO drop) for the conversion and decode tests.
+cpu::TopKCodes make_codes(int64_t B, int64_t k, int64_t d_sae, uint64_t seed) {
+  cpu::TopKCodes c;
+  c.rows = B;
+  c.k = k;
+  c.d_sae = d_sae;
+  std::mt19937_64 rng(seed);
+  c.indices.resize(size_t(B * k));
+  c.values = uniform(size_t(B * k), seed + 1, 0.f, 2.f);
+  std::vector<int32_t> perm(static_cast<size_t>(d_sae));
+  for (int64_t b = 0; b < B; ++b) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (int64_t i = 0; i < k; ++i) {
+      c.indices[size_t(b * k + i)] = perm[size_t(i)];
+      if ((b + i) % 5 == 2) c.values[size_t(b * k + i)] = 0.f;  // L0 < k
+    }
+  }
+  return c;
+}
+
+TEST(CudaSparse, CsrAndCooMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const cpu::TopKCodes c = make_codes(77, 13, 999, 31);
+  const cpu::Csr rc = cpu::topk_to_csr(c);
+  const cpu::Coo ro = cpu::topk_to_coo(c);
+  cuda::Context ctx;
+  const cuda::TopKCodes dc = cuda::TopKCodes::upload(c);
+  cuda::Csr csr;
+  cuda::topk_to_csr(ctx, dc, csr);
+  const cpu::Csr gc = csr.download(ctx);
+  EXPECT_EQ(gc.rows, rc.rows);
+  EXPECT_EQ(gc.cols, rc.cols);
+  EXPECT_EQ(gc.indptr, rc.indptr);
+  EXPECT_EQ(gc.indices, rc.indices);
+  EXPECT_EQ(gc.values, rc.values);
+  EXPECT_LT(int64_t(gc.values.size()), c.rows * c.k);  // zeros were dropped
+  EXPECT_NONZERO(gc.values);
+  cuda::Coo coo;
+  cuda::topk_to_coo(ctx, dc, coo);
+  const cpu::Coo go = coo.download(ctx);
+  EXPECT_EQ(go.row, ro.row);
+  EXPECT_EQ(go.col, ro.col);
+  EXPECT_EQ(go.values, ro.values);
+}
+
+// Decode three (four) ways vs the CPU: gather over pairs, cuSPARSE CSR and COO, dense cuBLAS.
+// d_in 67 takes the scalar gather path, 132 the float4 path; k 300 crosses the staging chunk.
+TEST(CudaDecode, AllWaysMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const struct {
+    int64_t d_in, d_sae, k, B;
+  } shapes[] = {{67, 501, 9, 23}, {132, 1111, 300, 5}, {8, 40, 40, 3}};
+  for (auto s : shapes) {
+    SCOPED_TRACE(::testing::Message() << "d_in=" << s.d_in << " d_sae=" << s.d_sae << " k=" << s.k);
+    const Sae sae = random_sae(s.d_in, s.d_sae, s.k, 41 + uint64_t(s.d_in));
+    const cpu::TopKCodes c = make_codes(s.B, s.k, s.d_sae, 43);
+    std::vector<float> ref(size_t(s.B * s.d_in));
+    cpu::decode_topk(sae, c, ref.data());
+    EXPECT_NONZERO(ref);
+
+    cuda::Context ctx;
+    const cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+    const cuda::TopKCodes dc = cuda::TopKCodes::upload(c);
+    DevVec<float> out(std::vector<float>(size_t(s.B * s.d_in), NAN));  // poisoned: every element must be written
+    const double atol = 1e-4, rtol = 1e-4;
+
+    cuda::decode_topk(ctx, ds, dc, out.p());
+    ctx.synchronize();
+    std::vector<float> got = out.get();
+    EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "gather";
+
+    cuda::Csr csr;
+    cuda::topk_to_csr(ctx, dc, csr);
+    out = DevVec<float>(std::vector<float>(size_t(s.B * s.d_in), NAN));
+    cuda::decode_csr(ctx, ds, csr, out.p());
+    ctx.synchronize();
+    got = out.get();
+    EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "cuSPARSE CSR";
+
+    cuda::Coo coo;
+    cuda::topk_to_coo(ctx, dc, coo);
+    out = DevVec<float>(std::vector<float>(size_t(s.B * s.d_in), NAN));
+    cuda::decode_coo(ctx, ds, coo, out.p());
+    ctx.synchronize();
+    got = out.get();
+    EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "cuSPARSE COO";
+
+    DevVec<float> dz(cpu::topk_to_dense(c));
+    out = DevVec<float>(std::vector<float>(size_t(s.B * s.d_in), NAN));
+    cuda::decode_dense(ctx, ds, dz.p(), s.B, out.p());
+    ctx.synchronize();
+    got = out.get();
+    EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "dense cuBLAS fp32";
+  }
+}
+
+// The helpers the bf16 mode and the benches rely on: f32 -> bf16 rounds to nearest even exactly
+// as the host conversion; device_copy copies every byte; fill_random is seeded and non-trivial.
+TEST(CudaHelpers, Bf16CopyAndRandomFill) {
+  SKIP_WITHOUT_GPU();
+  std::vector<float> x = randn(1001, 51, 3.f);
+  x.insert(x.end(), {0.f, -0.f, 1e-40f, -1e-40f, 3.0e38f, -INFINITY, INFINITY, 1.00390625f, 1.01171875f});
+  cuda::Context ctx;
+  DevVec<float> dx(x);
+  DevVec<uint16_t> d16(x.size());
+  cuda::to_bf16(ctx, dx.p(), d16.p(), int64_t(x.size()));
+  ctx.synchronize();
+  const std::vector<uint16_t> got = d16.get();
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], f32_to_bf16(x[i])) << "x=" << x[i];
+
+  const std::vector<float> src = randn(4096 + 12, 52);  // bytes a multiple of 16, not of the block
+  DevVec<float> a(src), b(std::vector<float>(src.size(), -1.f));
+  cuda::device_copy(ctx, b.p(), a.p(), src.size() * 4);
+  ctx.synchronize();
+  EXPECT_EQ(b.get(), src);
+
+  DevVec<float> r1(size_t(5000)), r2(size_t(5000)), r3(size_t(5000));
+  cuda::fill_random(ctx, r1.p(), 5000, 7, 2.f);
+  cuda::fill_random(ctx, r2.p(), 5000, 7, 2.f);
+  cuda::fill_random(ctx, r3.p(), 5000, 8, 2.f);
+  ctx.synchronize();
+  const auto v1 = r1.get(), v2 = r2.get(), v3 = r3.get();
+  EXPECT_EQ(v1, v2);
+  EXPECT_NE(v1, v3);
+  double m = 0, s2 = 0;
+  for (float v : v1) {
+    ASSERT_TRUE(std::isfinite(v));
+    m += v;
+    s2 += double(v) * v;
+  }
+  m /= 5000;
+  EXPECT_NEAR(m, 0.0, 0.15);
+  EXPECT_NEAR(std::sqrt(s2 / 5000 - m * m), 2.0, 0.15);
+}
+
+TEST(CudaContext, PrecisionNames) {
+  SKIP_WITHOUT_GPU();
+  for (auto p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16})
+    EXPECT_EQ(cuda::precision_from_name(cuda::precision_name(p)), p);
+  EXPECT_THROW(cuda::precision_from_name("fp16"), Error);
+}
+
+}  // namespace
+}  // namespace topksae::test
+
+#else
+TEST(CudaOps, BuiltWithoutCuda) { GTEST_SKIP() << "topksae was built without its CUDA backend"; }
+#endif

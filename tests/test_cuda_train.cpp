@@ -1,0 +1,200 @@
+// The CUDA training step against the CPU trainer (cpu::train_step): the first step's gradients
+// (with AuxK active from the start), then 20 steps in fp32 (losses to 1e-5 relative, metrics,
+// statistics, weights), and the tf32 / bf16 modes loosely. Sizes are not multiples of any block.
+#include "test_util.h"
+
+#ifdef TOPKSAE_HAS_CUDA
+#include <cmath>
+
+#include "cuda_test_util.h"
+#include "topksae/train.h"
+#include "topksae/train_cuda.h"
+
+namespace topksae::test {
+namespace {
+
+TrainConfig small_config() {
+  TrainConfig cfg;
+  cfg.d_in = 37;        // d_in // 2 = 18: AuxK's k
+  cfg.d_sae = 203;
+  cfg.k = 5;
+  cfg.batch_size = 19;  // 95 selections per step over 203 latents: many stay dead
+  cfg.lr = 1e-3;
+  cfg.dead_feature_window = 3;
+  cfg.feature_sampling_window = 7;  // sparsity metrics at steps 6 and 13
+  cfg.training_tokens = 19 * 100;
+  cfg.seed = 5;
+  return cfg;
+}
+
+// Initial state with non-zero biases (so every term of the backward is exercised), a scaling
+// factor, and since_fired values that make ~3/7 of the latents dead at the first step.
+TrainState initial_state(const TrainConfig& cfg) {
+  TrainState st = TrainState::initial(cfg);
+  st.params.b_enc = randn(size_t(cfg.d_sae), 77, 0.05f);
+  st.params.b_dec = randn(size_t(cfg.d_in), 78, 0.1f);
+  st.scaling_factor = 1.7;
+  for (int64_t j = 0; j < cfg.d_sae; ++j) st.stats.since_fired[size_t(j)] = j % 7;
+  return st;
+}
+
+std::vector<float> batches(const TrainConfig& cfg, int steps) {
+  return randn(size_t(steps * cfg.batch_size * cfg.d_in), 99, 1.f);
+}
+
+double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
+
+void expect_params_close(const Params<float>& got, const Params<float>& ref, double atol, double rtol,
+                         const char* what) {
+  SCOPED_TRACE(what);
+  EXPECT_ALLCLOSE(got.W_enc.data(), ref.W_enc.data(), ref.W_enc.size(), atol, rtol) << "W_enc";
+  EXPECT_ALLCLOSE(got.b_enc.data(), ref.b_enc.data(), ref.b_enc.size(), atol, rtol) << "b_enc";
+  EXPECT_ALLCLOSE(got.W_dec.data(), ref.W_dec.data(), ref.W_dec.size(), atol, rtol) << "W_dec";
+  EXPECT_ALLCLOSE(got.b_dec.data(), ref.b_dec.data(), ref.b_dec.size(), atol, rtol) << "b_dec";
+}
+
+TEST(CudaTrain, FirstStepGradientsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const TrainConfig cfg = small_config();
+  const std::vector<float> x = batches(cfg, 1);
+  TrainState cst = initial_state(cfg);
+  cpu::TrainWorkspace ws;
+  const StepMetrics cm = cpu::train_step(cfg, &cst, x.data(), cfg.batch_size, &ws);
+  ASSERT_GT(ws.fwd.k_aux, 0) << "the test needs AuxK active in its first step";
+
+  cuda::Context ctx;
+  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg));
+  DevVec<float> dx(x);
+  gpu.step(dx.p(), cfg.batch_size);
+  const std::vector<StepMetrics> gm = gpu.drain_metrics();
+  ASSERT_EQ(gm.size(), 1u);
+  EXPECT_LE(rel(gm[0].grad_norm, cm.grad_norm), 1e-5);
+  EXPECT_LE(rel(gm[0].overall_loss, cm.overall_loss), 1e-5);
+  EXPECT_LE(rel(gm[0].auxiliary_reconstruction_loss, cm.auxiliary_reconstruction_loss), 1e-5);
+  EXPECT_GT(cm.auxiliary_reconstruction_loss, 0.0);
+
+  // GPU gradients are before clipping, the CPU workspace's after: scale by the clip factor.
+  Params<float> g;
+  gpu.download_grads(&g);
+  const float c = float(std::min(1.0, 1.0 / (gm[0].grad_norm + 1e-6)));
+  for (auto* v : {&g.W_enc, &g.b_enc, &g.W_dec, &g.b_dec})
+    for (float& e : *v) e *= c;
+  EXPECT_NONZERO(g.W_enc);
+  EXPECT_NONZERO(g.W_dec);
+  EXPECT_NONZERO(g.b_enc);
+  EXPECT_NONZERO(g.b_dec);
+  expect_params_close(g, ws.grad, 1e-6, 1e-4, "gradients");
+}
+
+TEST(CudaTrain, TwentyStepsFp32MatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const TrainConfig cfg = small_config();
+  const int steps = 20;
+  const std::vector<float> x = batches(cfg, steps);
+  const size_t per = size_t(cfg.batch_size * cfg.d_in);
+
+  TrainState cst = initial_state(cfg);
+  cpu::TrainWorkspace ws;
+  std::vector<StepMetrics> cm;
+  for (int t = 0; t < steps; ++t) cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
+
+  cuda::Context ctx;
+  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), cuda::Precision::fp32);
+  DevVec<float> dx(x);
+  std::vector<StepMetrics> gm;
+  for (int t = 0; t < steps; ++t) {
+    gpu.step(dx.p() + t * per, cfg.batch_size);
+    for (auto& m : gpu.poll_metrics()) gm.push_back(m);  // never blocks
+  }
+  EXPECT_EQ(gpu.steps_done(), steps);
+  for (auto& m : gpu.drain_metrics()) gm.push_back(m);
+  ASSERT_EQ(gm.size(), size_t(steps));
+
+  bool saw_aux = false, saw_sparsity = false;
+  for (int t = 0; t < steps; ++t) {
+    SCOPED_TRACE(::testing::Message() << "step " << t);
+    const StepMetrics &g = gm[size_t(t)], &c = cm[size_t(t)];
+    EXPECT_EQ(g.step, t);
+    EXPECT_LE(rel(g.overall_loss, c.overall_loss), 1e-5) << g.overall_loss << " vs " << c.overall_loss;
+    EXPECT_LE(rel(g.mse_loss, c.mse_loss), 1e-5);
+    if (c.auxiliary_reconstruction_loss > 0) {
+      saw_aux = true;
+      EXPECT_LE(rel(g.auxiliary_reconstruction_loss, c.auxiliary_reconstruction_loss), 1e-5);
+    } else {
+      EXPECT_EQ(g.auxiliary_reconstruction_loss, 0.0);
+    }
+    EXPECT_NEAR(g.l0, c.l0, 1e-12);
+    EXPECT_NEAR(g.explained_variance, c.explained_variance, 1e-5);
+    EXPECT_EQ(g.dead_features, c.dead_features);
+    EXPECT_NEAR(g.mean_passes_since_fired, c.mean_passes_since_fired, 1e-9);
+    EXPECT_LE(rel(g.grad_norm, c.grad_norm), 1e-4);
+    EXPECT_EQ(g.lr_used, c.lr_used);
+    EXPECT_EQ(g.current_learning_rate, c.current_learning_rate);
+    EXPECT_EQ(g.n_training_samples, c.n_training_samples);
+    EXPECT_EQ(g.has_sparsity, c.has_sparsity);
+    if (c.has_sparsity) {
+      saw_sparsity = true;
+      EXPECT_NEAR(g.mean_log10_feature_sparsity, c.mean_log10_feature_sparsity, 1e-5);
+      EXPECT_EQ(g.below_1e_5, c.below_1e_5);
+      EXPECT_EQ(g.below_1e_6, c.below_1e_6);
+    }
+  }
+  EXPECT_TRUE(saw_aux) << "AuxK never ran: the test lost its point";
+  EXPECT_TRUE(saw_sparsity);
+
+  TrainState gst;
+  gpu.download(&gst);
+  EXPECT_EQ(gst.step, cst.step);
+  EXPECT_EQ(gst.n_training_samples, cst.n_training_samples);
+  EXPECT_EQ(gst.stats.since_fired, cst.stats.since_fired);
+  EXPECT_EQ(gst.stats.act_freq, cst.stats.act_freq);
+  EXPECT_EQ(gst.stats.n_frac_active, cst.stats.n_frac_active);
+  EXPECT_EQ(gst.scaling_factor, cst.scaling_factor);
+  EXPECT_NONZERO(gst.params.W_enc);
+  expect_params_close(gst.params, cst.params, 1e-5, 1e-3, "parameters");
+  expect_params_close(gst.adam_m, cst.adam_m, 1e-6, 1e-3, "adam m");
+  expect_params_close(gst.adam_v, cst.adam_v, 1e-8, 1e-3, "adam v");
+
+  // Resuming from the downloaded state continues exactly like the CPU (one more step).
+  const std::vector<float> x2 = randn(per, 1234);
+  const StepMetrics c21 = cpu::train_step(cfg, &cst, x2.data(), cfg.batch_size, &ws);
+  cuda::TrainStep resumed(ctx, cfg, gst);
+  DevVec<float> dx2(x2);
+  resumed.step(dx2.p(), cfg.batch_size);
+  const auto g21 = resumed.drain_metrics();
+  ASSERT_EQ(g21.size(), 1u);
+  EXPECT_EQ(g21[0].step, steps);
+  EXPECT_LE(rel(g21[0].overall_loss, c21.overall_loss), 1e-5);
+}
+
+TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
+  SKIP_WITHOUT_GPU();
+  const TrainConfig cfg = small_config();
+  const int steps = 5;
+  const std::vector<float> x = batches(cfg, steps);
+  const size_t per = size_t(cfg.batch_size * cfg.d_in);
+  TrainState cst = initial_state(cfg);
+  cpu::TrainWorkspace ws;
+  std::vector<StepMetrics> cm;
+  for (int t = 0; t < steps; ++t) cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
+  cuda::Context ctx;
+  DevVec<float> dx(x);
+  for (cuda::Precision p : {cuda::Precision::tf32, cuda::Precision::bf16}) {
+    SCOPED_TRACE(std::string(cuda::precision_name(p)));
+    cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), p);
+    for (int t = 0; t < steps; ++t) gpu.step(dx.p() + t * per, cfg.batch_size);
+    const auto gm = gpu.drain_metrics();
+    ASSERT_EQ(gm.size(), size_t(steps));
+    for (int t = 0; t < steps; ++t) {
+      EXPECT_TRUE(std::isfinite(gm[size_t(t)].overall_loss));
+      EXPECT_LE(rel(gm[size_t(t)].mse_loss, cm[size_t(t)].mse_loss), 5e-2) << "step " << t;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace topksae::test
+
+#else
+TEST(CudaTrain, BuiltWithoutCuda) { GTEST_SKIP() << "topksae was built without its CUDA backend"; }
+#endif

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Prints one side-by-side table from the JSON files of a GPU check (tools/gpu_check.sh):
+bench_decode.json, bench_encode.json, bench_train_step.json (this engine) and torch_peers.json
+(../shared/peers/torch_peers.py, the PyTorch / sae_lens peers measured in the same call).
+
+Usage: python3 tools/bench_table.py DIR [--markdown]
+"""
+import json, os, sys
+
+
+def load(d, name):
+    p = os.path.join(d, name)
+    if not os.path.exists(p):
+        return None
+    try:
+        with open(p) as f:
+            return json.load(f)
+    except Exception as e:  # a truncated file from a timed-out run
+        print(f"# could not read {p}: {e}")
+        return None
+
+
+def fmt(v, nd=3):
+    return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 2
+    d = sys.argv[1]
+    md = "--markdown" in sys.argv
+    rows = []  # (section, shape, impl, ms, extra)
+    device = None
+    ceilings = {}
+    for name in ("bench_train_step.json", "bench_decode.json", "bench_encode.json"):
+        j = load(d, name)
+        if not j:
+            continue
+        device = device or j.get("device")
+        for k, v in (j.get("ceilings") or {}).items():
+            ceilings.setdefault("ours " + k, v)
+        for r in j.get("results", []):
+            shape = f"{r['d_in']}x{r['d_sae']} k={r['k']}"
+            if "skipped" in r:
+                continue
+            extra = []
+            if "error" in r:
+                extra.append("ERROR " + r["error"][:80])
+            if r.get("TFLOPs") is not None:
+                extra.append(f"{r['TFLOPs']:.1f} TFLOP/s")
+            if r.get("GBps") is not None:
+                extra.append(f"{r['GBps']:.0f} GB/s")
+            if r.get("device_mem_GiB") is not None:
+                extra.append(f"mem {r['device_mem_GiB']:.2f} GiB")
+            rows.append((j["bench"], shape, "topksae " + r["variant"], r.get("ms"), ", ".join(extra)))
+    peers = load(d, "torch_peers.json") or []
+    for r in peers:
+        if r.get("kind") == "ceiling":
+            ceilings["torch " + r["what"]] = r["value"]
+            continue
+        if "d_in" not in r or r.get("kind") == "decode_floor_bytes":
+            continue
+        shape = f"{r['d_in']}x{r['d_sae']} k={r['k']}"
+        section = {"train_step": "train_step", "decode": "decode", "encode_topk": "encode"}.get(r["kind"], r["kind"])
+        extra = "ERROR " + r["error"][:80] if "error" in r else (f"peak {r['peak_GiB']:.1f} GiB" if "peak_GiB" in r else "")
+        rows.append((section, shape, "peer " + r.get("impl", "?"), r.get("ms"), extra))
+
+    print(f"device: {device}")
+    if ceilings:
+        print("ceilings: " + ", ".join(f"{k}={v:.1f}" for k, v in sorted(ceilings.items())))
+    order = {"train_step": 0, "decode": 1, "encode": 2}
+    rows.sort(key=lambda r: (order.get(r[0], 9), r[1], r[2]))
+    if md:
+        print("\n| section | shape | implementation | ms | notes |\n|---|---|---|---|---|")
+        for s, sh, impl, ms, ex in rows:
+            print(f"| {s} | {sh} | {impl} | {fmt(ms)} | {ex} |")
+    else:
+        print(f"\n{'section':<11} {'shape':<18} {'implementation':<46} {'ms':>9}  notes")
+        for s, sh, impl, ms, ex in rows:
+            print(f"{s:<11} {sh:<18} {impl:<46} {fmt(ms):>9}  {ex}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
