@@ -17,8 +17,8 @@ Device resolve_device(const std::string& flag, bool cuda_backend, const std::str
   const std::string reason = cuda_unavailable_reason();
   if (flag == "cuda") {
     TOPKSAE_CHECK(reason.empty(), "--device cuda: ", reason);
-    TOPKSAE_CHECK(cuda_backend, "--device cuda: this build has no CUDA implementation of ", what,
-                  " yet; run with --device cpu (or auto)");
+    TOPKSAE_CHECK(cuda_backend, "--device cuda: the topksae command does not run ", what,
+                  " on the GPU yet (only the CPU path is wired in); run with --device cpu (or auto)");
     return Device::cuda;
   }
   TOPKSAE_CHECK(flag == "auto", "--device must be auto, cpu or cuda, got '", flag, "'");
