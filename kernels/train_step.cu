@@ -489,6 +489,10 @@ struct TrainStep::Impl {
   Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch)
       : ctx(c), cfg(cf), prec(p) {
     cfg.validate();
+    // The kernels below implement the 6.13.1 math only; selecting on h * ||W_dec[j]|| would need
+    // the decoder norms in the top-k keys and the decode coefficients. Refuse rather than differ.
+    TOPKSAE_CHECK(!cfg.rescale_acts_by_decoder_norm,
+                  "TrainStep (CUDA): rescale_acts_by_decoder_norm is not implemented on the GPU; train it on the CPU");
     d = cfg.d_in;
     n = cfg.d_sae;
     k = cfg.k;
