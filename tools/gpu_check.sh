@@ -87,7 +87,7 @@ if [ "$built" = 1 ]; then
   run_stage "gpu tests" 200 190 "$OUT/gtest_cuda.log" \
     ./build-gpu/tests/topksae_tests --gtest_filter='Cuda*' --gtest_output="json:$OUT/gtest_cuda.json"
   grep -E -A4 ": Failure$" "$OUT/gtest_cuda.log" | head -60  # the first failures with their messages
-  grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests ran" "$OUT/gtest_cuda.log" | tail -25
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |test suites? ran" "$OUT/gtest_cuda.log" | tail -25
   [ "$stage_rc" -eq 124 ] && tail -5 "$OUT/gtest_cuda.log"
 
   iters=20
