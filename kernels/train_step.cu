@@ -503,6 +503,14 @@ struct TrainStep::Impl {
     const int64_t E = Bmax * (k + kcap);
     TOPKSAE_CHECK(E < (int64_t(1) << 31), "TrainStep: batch*(k + d_in/2) = ", E, " must be < 2^31");
     TOPKSAE_CHECK(kcap <= kMaxTopK, "TrainStep: AuxK k = d_in/2 = ", kcap, " exceeds the GPU top-k maximum ", kMaxTopK);
+    {
+      // dz_kernel stages g_b and ga_b ([2, d_in] floats) in shared memory.
+      int dev = 0, optin = 0;
+      CUDA_CHECK(cudaGetDevice(&dev));
+      CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      TOPKSAE_CHECK(int64_t(2) * d * 4 <= int64_t(optin), "TrainStep: d_in=", d, " needs ", 8 * d,
+                    " bytes of shared memory per block; this GPU allows ", optin);
+    }
     oWenc = 0;
     oBenc = d * n;
     oWdec = oBenc + n;
