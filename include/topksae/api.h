@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -167,6 +168,9 @@ class Engine;
 struct ModelOptions {
   Device device = Device::cpu;
   int cuda_device = 0;  // ordinal, for Device::cuda
+  // CUDA models: precision of the encoder GEMM, "fp32" (exact, the CPU's result up to summation
+  // order), "tf32" or "bf16" (a bf16 copy of W_enc made once at load; fp32 accumulation).
+  std::string cuda_precision = "fp32";
 };
 
 class Model {
