@@ -563,7 +563,7 @@ class CudaEngine final : public Engine {
 
 std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, int cuda_device, std::string_view precision) {
   const int count = cuda_device_count();
-  TOPKSAE_CHECK(count > 0, "CUDA model: ", cuda_unavailable_reason());
+  TOPKSAE_CHECK(count > 0, "CUDA inference backend not available on this machine: ", cuda_unavailable_reason());
   if (cuda_device < 0 || cuda_device >= count)
     throw InvalidArgument(concat("ModelOptions::cuda_device is ", cuda_device, " but this machine has ", count,
                                  " CUDA device(s)"));
