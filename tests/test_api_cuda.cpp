@@ -1,7 +1,8 @@
 // The inference API (api.h) on a CUDA model: every op against the CPU model on the same SAE, device
 // pointers used in place, N threads with their own workspaces and streams against the serial
 // result, no device allocation once warm, an ablation hook, misuse refused, the C API with device
-// pointers and a stream. Every test skips without a GPU.
+// pointers and a stream. Every test skips without a GPU; the suite is CudaApi so that
+// tools/gpu_check.sh (--gtest_filter=Cuda*) runs it.
 #include "test_util.h"
 
 #ifdef TOPKSAE_HAS_CUDA
@@ -78,7 +79,7 @@ void expect_same_pairs(const std::vector<int32_t>& ai, const std::vector<float>&
   }
 }
 
-TEST(ApiCuda, EveryOpMatchesTheCpuModel) {
+TEST(CudaApi, EveryOpMatchesTheCpuModel) {
   SKIP_WITHOUT_GPU();
   for (Normalize norm : {Normalize::none, Normalize::expected_average_only_in, Normalize::constant_norm_rescale,
                          Normalize::layer_norm}) {
@@ -147,7 +148,7 @@ TEST(ApiCuda, EveryOpMatchesTheCpuModel) {
   }
 }
 
-TEST(ApiCuda, DevicePointersAreUsedInPlaceOnTheCallersStream) {
+TEST(CudaApi, DevicePointersAreUsedInPlaceOnTheCallersStream) {
   SKIP_WITHOUT_GPU();
   auto model = Model::from_sae(random_sae(kDin, kDsae, kK, 21), on_gpu());
   const auto x = randn(size_t(kB * kDin), 22);
@@ -212,7 +213,7 @@ TEST(ApiCuda, DevicePointersAreUsedInPlaceOnTheCallersStream) {
   EXPECT_ALLCLOSE(dec.get().data(), ref.data(), ref.size(), 1e-4, 1e-4);
 }
 
-TEST(ApiCuda, ThreadsWithTheirOwnWorkspacesAndStreamsGiveTheSerialResult) {
+TEST(CudaApi, ThreadsWithTheirOwnWorkspacesAndStreamsGiveTheSerialResult) {
   SKIP_WITHOUT_GPU();
   auto model = Model::from_sae(random_sae(kDin, kDsae, kK, 31), on_gpu());
   constexpr int kThreads = 4, kIters = 6;
@@ -268,7 +269,7 @@ TEST(ApiCuda, ThreadsWithTheirOwnWorkspacesAndStreamsGiveTheSerialResult) {
   }
 }
 
-TEST(ApiCuda, AWarmWorkspaceAllocatesNoDeviceMemory) {
+TEST(CudaApi, AWarmWorkspaceAllocatesNoDeviceMemory) {
   SKIP_WITHOUT_GPU();
   auto model = Model::from_sae(random_sae(kDin, kDsae, kK, 41, Normalize::layer_norm), on_gpu());
   const auto x = randn(size_t(kB * kDin), 42);
@@ -314,7 +315,7 @@ TEST(ApiCuda, AWarmWorkspaceAllocatesNoDeviceMemory) {
   EXPECT_NONZERO(out);
 }
 
-TEST(ApiCuda, AnAblationHookRemovesExactlyThatLatentsContribution) {
+TEST(CudaApi, AnAblationHookRemovesExactlyThatLatentsContribution) {
   SKIP_WITHOUT_GPU();
   Sae host = random_sae(kDin, kDsae, kK, 51);
   auto model = Model::from_sae(random_sae(kDin, kDsae, kK, 51), on_gpu());
@@ -370,7 +371,7 @@ TEST(ApiCuda, AnAblationHookRemovesExactlyThatLatentsContribution) {
   EXPECT_ALLCLOSE(hv.data(), cv.data(), hv.size(), 1e-4, 1e-4);
 }
 
-TEST(ApiCuda, MisuseIsRefusedAndTheWorkspaceStaysUsable) {
+TEST(CudaApi, MisuseIsRefusedAndTheWorkspaceStaysUsable) {
   SKIP_WITHOUT_GPU();
   auto model = Model::from_sae(random_sae(kDin, kDsae, kK, 61), on_gpu());
   const auto x = randn(size_t(kB * kDin), 62);
@@ -442,7 +443,7 @@ TEST(ApiCuda, MisuseIsRefusedAndTheWorkspaceStaysUsable) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
-TEST(ApiCuda, TheCApiTakesDevicePointersAndAStream) {
+TEST(CudaApi, TheCApiTakesDevicePointersAndAStream) {
   SKIP_WITHOUT_GPU();
   Sae sae = random_sae(kDin, kDsae, kK, 71);
   topksae_model* m = nullptr;
@@ -474,7 +475,7 @@ TEST(ApiCuda, TheCApiTakesDevicePointersAndAStream) {
   topksae_model_free(m);
 }
 
-TEST(ApiCuda, ReducedPrecisionModelsSelectNearlyTheSameLatents) {
+TEST(CudaApi, ReducedPrecisionModelsSelectNearlyTheSameLatents) {
   SKIP_WITHOUT_GPU();
   auto ref = Model::from_sae(random_sae(kDin, kDsae, kK, 81), on_gpu());
   const auto x = randn(size_t(kB * kDin), 82);
