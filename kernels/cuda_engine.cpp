@@ -47,6 +47,7 @@ enum EngineSlot : int {
   kSlotCodesPtr,                    // [B + 1]    CSR indptr staged / built
   kSlotCodesIdx,                    // [nnz]      codes staged from / built for the host
   kSlotCodesVal,                    // [nnz]
+  kSlotCublas,                      // cuBLAS's workspace, ours so that cuBLAS allocates nothing itself
   kEngineSlotEnd
 };
 static_assert(kEngineSlotEnd <= cu::detail::kSlotCount + 16, "Context reserves 16 slots beyond the ops' own");
@@ -113,6 +114,14 @@ struct CudaWorkspace final : EngineWorkspace {
 
 bool observed(const Hooks* hooks, HookPoint p) { return hooks && hooks->observed(p); }
 
+// cuBLAS's recommended workspace on Hopper. Handing cuBLAS a buffer from the pool keeps its own
+// allocations out of the hot path; cublasSetStream resets it, so it is bound again per stream.
+constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+void bind_cublas_workspace(CudaWorkspace& w) {
+  void* buf = w.ctx->scratch(kSlotCublas, kCublasWorkspaceBytes);
+  CUBLAS_CHECK(cublasSetWorkspace(cu::detail::cublas(*w.ctx), buf, kCublasWorkspaceBytes));
+}
+
 // Is `s` one of the runtime's special handles (legacy default / per-thread default stream)?
 bool special_stream(Stream s) {
   const auto v = reinterpret_cast<uintptr_t>(s);
@@ -139,6 +148,7 @@ class Call {
       fresh->stream = opts.stream;
       CUDA_CHECK(cudaEventCreateWithFlags(&fresh->done, cudaEventDisableTiming));
       fresh->pinned = HostBuffer(16, HostMemory::pinned);
+      bind_cublas_workspace(*fresh);
       ++fresh->growths;
       w = fresh.get();
       st = std::move(fresh);
@@ -147,6 +157,7 @@ class Call {
       CUDA_CHECK(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(opts.stream), w->done, 0));
       w->ctx->set_stream(opts.stream);
       w->stream = opts.stream;
+      bind_cublas_workspace(*w);
     }
     w_ = w;
     scratch_before_ = w->ctx->scratch_bytes();
