@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
   extern __shared__ unsigned long long cand[];  // [sort_n]
   __shared__ int hist[kBins];
   __shared__ int warp_sums[kWarps];
-  __shared__ int s_digit, s_remain, s_gt, s_eq_base;
+  __shared__ int s_digit, s_remain, s_gt, s_eq_base, s_done;
 
   const int64_t b = blockIdx.x;
   const float* row = h + b * n;
@@ -127,13 +127,17 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
       if (r < need_eq) cand[n_gt + r] = pack(key, j);
     }
     __syncthreads();
+    // Thread 0 decides for the block: s_gt is final for this round here (its atomics happened
+    // before the barrier above), whereas reading it after the next barrier would race with the
+    // next round's atomicAdds of threads that already went on (a non-uniform break, a deadlock).
     if (threadIdx.x == 0) {
       int tot = 0;
       for (int w = 0; w < kWarps; ++w) tot += warp_sums[w];
       s_eq_base += tot;
+      s_done = (s_eq_base >= need_eq && s_gt >= n_gt) ? 1 : 0;
     }
     __syncthreads();
-    if (s_eq_base >= need_eq && s_gt >= n_gt) break;  // uniform: all winners found
+    if (s_done) break;  // uniform: all winners found
   }
 
   // ---- bitonic sort of the k winners (padded with 0, which sorts last), descending ------------

@@ -489,6 +489,10 @@ struct TrainStep::Impl {
   Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch)
       : ctx(c), cfg(cf), prec(p) {
     cfg.validate();
+    // The kernels below implement the 6.13.1 math only; selecting on h * ||W_dec[j]|| would need
+    // the decoder norms in the top-k keys and the decode coefficients. Refuse rather than differ.
+    TOPKSAE_CHECK(!cfg.rescale_acts_by_decoder_norm,
+                  "TrainStep (CUDA): rescale_acts_by_decoder_norm is not implemented on the GPU; train it on the CPU");
     d = cfg.d_in;
     n = cfg.d_sae;
     k = cfg.k;
@@ -499,6 +503,14 @@ struct TrainStep::Impl {
     const int64_t E = Bmax * (k + kcap);
     TOPKSAE_CHECK(E < (int64_t(1) << 31), "TrainStep: batch*(k + d_in/2) = ", E, " must be < 2^31");
     TOPKSAE_CHECK(kcap <= kMaxTopK, "TrainStep: AuxK k = d_in/2 = ", kcap, " exceeds the GPU top-k maximum ", kMaxTopK);
+    {
+      // dz_kernel stages g_b and ga_b ([2, d_in] floats) in shared memory.
+      int dev = 0, optin = 0;
+      CUDA_CHECK(cudaGetDevice(&dev));
+      CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      TOPKSAE_CHECK(int64_t(2) * d * 4 <= int64_t(optin), "TrainStep: d_in=", d, " needs ", 8 * d,
+                    " bytes of shared memory per block; this GPU allows ", optin);
+    }
     oWenc = 0;
     oBenc = d * n;
     oWdec = oBenc + n;

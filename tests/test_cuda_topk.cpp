@@ -72,6 +72,10 @@ TEST(CudaTopK, LargestShapes) {
   const int64_t n = int64_t(1) << 20;
   expect_topk_matches_cpu(tie_free_rows(3, n, 5), nullptr, 3, n, 512);
   expect_topk_matches_cpu(tie_free_rows(2, 70001, 6), nullptr, 2, 70001, 512);
+  // AuxK's k = d_in / 2 (1152 at d_in 2304: a 2048-entry sort), and the largest k, whose 64 KiB
+  // candidate buffer needs the dynamic shared-memory opt-in.
+  expect_topk_matches_cpu(tie_free_rows(3, 20001, 7), nullptr, 3, 20001, 1152);
+  expect_topk_matches_cpu(tie_free_rows(2, 30001, 8), nullptr, 2, 30001, cuda::kMaxTopK);
 }
 
 TEST(CudaTopK, TieRuleLowerIndexFirst) {

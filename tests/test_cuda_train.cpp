@@ -53,9 +53,15 @@ void expect_params_close(const Params<float>& got, const Params<float>& ref, dou
   EXPECT_ALLCLOSE(got.b_dec.data(), ref.b_dec.data(), ref.b_dec.size(), atol, rtol) << "b_dec";
 }
 
-TEST(CudaTrain, FirstStepGradientsMatchCpu) {
+// Both values of apply_b_dec_to_input (the b_dec gradient's W_enc @ db_enc term exists only with
+// it); the second run also sizes the step for more rows than it is given (max_batch > B).
+// Instantiated as Cuda/...: tools/gpu_check.sh runs --gtest_filter='Cuda*' on the full names.
+class CudaTrainFirstStep : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   SKIP_WITHOUT_GPU();
-  const TrainConfig cfg = small_config();
+  TrainConfig cfg = small_config();
+  cfg.apply_b_dec_to_input = GetParam();
   const std::vector<float> x = batches(cfg, 1);
   TrainState cst = initial_state(cfg);
   cpu::TrainWorkspace ws;
@@ -63,7 +69,8 @@ TEST(CudaTrain, FirstStepGradientsMatchCpu) {
   ASSERT_GT(ws.fwd.k_aux, 0) << "the test needs AuxK active in its first step";
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg));
+  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), cuda::Precision::fp32,
+                      GetParam() ? -1 : cfg.batch_size + 13);
   DevVec<float> dx(x);
   gpu.step(dx.p(), cfg.batch_size);
   const std::vector<StepMetrics> gm = gpu.drain_metrics();
@@ -85,6 +92,7 @@ TEST(CudaTrain, FirstStepGradientsMatchCpu) {
   EXPECT_NONZERO(g.b_dec);
   expect_params_close(g, ws.grad, 1e-6, 1e-4, "gradients");
 }
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainFirstStep, ::testing::Bool());
 
 TEST(CudaTrain, TwentyStepsFp32MatchCpu) {
   SKIP_WITHOUT_GPU();

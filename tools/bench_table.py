@@ -10,14 +10,39 @@ import json, os, sys
 
 def load(d, name):
     p = os.path.join(d, name)
-    if not os.path.exists(p):
+    if os.path.exists(p):
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except Exception as e:  # a truncated file from a timed-out run
+            print(f"# could not read {p}: {e}")
+    return salvage(d, name)
+
+
+def salvage(d, name):
+    """A run cut short (timeout, exception) writes no JSON, but its log holds every row it measured:
+    the benches print '# {json}' per row, torch_peers.py one '{json}' line per measurement."""
+    log = os.path.join(d, name[:-len(".json")] + ".log")
+    if not os.path.exists(log):
         return None
-    try:
-        with open(p) as f:
-            return json.load(f)
-    except Exception as e:  # a truncated file from a timed-out run
-        print(f"# could not read {p}: {e}")
+    rows = []
+    with open(log, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("# {"):
+                line = line[2:]
+            if not line.startswith("{"):
+                continue
+            try:
+                rows.append(json.loads(line))
+            except Exception:
+                pass
+    if not rows:
         return None
+    print(f"# {name} missing: {len(rows)} rows salvaged from {log}")
+    if name.startswith("bench_"):
+        return {"bench": name[len("bench_"):-len(".json")], "results": rows}
+    return rows
 
 
 def fmt(v, nd=3):

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# The ONE script a session with a lent GPU runs, in one device call (~6-8 min on an H100/H200):
-#   configure (-DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON), build -j16, run the GPU tests
-#   (the gtest cases named Cuda*), run the three benches at the PERF.md shapes and the PyTorch peers
-#   (torch_peers.py) in the same call, write everything into $OUT, print a short table LAST.
+# The ONE script a session with a lent GPU runs, in one device call (budget ~9 min on an H100/H200):
+#   configure (-DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON), build the test and bench binaries
+#   -j16, run the GPU tests (the gtest cases named Cuda*), run the three benches at the PERF.md
+#   shapes and the PyTorch peers (torch_peers.py) in the same call, write everything into $OUT,
+#   print a short table LAST.
 #
-# Usage (from the repository root, e.g. as the device tool's command):
-#   bash tools/gpu_check.sh [PATH/TO/torch_peers.py]
-# The peers script is looked up as: the argument; $TOPKSAE_PEERS; ../shared/peers/torch_peers.py;
-# shared/peers/torch_peers.py. The device tool copies only the repository (shared/ is NOT beside it
-# there), so copy the script into the repository's shared/peers/ (an untracked file the tool
-# carries) or pass its path; without it the peers are skipped and the table says so.
-# Environment: OUT (default out/gpu_check), GPU_CHECK_QUICK=1 (smaller iteration counts).
+# Before the device call (on the session's machine, from the repository root): the device tool
+# copies only the repository, and ../shared is NOT beside it there, so put the peers script inside
+# the repository (an untracked file; the tool carries shared/):
+#   mkdir -p shared/peers && cp ../shared/peers/torch_peers.py shared/peers/
+# Then the device tool's command is just:
+#   bash tools/gpu_check.sh
+# The peers script is looked up as: the first argument; $TOPKSAE_PEERS; shared/peers/torch_peers.py;
+# ../shared/peers/torch_peers.py. Without it the peers are skipped and the status lines say so.
+#
+# Robustness: every stage has its own timeout, cut further so the whole run ends within
+# GPU_CHECK_BUDGET seconds (default 540; the device tool kills a command at 600); a failing or
+# timed-out stage never stops the later ones (a failed build skips only what needs the binaries);
+# the table is rebuilt from the logs when a stage died before writing its JSON.
+# Environment: OUT (default out/gpu_check), GPU_CHECK_QUICK=1 (smaller iteration counts),
+# GPU_CHECK_BUDGET (seconds, default 540).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out/gpu_check}"
@@ -18,60 +27,93 @@ mkdir -p "$OUT"
 export OUT
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 t0=$(date +%s)
+budget="${GPU_CHECK_BUDGET:-540}"
 stamp() { echo "== [$(($(date +%s) - t0)) s] $*"; }
 status=()
 
+# run_stage NAME CAP RESERVE LOG CMD...: runs CMD with stdout+stderr in LOG under a timeout of
+# min(CAP, what is left of the budget minus RESERVE seconds kept for the later stages).
+# Sets stage_rc (124 = timed out, 125 = not run for lack of time) and records a status line.
+stage_rc=0
+run_stage() {
+  local name=$1 cap=$2 reserve=$3 log=$4
+  shift 4
+  local left=$((budget - ($(date +%s) - t0) - reserve))
+  local lim=$cap
+  [ "$left" -lt "$lim" ] && lim=$left
+  if [ "$lim" -lt 15 ]; then
+    stage_rc=125
+    status+=("$name: NOT RUN (budget spent)")
+    echo "not run: budget spent" >"$log"
+    return
+  fi
+  stamp "$name (limit ${lim} s)"
+  timeout -k 10 "$lim" "$@" >"$log" 2>&1
+  stage_rc=$?
+  local what="rc=$stage_rc"
+  [ "$stage_rc" -eq 124 ] || [ "$stage_rc" -eq 137 ] && what="TIMED OUT after ${lim} s (rc=$stage_rc)"
+  status+=("$name: $what")
+}
+
 peers=""
-for cand in "${1:-}" "${TOPKSAE_PEERS:-}" ../shared/peers/torch_peers.py shared/peers/torch_peers.py; do
+for cand in "${1:-}" "${TOPKSAE_PEERS:-}" shared/peers/torch_peers.py ../shared/peers/torch_peers.py; do
   if [ -n "$cand" ] && [ -f "$cand" ]; then peers="$cand"; break; fi
 done
 
 stamp "device"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/nvidia-smi.csv"
-nvcc --version | tail -1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/nvidia-smi.csv"
+nvcc --version 2>&1 | tail -1
+git log -1 --oneline 2>/dev/null | tee "$OUT/commit.txt"
 
-stamp "configure + build (build-gpu, sm_90)"
-if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON \
-     >"$OUT/configure.log" 2>&1; then
-  tail -30 "$OUT/configure.log"; echo "CONFIGURE FAILED"; exit 1
+# Reserves: what the later stages need at least (tests 60, benches 3 x 40, peers 60, table 10).
+built=0
+run_stage configure 120 300 "$OUT/configure.log" \
+  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON
+if [ "$stage_rc" -ne 0 ]; then
+  tail -30 "$OUT/configure.log"; echo "CONFIGURE FAILED"
+else
+  # Only the binaries this script runs (not the CLI, examples or consumers).
+  run_stage build 300 250 "$OUT/build.log" \
+    cmake --build build-gpu -j16 --target topksae_tests bench_decode bench_encode bench_train_step
+  if [ "$stage_rc" -ne 0 ]; then
+    grep -E "error|Error" "$OUT/build.log" | head -40; echo "BUILD FAILED"
+  else
+    built=1
+    grep -E "warning" "$OUT/build.log" | head -20
+  fi
 fi
-if ! cmake --build build-gpu -j16 >"$OUT/build.log" 2>&1; then
-  grep -E "error|Error" "$OUT/build.log" | head -40; echo "BUILD FAILED"; exit 1
+
+if [ "$built" = 1 ]; then
+  run_stage "gpu tests" 200 190 "$OUT/gtest_cuda.log" \
+    ./build-gpu/tests/topksae_tests --gtest_filter='Cuda*' --gtest_output="json:$OUT/gtest_cuda.json"
+  grep -E -A4 ": Failure$" "$OUT/gtest_cuda.log" | head -60  # the first failures with their messages
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |test suites? ran" "$OUT/gtest_cuda.log" | tail -25
+  [ "$stage_rc" -eq 124 ] && tail -5 "$OUT/gtest_cuda.log"
+
+  iters=20
+  [ "${GPU_CHECK_QUICK:-0}" = 1 ] && iters=8
+  # cap reserve: the later benches (40 s each), the peers (60 s) and the table (10 s).
+  for spec in "bench_decode 100 150" "bench_encode 100 110" "bench_train_step 180 70"; do
+    set -- $spec
+    run_stage "$1" "$2" "$3" "$OUT/$1.log" "./build-gpu/bench/$1" --iters "$iters" --json "$OUT/$1.json"
+    grep -E "ERROR|error|validation" "$OUT/$1.log" | head -10
+  done
+else
+  status+=("gpu tests + benches: NOT RUN (no build)")
 fi
-grep -E "warning" "$OUT/build.log" | head -20
-
-stamp "GPU tests (gtest Cuda*)"
-timeout 180 ./build-gpu/tests/topksae_tests --gtest_filter='Cuda*' \
-  --gtest_output="json:$OUT/gtest_cuda.json" >"$OUT/gtest_cuda.log" 2>&1
-rc=$?
-tail -25 "$OUT/gtest_cuda.log"
-status+=("gpu tests: rc=$rc")
-
-iters=20
-[ "${GPU_CHECK_QUICK:-0}" = 1 ] && iters=8
-for b in bench_decode bench_encode bench_train_step; do
-  stamp "$b"
-  lim=120
-  [ "$b" = bench_train_step ] && lim=180
-  timeout "$lim" "./build-gpu/bench/$b" --iters "$iters" --json "$OUT/$b.json" >"$OUT/$b.log" 2>&1
-  rc=$?
-  grep -E "ERROR|error|validation" "$OUT/$b.log" | head -10
-  status+=("$b: rc=$rc")
-done
 
 if [ -n "$peers" ]; then
-  stamp "peers: python3 $peers"
-  timeout 200 python3 "$peers" >"$OUT/torch_peers.log" 2>&1
-  rc=$?
-  status+=("torch_peers: rc=$rc")
+  run_stage "torch_peers ($peers)" 200 10 "$OUT/torch_peers.log" python3 "$peers"
   tail -3 "$OUT/torch_peers.log"
 else
-  status+=("torch_peers: NOT RUN (script not found; pass its path)")
+  status+=("torch_peers: NOT RUN (script not found: copy ../shared/peers/torch_peers.py to shared/peers/ first)")
 fi
 
 stamp "table"
 python3 tools/bench_table.py "$OUT" --markdown >"$OUT/table.md" 2>&1
-for s in "${status[@]}"; do echo "status: $s"; done
+{
+  for s in "${status[@]}"; do echo "status: $s"; done
+} | tee "$OUT/status.txt"
 echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 echo "elapsed $(($(date +%s) - t0)) s"
 python3 tools/bench_table.py "$OUT"

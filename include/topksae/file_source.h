@@ -1,0 +1,96 @@
+// Activation datasets on disk (shared/spec/FORMATS.md "Activation datasets for training"): one
+// .npy / .safetensors file or a directory of such shards, all with the same d_in, each holding a
+// 2-D [N, d_in] or 3-D [N, ctx, d_in] float tensor (3-D counts N*ctx rows). Shards are read
+// through their memory maps, so a dataset larger than memory streams through the page cache.
+//
+// Rows carry stable ids (their index in the concatenation of the shards, in file-name order),
+// which is what lets the shuffling buffer (shuffle_buffer.h) checkpoint its contents as ids.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "topksae/data.h"
+
+namespace topksae {
+
+// A source whose rows have stable ids that can be read back at random.
+class IndexedSource : public ActivationSource {
+ public:
+  // Like next(), and writes each row's id into ids [rows].
+  virtual int64_t next_indexed(float* out, int64_t* ids, int64_t rows) = 0;
+  // Rows by id into out [n, d_in] (ids previously returned by next_indexed).
+  virtual void read_ids(const int64_t* ids, int64_t n, float* out) const = 0;
+};
+
+// The shards of a dataset, opened and checked (random access, no cursor). Thread-compatible: reads
+// from several threads are safe.
+class FileDataset {
+ public:
+  // path: a file or a directory (its *.npy and *.safetensors files, in name order; other files and
+  // subdirectories are ignored). tensor: the tensor to read from safetensors shards holding several
+  // ("" = the only one). Throws Error naming the file: unreadable or malformed, a non-float dtype,
+  // not 2-D / 3-D, a d_in different from the first shard's, no shards, no rows at all.
+  static std::shared_ptr<const FileDataset> open(const std::filesystem::path& path, const std::string& tensor = "");
+
+  int64_t d_in() const { return d_in_; }
+  int64_t rows() const { return rows_; }
+  size_t shards() const { return shards_.size(); }
+  const std::filesystem::path& path() const { return path_; }
+  // Rows [row0, row0 + n) of the concatenation into out [n, d_in] (crossing shards as needed).
+  void read_rows(int64_t row0, int64_t n, float* out) const;
+  // "<file> row <r>" for a global row: where to look when a row is bad.
+  std::string where(int64_t row) const;
+  std::string describe() const;  // "3 npy shards in data/ (1200000 rows of d_in 768, f32)"
+  ~FileDataset();
+
+ private:
+  struct Shard;
+  FileDataset() = default;
+  size_t shard_of(int64_t row) const;
+  std::filesystem::path path_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<int64_t> starts_;  // [shards + 1] first global row of each shard
+  int64_t d_in_ = 0, rows_ = 0;
+};
+
+struct FileSourceOptions {
+  // Rows holding NaN or Inf: by default an Error naming the file and row; with skip_nonfinite they
+  // are counted (skipped()) and left out.
+  bool skip_nonfinite = false;
+  // Start again from the first row when the data runs out (epochs); otherwise next() returns
+  // fewer rows at the end.
+  bool loop = false;
+};
+
+// Reads a dataset front to back.
+class FileSource : public IndexedSource {
+ public:
+  FileSource(std::shared_ptr<const FileDataset> data, FileSourceOptions opts = {});
+  int64_t d_in() const override { return data_->d_in(); }
+  int64_t next(float* out, int64_t rows) override;
+  int64_t next_indexed(float* out, int64_t* ids, int64_t rows) override;
+  void read_ids(const int64_t* ids, int64_t n, float* out) const override;
+  // {"source":"files","rows":R,"d_in":D,"cursor":C,"epoch":E,"skipped":S}
+  std::string position() const override;
+  void seek(const std::string& position) override;  // Error if it describes other data
+  std::string describe() const override;
+
+  int64_t skipped() const { return skipped_.load(); }
+  int64_t epoch() const { return epoch_; }  // completed passes over the data
+
+ private:
+  std::shared_ptr<const FileDataset> data_;
+  FileSourceOptions opts_;
+  int64_t cursor_ = 0, epoch_ = 0;
+  std::atomic<int64_t> skipped_{0};  // read by the main thread while a prefetch thread reads
+};
+
+// The source a command line describes: a FileSource over `path` (shared by train, eval, encode).
+std::unique_ptr<FileSource> open_file_source(const std::filesystem::path& path, const std::string& tensor,
+                                             FileSourceOptions opts);
+
+}  // namespace topksae

@@ -1,0 +1,224 @@
+// Activation datasets on disk (include/topksae/file_source.h): shards opened through the npy and
+// safetensors readers (memory-mapped), rows read straight out of the maps.
+#include "topksae/file_source.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "topksae/error.h"
+#include "topksae/npy.h"
+#include "topksae/safetensors.h"
+
+namespace topksae {
+namespace fs = std::filesystem;
+
+struct FileDataset::Shard {
+  fs::path path;
+  std::optional<NpyFile> npy;             // keeps the map alive
+  std::optional<SafetensorsFile> st;      // keeps the map alive
+  ArrayView view;
+};
+
+namespace {
+bool is_float(DType t) { return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::f64; }
+
+std::string lower_ext(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return e;
+}
+
+// Picks the tensor of a safetensors shard: the named one, else the only one.
+const ArrayView& pick_tensor(const SafetensorsFile& f, const std::string& tensor) {
+  if (!tensor.empty()) {
+    TOPKSAE_CHECK(f.contains(tensor), f.source(), ": no tensor named '", tensor, "' (it holds: ",
+                  [&] {
+                    std::string s;
+                    for (auto& t : f.tensors()) s += (s.empty() ? "" : ", ") + t.name;
+                    return s;
+                  }(),
+                  ")");
+    return f.at(tensor);
+  }
+  TOPKSAE_CHECK(!f.tensors().empty(), f.source(), ": holds no tensor");
+  if (f.tensors().size() > 1) {
+    std::string names;
+    for (auto& t : f.tensors()) names += (names.empty() ? "" : ", ") + t.name;
+    TOPKSAE_FAIL(f.source(), ": holds several tensors (", names, "); choose one with --tensor NAME");
+  }
+  return f.tensors().front();
+}
+}  // namespace
+
+FileDataset::~FileDataset() = default;
+
+std::shared_ptr<const FileDataset> FileDataset::open(const fs::path& path, const std::string& tensor) {
+  std::error_code ec;
+  TOPKSAE_CHECK(fs::exists(path, ec), path.string(), ": no such file or directory");
+  std::vector<fs::path> files;
+  if (fs::is_directory(path, ec)) {
+    for (auto& e : fs::directory_iterator(path, ec)) {
+      if (!e.is_regular_file()) continue;
+      std::string x = lower_ext(e.path());
+      if (x == ".npy" || x == ".safetensors") files.push_back(e.path());
+    }
+    TOPKSAE_CHECK(!ec, path.string(), ": cannot list the directory: ", ec.message());
+    TOPKSAE_CHECK(!files.empty(), path.string(), ": no *.npy or *.safetensors shards in this directory");
+    std::sort(files.begin(), files.end());
+  } else {
+    std::string x = lower_ext(path);
+    TOPKSAE_CHECK(x == ".npy" || x == ".safetensors", path.string(),
+                  ": not an activation file (expected a .npy or .safetensors file, or a directory of them)");
+    files.push_back(path);
+  }
+
+  std::shared_ptr<FileDataset> d(new FileDataset());
+  d->path_ = path;
+  d->starts_.push_back(0);
+  for (auto& f : files) {
+    auto s = std::make_unique<Shard>();
+    s->path = f;
+    if (lower_ext(f) == ".npy") {
+      s->npy = NpyFile::open(f);
+      s->view = s->npy->array();
+    } else {
+      s->st = SafetensorsFile::open(f);
+      s->view = pick_tensor(*s->st, tensor);
+    }
+    const ArrayView& v = s->view;
+    TOPKSAE_CHECK(is_float(v.dtype), f.string(), ": tensor '", v.name, "' has dtype ", dtype_name(v.dtype),
+                  "; activations must be float32, float16, bfloat16 or float64");
+    TOPKSAE_CHECK(v.shape.size() == 2 || v.shape.size() == 3, f.string(), ": tensor '", v.name, "' has shape ",
+                  shape_str(v.shape), "; expected [N, d_in] or [N, context, d_in]");
+    TOPKSAE_CHECK(v.cols() > 0, f.string(), ": d_in is 0");
+    if (d->shards_.empty()) d->d_in_ = v.cols();
+    TOPKSAE_CHECK(v.cols() == d->d_in_, f.string(), ": d_in ", v.cols(), " differs from the d_in ", d->d_in_, " of ",
+                  d->shards_.front()->path.string(), " (every shard of a dataset must have the same d_in)");
+    d->rows_ += v.rows();
+    d->starts_.push_back(d->rows_);
+    d->shards_.push_back(std::move(s));
+  }
+  TOPKSAE_CHECK(d->rows_ > 0, path.string(), ": the data holds no rows");
+  return d;
+}
+
+size_t FileDataset::shard_of(int64_t row) const {
+  // The last shard whose start is <= row (empty shards are stepped over).
+  auto it = std::upper_bound(starts_.begin(), starts_.end(), row);
+  return size_t(it - starts_.begin()) - 1;
+}
+
+void FileDataset::read_rows(int64_t row0, int64_t n, float* out) const {
+  TOPKSAE_CHECK(row0 >= 0 && n >= 0 && row0 + n <= rows_, path_.string(), ": rows [", row0, ", ", row0 + n,
+                ") out of range for ", rows_, " rows");
+  while (n > 0) {
+    size_t s = shard_of(row0);
+    int64_t local = row0 - starts_[s];
+    int64_t m = std::min(n, starts_[s + 1] - row0);
+    shards_[s]->view.rows_f32(local, m, out);
+    out += m * d_in_;
+    row0 += m;
+    n -= m;
+  }
+}
+
+std::string FileDataset::where(int64_t row) const {
+  size_t s = shard_of(row);
+  return concat(shards_[s]->path.string(), " row ", row - starts_[s]);
+}
+
+std::string FileDataset::describe() const {
+  size_t n_npy = 0;
+  for (auto& s : shards_) n_npy += s->npy.has_value();
+  std::string kind = n_npy == shards_.size() ? "npy" : n_npy == 0 ? "safetensors" : "npy/safetensors";
+  return concat(shards_.size(), " ", kind, " shard", shards_.size() == 1 ? "" : "s", " at ", path_.string(), " (",
+                rows_, " rows of d_in ", d_in_, ", ", dtype_name(shards_.front()->view.dtype), ")");
+}
+
+// ---- FileSource ---------------------------------------------------------------------------------
+
+FileSource::FileSource(std::shared_ptr<const FileDataset> data, FileSourceOptions opts)
+    : data_(std::move(data)), opts_(opts) {}
+
+int64_t FileSource::next(float* out, int64_t rows) {
+  std::vector<int64_t> ids(static_cast<size_t>(rows));
+  return next_indexed(out, ids.data(), rows);
+}
+
+int64_t FileSource::next_indexed(float* out, int64_t* ids, int64_t rows) {
+  const int64_t d = data_->d_in(), total = data_->rows();
+  int64_t written = 0;
+  int64_t scanned_without_keep = 0;  // a dataset of nothing but bad rows must not spin forever
+  while (written < rows) {
+    if (cursor_ == total) {
+      if (!opts_.loop) break;
+      cursor_ = 0;
+      ++epoch_;
+    }
+    int64_t m = std::min(rows - written, total - cursor_);
+    float* dst = out + written * d;
+    data_->read_rows(cursor_, m, dst);
+    int64_t kept = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      const float* row = dst + r * d;
+      bool finite = true;
+      for (int64_t i = 0; i < d; ++i) finite &= std::isfinite(row[i]);
+      if (!finite) {
+        TOPKSAE_CHECK(opts_.skip_nonfinite, data_->where(cursor_ + r),
+                      " holds NaN or Inf (pass --skip-nonfinite to skip such rows and count them)");
+        ++skipped_;
+        continue;
+      }
+      if (kept != r) std::copy(row, row + d, dst + kept * d);
+      ids[written + kept] = cursor_ + r;
+      ++kept;
+    }
+    cursor_ += m;
+    written += kept;
+    scanned_without_keep = kept ? 0 : scanned_without_keep + m;
+    TOPKSAE_CHECK(scanned_without_keep <= total, data_->path().string(), ": every row holds NaN or Inf");
+  }
+  return written;
+}
+
+void FileSource::read_ids(const int64_t* ids, int64_t n, float* out) const {
+  const int64_t d = data_->d_in();
+  for (int64_t i = 0; i < n; ++i) data_->read_rows(ids[i], 1, out + i * d);
+}
+
+std::string FileSource::position() const {
+  nlohmann::json j = {{"source", "files"}, {"rows", data_->rows()}, {"d_in", data_->d_in()},
+                      {"cursor", cursor_},  {"epoch", epoch_},       {"skipped", skipped_.load()}};
+  return j.dump();
+}
+
+void FileSource::seek(const std::string& position) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(position);
+  } catch (const std::exception& e) {
+    TOPKSAE_FAIL("data position is not valid JSON: ", e.what());
+  }
+  TOPKSAE_CHECK(j.is_object() && j.value("source", "") == "files", "data position ", position,
+                " is not a position in activation files");
+  TOPKSAE_CHECK(j.value("rows", int64_t(-1)) == data_->rows() && j.value("d_in", int64_t(-1)) == data_->d_in(),
+                "the checkpoint was taken on data of ", j.value("rows", int64_t(-1)), " rows of d_in ",
+                j.value("d_in", int64_t(-1)), ", but ", data_->describe(), " has ", data_->rows(), " rows of d_in ",
+                data_->d_in(), ": resume on the same data");
+  int64_t c = j.value("cursor", int64_t(-1));
+  TOPKSAE_CHECK(c >= 0 && c <= data_->rows(), "data position cursor ", c, " out of range");
+  cursor_ = c;
+  epoch_ = j.value("epoch", int64_t(0));
+  skipped_ = j.value("skipped", int64_t(0));
+}
+
+std::string FileSource::describe() const { return data_->describe(); }
+
+std::unique_ptr<FileSource> open_file_source(const fs::path& path, const std::string& tensor, FileSourceOptions opts) {
+  return std::make_unique<FileSource>(FileDataset::open(path, tensor), opts);
+}
+
+}  // namespace topksae

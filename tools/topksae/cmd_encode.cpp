@@ -1,0 +1,87 @@
+// `topksae encode --sae DIR --input X --out FEATS.safetensors [--format topk|csr]`: sparse features
+// as FORMATS.md "Sparse features written by encode" describes: top-k pairs (indices int32 [N, k],
+// values [N, k], by value descending) or CSR (indptr int64 [N+1], indices int32 [nnz], values [nnz]).
+#include <iostream>
+
+#include "cli_common.h"
+#include "command.h"
+#include "topksae/ops_cpu.h"
+#include "topksae/sae_dir.h"
+#include "topksae/safetensors.h"
+
+namespace topksae::cli {
+namespace {
+struct EncodeArgs {
+  std::string sae, input, tensor, out, format = "topk", values_dtype = "float32", device = "auto";
+  int64_t batch = 4096, max_tokens = -1;
+  bool skip_nonfinite = false, overwrite = false;
+};
+
+void run_encode(const EncodeArgs& a) {
+  resolve_device(a.device, false, "encode");
+  TOPKSAE_CHECK(a.overwrite || !std::filesystem::exists(a.out), a.out, " exists; pass --overwrite to replace it");
+  Sae sae = load_sae_dir(a.sae);
+  auto src = open_file_source(a.input, a.tensor, {.skip_nonfinite = a.skip_nonfinite});
+  check_d_in(sae, src->d_in(), a.input);
+  const DType vdt = dtype_from_torch_name(a.values_dtype);
+  const int64_t k = sae.cfg.k;
+  // Everything is gathered in memory, then written once (N * k * 8 bytes for top-k).
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+  std::vector<int64_t> indptr{0};
+  int64_t rows = for_each_batch(*src, a.batch, a.max_tokens, [&](const float* x, int64_t n) {
+    cpu::TopKCodes c = cpu::encode_topk(sae, x, n);
+    if (a.format == "topk") {
+      idx.insert(idx.end(), c.indices.begin(), c.indices.end());
+      val.insert(val.end(), c.values.begin(), c.values.end());
+    } else {
+      cpu::Csr s = cpu::topk_to_csr(c);
+      for (int64_t b = 0; b < n; ++b) indptr.push_back(indptr.back() + (s.indptr[size_t(b + 1)] - s.indptr[size_t(b)]));
+      idx.insert(idx.end(), s.indices.begin(), s.indices.end());
+      val.insert(val.end(), s.values.begin(), s.values.end());
+    }
+  });
+  SafetensorsWriter w;
+  if (a.format == "topk") {
+    w.add("indices", DType::i32, {rows, k}, idx.data());
+    w.add_f32("values", {rows, k}, val.data(), vdt);
+  } else {
+    w.add("indptr", DType::i64, {rows + 1}, indptr.data());
+    w.add("indices", DType::i32, {int64_t(idx.size())}, idx.data());
+    w.add_f32("values", {int64_t(val.size())}, val.data(), vdt);
+  }
+  w.set_metadata("format", a.format);
+  w.set_metadata("d_sae", std::to_string(sae.cfg.d_sae));
+  w.set_metadata("d_in", std::to_string(sae.cfg.d_in));
+  w.set_metadata("k", std::to_string(k));
+  w.set_metadata("sae", a.sae);
+  w.set_metadata("source", a.input);
+  w.write(a.out);
+  std::cout << "encoded " << rows << " rows of " << src->describe() << " into " << a.out << " (" << a.format
+            << ", " << idx.size() << " entries";
+  if (src->skipped()) std::cout << "; skipped " << src->skipped() << " rows holding NaN or Inf";
+  std::cout << ")\n";
+}
+
+CommandRegistration reg([](CLI::App& app) {
+  auto* cmd = app.add_subcommand("encode", "Encode activation files into sparse SAE features (safetensors)");
+  auto a = std::make_shared<EncodeArgs>();
+  cmd->add_option("--sae", a->sae, "SAE directory (sae_lens format)")->required();
+  cmd->add_option("--input", a->input, "activations: a .npy / .safetensors file or a directory of shards")->required();
+  cmd->add_option("--out", a->out, "output .safetensors file")->required();
+  cmd->add_option("--format", a->format, "topk (indices/values [N, k]) or csr (indptr/indices/values)")
+      ->check(CLI::IsMember({"topk", "csr"}))
+      ->capture_default_str();
+  cmd->add_option("--values-dtype", a->values_dtype, "float32, float16 or bfloat16")
+      ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))
+      ->capture_default_str();
+  cmd->add_option("--tensor", a->tensor, "tensor name in safetensors shards holding several");
+  cmd->add_option("--batch-size", a->batch, "rows per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--max-tokens", a->max_tokens, "encode at most this many rows (-1: all)");
+  cmd->add_flag("--skip-nonfinite", a->skip_nonfinite, "skip (and count) rows holding NaN or Inf instead of failing");
+  cmd->add_flag("--overwrite", a->overwrite, "replace --out if it exists");
+  add_device_option(cmd, &a->device);
+  cmd->callback([a] { run_encode(*a); });
+});
+}  // namespace
+}  // namespace topksae::cli
