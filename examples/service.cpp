@@ -4,6 +4,7 @@
 //
 //   topksae_example_service [--sae-dir DIR] [--threads N] [--batches M] [--rows B]
 //                           [--d-in D --d-sae S --k K]      (a random SAE when no directory)
+//                           [--device cpu|cuda]             (cuda: host batches staged per call)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +25,7 @@ namespace {
 
 struct Args {
   std::string sae_dir;
+  Device device = Device::cpu;
   int threads = 4, batches = 50;
   int64_t rows = 64, d_in = 256, d_sae = 4096, k = 32;
 };
@@ -39,7 +41,14 @@ Args parse(int argc, char** argv) {
       return argv[++i];
     };
     if (!std::strcmp(argv[i], "--sae-dir")) a.sae_dir = next("--sae-dir");
-    else if (!std::strcmp(argv[i], "--threads")) a.threads = std::atoi(next("--threads"));
+    else if (!std::strcmp(argv[i], "--device")) {
+      const std::string d = next("--device");
+      if (d != "cpu" && d != "cuda") {
+        std::fprintf(stderr, "--device must be cpu or cuda\n");
+        std::exit(2);
+      }
+      a.device = d == "cuda" ? Device::cuda : Device::cpu;
+    } else if (!std::strcmp(argv[i], "--threads")) a.threads = std::atoi(next("--threads"));
     else if (!std::strcmp(argv[i], "--batches")) a.batches = std::atoi(next("--batches"));
     else if (!std::strcmp(argv[i], "--rows")) a.rows = std::atoll(next("--rows"));
     else if (!std::strcmp(argv[i], "--d-in")) a.d_in = std::atoll(next("--d-in"));
@@ -83,7 +92,9 @@ Sae random_sae(const Args& a) {
 int main(int argc, char** argv) {
   const Args a = parse(argc, argv);
   try {
-    auto model = a.sae_dir.empty() ? Model::from_sae(random_sae(a)) : Model::load(a.sae_dir);
+    ModelOptions mo;
+    mo.device = a.device;
+    auto model = a.sae_dir.empty() ? Model::from_sae(random_sae(a), mo) : Model::load(a.sae_dir, mo);
     const int64_t d_in = model->d_in(), k = model->k(), B = a.rows;
     std::printf("model: d_in=%lld d_sae=%lld k=%lld on %s (%s)\n", (long long)d_in, (long long)model->d_sae(),
                 (long long)k, device_name(model->device()), a.sae_dir.empty() ? "random" : a.sae_dir.c_str());
@@ -95,7 +106,7 @@ int main(int argc, char** argv) {
     // Per worker: a Workspace and output buffers, made once; calls after the first allocate nothing.
     const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
     CallOptions opts;
-    opts.cpu_threads = std::max(1, cores / a.threads);
+    if (a.device == Device::cpu) opts.cpu_threads = std::max(1, cores / a.threads);
     std::atomic<int64_t> active_latents{0};
     std::atomic<bool> failed{false};
     const auto t0 = std::chrono::steady_clock::now();

@@ -44,6 +44,18 @@ Context::~Context() {
   if (cublas_) (void)cublasDestroy(static_cast<cublasHandle_t>(cublas_));
 }
 
+void Context::set_stream(Stream s) {
+  CUBLAS_CHECK(cublasSetStream(static_cast<cublasHandle_t>(cublas_), reinterpret_cast<cudaStream_t>(s)));
+  CUSPARSE_CHECK(cusparseSetStream(static_cast<cusparseHandle_t>(cusparse_), reinterpret_cast<cudaStream_t>(s)));
+  stream_ = s;
+}
+
+size_t Context::scratch_bytes() const {
+  size_t n = 0;
+  for (const DeviceBuffer& b : slots_) n += b.bytes();
+  return n;
+}
+
 void Context::synchronize() const { CUDA_CHECK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream_))); }
 
 void* Context::scratch(int slot, size_t bytes) {

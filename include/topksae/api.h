@@ -4,28 +4,45 @@
 //
 // What is shared and what is not
 //   Model      immutable after construction; every method is const and safe to call from any number
-//              of threads (and CUDA streams) at once. Hold it by shared_ptr; the weights live once.
+//              of threads (and CUDA streams) at once. Hold it by shared_ptr; the weights live once
+//              (a CUDA model uploads them to its device at load and never writes them again; the
+//              f32 host copy stays readable through sae()).
 //   Workspace  scratch memory for ONE call at a time: give each worker thread (or stream) its own
 //              and reuse it. Once each op (and hook set) it serves has run with the largest batch,
-//              a call allocates nothing (Workspace::growths() stops moving).
+//              a call allocates nothing (Workspace::growths() stops moving); on a CUDA model that
+//              includes device memory: no cudaMalloc once warm. A CUDA workspace owns its cuBLAS /
+//              cuSPARSE handles and device scratch, bound to the model's device: used with a model
+//              on another device (or on the CPU) it is rebuilt, which counts as growth.
 //   Hooks      observers for the calls it is passed to (CallOptions::hooks), so concurrent requests
 //              can steer differently. A Hooks object is only read during a call: several threads may
 //              share one if its observers are thread-safe; add()/remove() must not race with a call
 //              that uses it.
 //
 // Memory: every pointer one call receives lives in CallOptions::memory. A CPU model takes host
-// pointers only (device pointers or a stream are refused with InvalidArgument). The contract for
-// CUDA models: device pointers are used in place (no copy), host pointers are staged through the
-// workspace; calls on host memory return when done, calls on device memory are enqueued on
-// CallOptions::stream; a workspace moved to another stream first waits for its previous one.
-// In this build the CUDA engine is not there yet: ModelOptions::device = Device::cuda throws
-// Error("CUDA inference backend not available in this build: ..."). Batches are row-major float32.
+// pointers only (device pointers or a stream are refused with InvalidArgument). A CUDA model
+// (ModelOptions::device = Device::cuda) takes either: device pointers (on the model's device) are
+// used in place, no copy; host pointers are staged through the workspace's device scratch. Work
+// runs on CallOptions::stream (nullptr: the legacy default stream), which must belong to the
+// model's device. Calls on host memory return when the results are in the caller's arrays; calls
+// on device memory are enqueued on the stream and return at once, EXCEPT where a value must come
+// back to the host: encode_csr (returns nnz), decode_topk / decode_csr on device codes (the codes
+// are checked on the device for out-of-range latents first), and any call with an observed hook
+// point (see HookView). A workspace moved to another stream makes the new stream wait for its
+// previous call. Pointers on the wrong side (host vs device), on another device, and streams of
+// another device are refused with InvalidArgument. Batches are row-major float32.
+//
+// CUDA specifics: all four normalisations run on the device (as the CPU's normalize.cpp); the
+// encoder GEMM precision is ModelOptions::cuda_precision (fp32 by default, which matches the CPU
+// up to summation order; tf32 / bf16 may pick a different latent where pre-activations nearly
+// tie). Without the CUDA backend (-DTOPKSAE_CUDA=OFF) loading a CUDA model throws
+// Error("CUDA inference backend not available in this build: ...").
 #pragma once
 #include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -87,15 +104,18 @@ inline constexpr int kHookPointCount = 6;
 std::string_view hook_name(HookPoint p);
 HookPoint hook_from_name(std::string_view name);
 
-// What an observer receives: a writable view of the intermediate. `data` lives on `device` (the
-// model's); on CUDA the observer must enqueue its work on `stream` (or synchronise it first).
-// The view is valid only during the callback.
+// What an observer receives: a writable view of the intermediate, valid only during the callback.
+// CPU models: the engine's own array (device == Device::cpu). CUDA models: a HOST copy too
+// (device == Device::cpu, stream = the call's stream, for information): the engine copies the
+// observed intermediate to the host, synchronises, runs the observers, and copies their changes
+// back. So the same observers (e.g. Hooks::clamp_latent) work on both; an observed point costs a
+// round trip and a synchronisation on a CUDA model, an unobserved one costs nothing.
 struct HookView {
   HookPoint point;
   float* data;   // [rows, cols], row-major
   int64_t rows;  // the batch
   int64_t cols;  // d_in or d_sae
-  Device device;
+  Device device;  // where data lives: Device::cpu on every model (see above)
   Stream stream;
 };
 using HookFn = std::function<void(const HookView&)>;
@@ -167,6 +187,9 @@ class Engine;
 struct ModelOptions {
   Device device = Device::cpu;
   int cuda_device = 0;  // ordinal, for Device::cuda
+  // CUDA models: precision of the encoder GEMM, "fp32" (exact, the CPU's result up to summation
+  // order), "tf32" or "bf16" (a bf16 copy of W_enc made once at load; fp32 accumulation).
+  std::string cuda_precision = "fp32";
 };
 
 class Model {

@@ -34,6 +34,11 @@ class Context {
   Context& operator=(const Context&) = delete;
 
   Stream stream() const { return stream_; }
+  // Moves the context (and its cuBLAS / cuSPARSE handles) to another stream of the same device.
+  // The caller orders the work: queued work on the old stream is not waited for.
+  void set_stream(Stream s);
+  // Device bytes held by the scratch pool now (grows only; the inference API's growth counter).
+  size_t scratch_bytes() const;
   void synchronize() const;  // waits for all work queued on the stream; rethrows async errors
   // A device buffer of at least `bytes` for scratch slot `slot` (an internal enum in kernels/).
   // Growing it frees the old buffer (cudaFree synchronises), so its contents do not survive.

@@ -43,7 +43,8 @@ typedef struct topksae_hooks topksae_hooks;
 /* Per-call options; zero-initialise, then set what you need. */
 typedef struct topksae_call {
   topksae_device memory;       /* where this call's pointers live */
-  void* stream;                /* cudaStream_t for CUDA models; must be NULL for CPU models */
+  void* stream;                /* cudaStream_t of the model's device for CUDA models (NULL: the default
+                                  stream); must be NULL for CPU models */
   const topksae_hooks* hooks;  /* NULL: no observers */
   int cpu_threads;             /* CPU models: OpenMP threads for this call, 0 = default */
 } topksae_call;
@@ -62,6 +63,10 @@ const char* topksae_version(void);
 /* ---- models ---------------------------------------------------------------------------------- */
 /* Loads an sae_lens SAE directory (cfg.json + sae_weights.safetensors) onto `device`. */
 topksae_status topksae_model_load(const char* dir, topksae_device device, topksae_model** out);
+/* As topksae_model_load, with the CUDA device ordinal (ignored for TOPKSAE_DEVICE_CPU) and the
+ * encoder GEMM precision of a CUDA model: "fp32" (NULL means fp32), "tf32" or "bf16". */
+topksae_status topksae_model_load_ex(const char* dir, topksae_device device, int cuda_device,
+                                     const char* cuda_precision, topksae_model** out);
 /* From f32 weights in host memory (copied): W_enc [d_in, d_sae], b_enc [d_sae],
  * W_dec [d_sae, d_in], b_dec [d_in]; normalize is sae_lens's name ("none", "layer_norm", ...). */
 topksae_status topksae_model_from_weights(int64_t d_in, int64_t d_sae, int64_t k, int apply_b_dec_to_input,
@@ -76,8 +81,10 @@ topksae_status topksae_workspace_create(topksae_workspace** out);
 void topksae_workspace_free(topksae_workspace* ws);
 
 /* ---- hooks ----------------------------------------------------------------------------------- */
-/* Receives the intermediate at `hook_name` as a writable [rows, cols] matrix (on `device`; on CUDA,
- * enqueue work on `stream`). Return 0 to go on; anything else fails the call with TOPKSAE_ERROR. */
+/* Receives the intermediate at `hook_name` as a writable [rows, cols] matrix in HOST memory on every
+ * model (`device` is TOPKSAE_DEVICE_CPU; a CUDA model copies the intermediate to the host and the
+ * changes back, `stream` is the call's stream for information). Return 0 to go on; anything else
+ * fails the call with TOPKSAE_ERROR. */
 typedef int (*topksae_hook_fn)(void* user_data, const char* hook_name, float* data, int64_t rows, int64_t cols,
                                topksae_device device, void* stream);
 topksae_status topksae_hooks_create(topksae_hooks** out);

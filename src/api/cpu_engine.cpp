@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "api/engine.h"
+#include "api/host_codes.h"
 #include "topksae/ops_cpu.h"
 
 namespace topksae::detail {
@@ -23,15 +24,14 @@ struct CpuWorkspace final : EngineWorkspace {
   std::vector<float> z;         // [B, d_sae] dense codes, only for hook_sae_acts_post observers
   std::vector<float> err;       // [B, d_in]  the error term
   std::vector<int32_t> select;  // [threads, d_sae] top-k candidates per OpenMP thread
-  std::vector<std::pair<float, int32_t>> row;  // [d_sae] one row's non-zeros when rebuilding codes
-  std::vector<int32_t> orig;    // [k] one row's original selection when rebuilding codes
+  HostCodeScratch codes;        // rebuilding codes after hook_sae_acts_post
   cpu::NormStats stats;         // [B] each
 
   Device device() const override { return Device::cpu; }
   size_t bytes() const override {
     return 4 * (xin.size() + u.size() + h.size() + idx.size() + val.size() + z.size() + err.size() +
-                select.size() + orig.size() + stats.scale.capacity() + stats.shift.capacity()) +
-           row.size() * sizeof(row[0]);
+                select.size() + stats.scale.capacity() + stats.shift.capacity()) +
+           codes.bytes();
   }
   void reserve_stats(int64_t B) {
     if (stats.scale.capacity() < size_t(B) || stats.shift.capacity() < size_t(B)) {
@@ -74,20 +74,6 @@ void run_hook(const Hooks* hooks, HookPoint p, float* data, int64_t rows, int64_
   if (observed(hooks, p)) hooks->run(HookView{p, data, rows, cols, Device::cpu, nullptr});
 }
 
-// Orders a row's non-zeros as the top-k pairs are ordered: value descending, lower index first.
-bool before(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-  return a.first > b.first || (a.first == b.first && a.second < b.second);
-}
-
-// Gathers row b's non-zeros of z [B, n] into w.row, sorted; returns their count.
-int64_t sorted_nonzeros(CpuWorkspace& w, const float* zrow, int64_t n) {
-  int64_t c = 0;
-  for (int64_t j = 0; j < n; ++j)
-    if (zrow[j] != 0.f) w.row[size_t(c++)] = {zrow[j], int32_t(j)};
-  std::sort(w.row.begin(), w.row.begin() + c, before);
-  return c;
-}
-
 class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const Sae& sae) : sae_(sae) {}
@@ -104,7 +90,7 @@ class CpuEngine final : public Engine {
 
     switch (a.format) {
       case CodeFormat::topk:
-        if (z) rebuild_pairs(w, z, B, idx, val);
+        if (z) rebuild_pairs(w, w.codes, z, B, n, k, idx, val);
         return B * k;
       case CodeFormat::dense:
         if (!z) {  // no observer built it: scatter the pairs into the caller's z
@@ -113,7 +99,7 @@ class CpuEngine final : public Engine {
         }
         return 0;
       case CodeFormat::csr:
-        return z ? csr_from_dense(w, z, B, a) : csr_from_pairs(idx, val, B, a);
+        return z ? csr_from_dense(w, w.codes, z, B, n, a) : csr_from_pairs(idx, val, B, k, a);
     }
     return 0;
   }
@@ -204,77 +190,6 @@ class CpuEngine final : public Engine {
     for (int64_t i = 0; i < B * k; ++i) z[(i / k) * n + idx[i]] = val[i];
     run_hook(hooks, HookPoint::sae_acts_post, z, B, n);
     return z;
-  }
-
-  // Top-k pairs from an observed z: the non-zeros in pair order, then (value 0) the originally
-  // selected latents that are now zero, in their original order, so an observer that changes
-  // nothing leaves the pairs exactly as they were.
-  void rebuild_pairs(CpuWorkspace& w, const float* z, int64_t B, int32_t* idx, float* val) const {
-    const int64_t n = sae_.cfg.d_sae, k = sae_.cfg.k;
-    w.grow(w.row, size_t(n));
-    int32_t* orig = w.grow(w.orig, size_t(k));
-    for (int64_t b = 0; b < B; ++b) {
-      const float* zrow = z + b * n;
-      const int64_t c = sorted_nonzeros(w, zrow, n);
-      if (c > k)
-        throw InvalidArgument(concat("encode_topk: after the hook_sae_acts_post observers row ", b, " has ", c,
-                                     " non-zero latents, more than k=", k, "; ask for CSR or dense codes"));
-      std::copy(idx + b * k, idx + (b + 1) * k, orig);
-      int64_t s = 0;
-      for (; s < c; ++s) {
-        idx[b * k + s] = w.row[size_t(s)].second;
-        val[b * k + s] = w.row[size_t(s)].first;
-      }
-      for (int64_t i = 0; i < k && s < k; ++i)
-        if (zrow[orig[i]] == 0.f) {
-          idx[b * k + s] = orig[i];
-          val[b * k + s] = 0.f;
-          ++s;
-        }
-    }
-  }
-
-  int64_t csr_from_pairs(const int32_t* idx, const float* val, int64_t B, const EncodeArgs& a) const {
-    const int64_t k = sae_.cfg.k;
-    int64_t nnz = 0;
-    for (int64_t i = 0; i < B * k; ++i) nnz += val[i] != 0.f;
-    check_capacity(nnz, a.capacity);
-    int64_t p = 0;
-    a.indptr[0] = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t i = b * k; i < (b + 1) * k; ++i)
-        if (val[i] != 0.f) {
-          a.indices[p] = idx[i];
-          a.values[p++] = val[i];
-        }
-      a.indptr[b + 1] = p;
-    }
-    return nnz;
-  }
-
-  int64_t csr_from_dense(CpuWorkspace& w, const float* z, int64_t B, const EncodeArgs& a) const {
-    const int64_t n = sae_.cfg.d_sae;
-    w.grow(w.row, size_t(n));
-    int64_t nnz = 0;
-    for (int64_t i = 0; i < B * n; ++i) nnz += z[i] != 0.f;
-    check_capacity(nnz, a.capacity);
-    int64_t p = 0;
-    a.indptr[0] = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t c = sorted_nonzeros(w, z + b * n, n);
-      for (int64_t s = 0; s < c; ++s) {
-        a.indices[p] = w.row[size_t(s)].second;
-        a.values[p++] = w.row[size_t(s)].first;
-      }
-      a.indptr[b + 1] = p;
-    }
-    return nnz;
-  }
-
-  static void check_capacity(int64_t nnz, int64_t capacity) {
-    if (nnz > capacity)
-      throw InvalidArgument(concat("encode_csr: the codes have ", nnz, " non-zeros but CsrOut::capacity is ",
-                                   capacity, "; pass indices/values of at least ", nnz, " elements"));
   }
 
   const Sae& sae_;

@@ -1,13 +1,16 @@
 // Private seam between the public Model (argument checks, include/topksae/api.h) and a backend
-// that runs the calls. The CPU engine (cpu_engine.cpp) is built on the CPU twins in ops_cpu.h; a
-// CUDA engine built on the CUDA twins (ops_cuda.h) implements the same interface and replaces the
-// stub in cuda_engine_stub.cpp. Engines receive arguments the Model has already checked (shapes,
-// null pointers, batch >= 1, memory/stream vs the model's device; latent indices only for host
-// codes, so a device engine must guard its own reads). A CUDA engine keeps device scratch in its
-// EngineWorkspace, remembers the stream of the last call and waits for it when the stream changes.
+// that runs the calls. The CPU engine (cpu_engine.cpp) is built on the CPU twins in ops_cpu.h; the
+// CUDA engine (kernels/cuda_engine.cpp, built with the CUDA backend; without it the stub in
+// src/no_cuda/cuda_engine_stub.cpp refuses CUDA models) on the CUDA twins in ops_cuda.h. Engines
+// receive arguments the Model has already checked (shapes, null pointers, batch >= 1, no stream
+// or device memory for a CPU model; latent indices only for host codes, so the CUDA engine checks
+// device codes itself, as it checks where pointers live and which device a stream belongs to). The
+// CUDA engine keeps device scratch in its EngineWorkspace, remembers the stream of the last call
+// and makes a new stream wait for it.
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "topksae/api.h"
@@ -69,6 +72,7 @@ class Engine {
 
 // `sae` must outlive the engine (the Model owns both).
 std::unique_ptr<Engine> make_cpu_engine(const Sae& sae);
-std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, int cuda_device);
+// precision: ModelOptions::cuda_precision ("fp32" | "tf32" | "bf16").
+std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, int cuda_device, std::string_view precision);
 
 }  // namespace topksae::detail

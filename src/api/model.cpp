@@ -43,7 +43,8 @@ void check_latents(const char* op, const int32_t* idx, int64_t n, int64_t d_sae)
 Model::Model(Sae sae, const ModelOptions& opts) : sae_(std::move(sae)), device_(opts.device) {
   sae_.cfg.validate();
   sae_.params.check_shapes(sae_.cfg);
-  engine_ = device_ == Device::cpu ? detail::make_cpu_engine(sae_) : detail::make_cuda_engine(sae_, opts.cuda_device);
+  engine_ = device_ == Device::cpu ? detail::make_cpu_engine(sae_)
+                                    : detail::make_cuda_engine(sae_, opts.cuda_device, opts.cuda_precision);
 }
 
 Model::~Model() = default;
