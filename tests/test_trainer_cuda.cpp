@@ -3,7 +3,7 @@
 // device resuming on the other with the CPU's losses, and the metrics callback getting every
 // step once, in order, including across run() calls and an early stop. Without a GPU (these
 // skip), device cuda must be refused with the reason; should_stop and exhausted() are checked on
-// the CPU too.
+// the CPU too. The GPU suite is named CudaTrainer so that tools/gpu_check.sh (gtest Cuda*) runs it.
 #include <cmath>
 #include <filesystem>
 #include <unistd.h>
@@ -121,7 +121,7 @@ Reference cpu_reference() {
   return r;
 }
 
-TEST(TrainerCuda, Fp32MatchesTheCpuTrainerStepByStep) {
+TEST(CudaTrainer, Fp32MatchesTheCpuTrainerStepByStep) {
   SKIP_WITHOUT_GPU();
   const Reference ref = cpu_reference();
   ASSERT_EQ(ref.log.size(), 20u);
@@ -147,7 +147,7 @@ TEST(TrainerCuda, Fp32MatchesTheCpuTrainerStepByStep) {
   expect_params_close(g.params, c.params);
 }
 
-TEST(TrainerCuda, CheckpointOnOneDeviceResumesOnTheOther) {
+TEST(CudaTrainer, CheckpointOnOneDeviceResumesOnTheOther) {
   SKIP_WITHOUT_GPU();
   TempDir tmp;
   const Reference ref = cpu_reference();
@@ -205,7 +205,7 @@ TEST(TrainerCuda, CheckpointOnOneDeviceResumesOnTheOther) {
   }
 }
 
-TEST(TrainerCuda, MetricsOfEveryStepInOrderAcrossRunsAndAStop) {
+TEST(CudaTrainer, MetricsOfEveryStepInOrderAcrossRunsAndAStop) {
   SKIP_WITHOUT_GPU();
   const Reference ref = cpu_reference();
   std::vector<StepMetrics> log;
@@ -227,11 +227,11 @@ TEST(TrainerCuda, MetricsOfEveryStepInOrderAcrossRunsAndAStop) {
   expect_losses_match(log, ref.log, 0);
 }
 
-TEST(TrainerCuda, Tf32AndBf16RunAndStayClose) {
+TEST(CudaTrainer, Tf32AndBf16RunAndStayClose) {
   SKIP_WITHOUT_GPU();
   const Reference ref = cpu_reference();
   for (cuda::Precision p : {cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(std::string(cuda::precision_name(p)));
+    SCOPED_TRACE(p == cuda::Precision::tf32 ? "tf32" : "bf16");  // (precision_name needs the CUDA build)
     std::vector<StepMetrics> log;
     SyntheticSource s(source_cfg());
     TrainerOptions o = on(Device::cuda, &log);
@@ -246,7 +246,7 @@ TEST(TrainerCuda, Tf32AndBf16RunAndStayClose) {
   }
 }
 
-TEST(TrainerCuda, RefusedWithTheReasonWithoutAGpu) {
+TEST(CudaTrainer, RefusedWithTheReasonWithoutAGpu) {
   if (cuda_available()) GTEST_SKIP() << "a GPU is usable here";
   SyntheticSource s(source_cfg());
   TrainerOptions o;
