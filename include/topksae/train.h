@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,8 @@
 #include <vector>
 
 #include "topksae/data.h"
+#include "topksae/device.h"
+#include "topksae/ops_cuda.h"
 #include "topksae/sae.h"
 #include "topksae/sae_dir.h"
 
@@ -272,28 +275,51 @@ Sae final_sae(const TrainConfig& cfg, const TrainState& st);
 
 // ---- the trainer --------------------------------------------------------------------------------
 
+namespace detail {
+class TrainBackend;  // where the steps run (src/train/train_backend.h)
+}
+
 struct TrainerOptions {
   std::filesystem::path checkpoint_dir;  // where checkpoints go; empty: none
   int64_t checkpoint_every = 0;          // steps between checkpoints (0: none mid-run)
-  // Called after every step with its metrics.
+  // Called with every step's metrics, in step order. On cuda it may lag the data by a few steps
+  // (the GPU runs behind the host); every step has been reported when run() returns.
   std::function<void(const StepMetrics&)> on_step;
+  // Polled before each batch is read; returning true ends run() early (Ctrl-C).
+  std::function<bool()> should_stop;
   // Metadata written into every saved cfg.json (model_name, hook_name, ...).
   SaeDirExtras extras;
+  // Where the steps run: cpu (cpu::train_step) or cuda (cuda::TrainStep, needs a usable GPU).
+  // Checkpoints are the same files on both, so a run can resume on either device.
+  Device device = Device::cpu;
+  // cuda only: precision of the encoder GEMM. fp32 matches the CPU (and sae_lens) to float
+  // rounding; tf32 and bf16 are faster and looser. The CPU always computes in fp32.
+  cuda::Precision precision = cuda::Precision::fp32;
 };
 
+// On cuda, steps are queued ahead of the GPU: the host reads batch i+1 while step i runs, and
+// the state lives on the device. Each checkpoint and each return from run() waits for the
+// queued steps and copies the state back, so state() is current whenever run() is not running,
+// and its data position is the one after the last batch in it.
 class Trainer {
  public:
-  // Validates cfg; checks src.d_in() == cfg.d_in. The source must outlive the trainer.
+  // Validates cfg; checks src.d_in() == cfg.d_in, and for device cuda that a GPU is usable
+  // (Error with the reason otherwise). The source must outlive the trainer.
   Trainer(TrainConfig cfg, ActivationSource& src, TrainerOptions opts = {});
+  ~Trainer();
 
   // Continues from a checkpoint: loads its state and seeks the source to its data position.
   // The checkpoint's config must match this trainer's in every field that shapes the run.
   void resume(const std::filesystem::path& checkpoint);
 
-  // Runs steps until done(), or max_steps more steps (-1: no limit), or the source runs dry (a
-  // short final batch is dropped). Estimates the scaling factor first when needed. Writes a
-  // checkpoint every checkpoint_every steps. Returns the number of steps run.
+  // Runs steps until done(), or max_steps more steps (-1: no limit), or should_stop(), or the
+  // source runs dry (a short final batch is dropped; exhausted() says so). Estimates the scaling
+  // factor first when needed. Writes a checkpoint every checkpoint_every steps. Returns the
+  // number of steps run. If it throws, state() is still a consistent checkpointable state (on
+  // cuda possibly older than the data read so far).
   int64_t run(int64_t max_steps = -1);
+  // The source ran dry during the last run().
+  bool exhausted() const { return exhausted_; }
   // sae_lens's fit loop runs while n_training_samples < training_tokens: ceil(training_tokens /
   // batch_size) steps, one more than total_training_steps (which sets the LR schedule) when
   // batch_size does not divide training_tokens.
@@ -310,12 +336,16 @@ class Trainer {
 
  private:
   void ensure_scaling_factor();
+  int64_t run_steps(int64_t max_steps, std::string* position);
+  void sync(const std::string& position, bool report);
   TrainConfig cfg_;
   ActivationSource& src_;
   TrainerOptions opts_;
   TrainState st_;
-  cpu::TrainWorkspace ws_;
-  std::vector<float> batch_;  // [batch_size, d_in]
+  // Made from st_ at the first run() (after the scaling-factor estimate); steps st_ in place
+  // (cpu) or a device copy of it (cuda). Dropped by resume().
+  std::unique_ptr<detail::TrainBackend> backend_;
+  bool exhausted_ = false;
 };
 
 }  // namespace topksae

@@ -1,8 +1,11 @@
-// The CPU trainer: SAETrainer.fit of sae_lens 6.13.1 over an ActivationSource (scaling-factor
+// The trainer: SAETrainer.fit of sae_lens 6.13.1 over an ActivationSource (scaling-factor
 // estimate first, then fixed-size batches until total_training_steps), with per-step metrics and
 // checkpoints that resume bit-identically (same weights, moments, counters and data position).
+// The steps run on a backend (src/train/train_backend.h): the CPU, or the GPU with the host
+// reading ahead; checkpoints always go through the host state, so they are the same files.
 #include "topksae/error.h"
 #include "topksae/train.h"
+#include "train/train_backend.h"
 
 namespace topksae {
 
@@ -12,9 +15,16 @@ Trainer::Trainer(TrainConfig cfg, ActivationSource& src, TrainerOptions opts)
   TOPKSAE_CHECK(src_.d_in() == cfg_.d_in, "the data source has d_in=", src_.d_in(), " (", src_.describe(),
                 ") but the training config says d_in=", cfg_.d_in);
   TOPKSAE_CHECK(opts_.checkpoint_every >= 0, "checkpoint_every must be >= 0, got ", opts_.checkpoint_every);
+  if (opts_.device == Device::cuda)
+    TOPKSAE_CHECK(cuda_available(), "training on cuda: ", cuda_unavailable_reason());
+  else
+    TOPKSAE_CHECK(opts_.precision == cuda::Precision::fp32,
+                  "the precision option applies to the GPU's encoder GEMM; the CPU trainer computes in fp32");
   st_ = TrainState::initial(cfg_);
   st_.data_position = src_.position();
 }
+
+Trainer::~Trainer() = default;
 
 void Trainer::resume(const std::filesystem::path& checkpoint) {
   TrainConfig saved;
@@ -27,6 +37,7 @@ void Trainer::resume(const std::filesystem::path& checkpoint) {
                 " was written with a different training config:\n", train_config_to_json(saved), "\nthis run:\n",
                 train_config_to_json(cfg_));
   src_.seek(st.data_position);
+  backend_.reset();  // it holds the state of before: the next run() makes one from this state
   st_ = std::move(st);
 }
 
@@ -39,19 +50,63 @@ void Trainer::ensure_scaling_factor() {
 
 int64_t Trainer::run(int64_t max_steps) {
   ensure_scaling_factor();
-  batch_.resize(static_cast<size_t>(cfg_.batch_size * cfg_.d_in));
+  if (!backend_)
+    backend_ = opts_.device == Device::cuda ? detail::make_cuda_backend(cfg_, &st_, opts_.precision)
+                                            : detail::make_cpu_backend(cfg_, &st_);
+  exhausted_ = false;
+  // The source position after the last batch queued; it becomes st_.data_position when the
+  // state catches up with the queue (sync), never before.
+  std::string position = st_.data_position;
   int64_t ran = 0;
-  while (!done() && (max_steps < 0 || ran < max_steps)) {
-    const int64_t got = src_.next(batch_.data(), cfg_.batch_size);
-    if (got < cfg_.batch_size) break;  // the source ran dry: a short batch is dropped
-    st_.data_position = src_.position();
-    const StepMetrics m = cpu::train_step(cfg_, &st_, batch_.data(), cfg_.batch_size, &ws_);
+  try {
+    ran = run_steps(max_steps, &position);
+  } catch (...) {
+    // Leave a state whose weights and data position belong together: wait for what was queued.
+    // If that fails too (the GPU broke), st_ keeps the state of the last sync.
+    try {
+      sync(position, false);
+    } catch (...) {
+      backend_.reset();
+    }
+    throw;
+  }
+  sync(position, true);
+  return ran;
+}
+
+// Reads and queues batches; returns the number queued. st_ lags behind the queue (on cuda).
+int64_t Trainer::run_steps(int64_t max_steps, std::string* position) {
+  const int64_t step0 = st_.step, samples0 = st_.n_training_samples, B = cfg_.batch_size;
+  int64_t ran = 0;
+  while (samples0 + ran * B < cfg_.training_tokens && (max_steps < 0 || ran < max_steps)) {
+    if (opts_.should_stop && opts_.should_stop()) break;
+    float* batch = backend_->batch_buffer();  // [B, d_in]
+    if (src_.next(batch, B) < B) {
+      exhausted_ = true;  // the source ran dry: a short batch is dropped
+      break;
+    }
+    *position = src_.position();
+    backend_->queue(B);
     ++ran;
-    if (opts_.on_step) opts_.on_step(m);
-    if (!opts_.checkpoint_dir.empty() && opts_.checkpoint_every > 0 && st_.step % opts_.checkpoint_every == 0 && !done())
+    for (const StepMetrics& m : backend_->poll())
+      if (opts_.on_step) opts_.on_step(m);
+    const bool finished = samples0 + ran * B >= cfg_.training_tokens;
+    if (!opts_.checkpoint_dir.empty() && opts_.checkpoint_every > 0 && (step0 + ran) % opts_.checkpoint_every == 0 &&
+        !finished) {
+      sync(*position, true);
       save_checkpoint(opts_.checkpoint_dir);
+    }
   }
   return ran;
+}
+
+// Brings st_ up to date with every queued step; report: hand their metrics to on_step.
+void Trainer::sync(const std::string& position, bool report) {
+  const std::vector<StepMetrics> ms = backend_->sync();
+  st_.data_position = position;
+  if (report)
+    for (const StepMetrics& m : ms)
+      if (opts_.on_step) opts_.on_step(m);
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir) const {

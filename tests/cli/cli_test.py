@@ -325,7 +325,21 @@ def case_bad_inputs(tmp):
     with open(f"{tmp}/unknown.json", "w") as f:
         json.dump({"k_typo": 3}, f)
     expect_error("k_typo", "train", *SMALL_SYN, "--config", f"{tmp}/unknown.json", "--out", f"{tmp}/o11")
-    expect_error("cuda", "train", *SMALL_SYN, "--device", "cuda", "--out", f"{tmp}/o12")
+    # --device cuda: without a usable GPU, the reason (and nothing written); with one, a normal run
+    p = subprocess.run([BIN, "train", *map(str, SMALL_SYN), "--training-tokens", "256", "--device", "cuda", "--out",
+                        f"{tmp}/o12"], capture_output=True, text=True, env=ENV, timeout=240)
+    out = p.stdout + p.stderr
+    if p.returncode != 0:
+        fail_unless(p.returncode == 1, f"--device cuda without a GPU: exit {p.returncode}, expected 1:\n{out}")
+        fail_unless(re.search(r"--device cuda: (no usable CUDA device|no CUDA device|topksae was built without CUDA)", out),
+                    f"--device cuda without a GPU: unclear error:\n{out}")
+        fail_unless("unexpected error" not in out, f"not a clean error:\n{out}")
+        fail_unless(not os.path.exists(f"{tmp}/o12"), "--device cuda failed but wrote an output directory")
+    else:
+        fail_unless("device cuda (fp32)" in out and os.path.exists(f"{tmp}/o12/sae_weights.safetensors"),
+                    f"--device cuda with a GPU did not train on it:\n{out}")
+    expect_error("--precision bf16 applies to the GPU", "train", *SMALL_SYN, "--device", "cpu", "--precision", "bf16",
+                 "--out", f"{tmp}/o13")
     expect_error("no run.json", "train", "--resume", f"{tmp}/good")
     expect_error("--k cannot change on --resume", "train", "--resume", sae, "--k", 3)
     # --overwrite never deletes a directory that is not ours

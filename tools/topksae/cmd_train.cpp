@@ -83,7 +83,7 @@ struct TrainArgs {
   std::vector<std::function<void(TrainConfig&)>> set_flags;  // one per training flag, applied if given
   std::vector<CLI::Option*> run_defining;  // options fixed by run.json once a run exists
   CLI::App* cmd = nullptr;
-  std::string config_file, init, out, resume, device = "auto", metrics_log, report;
+  std::string config_file, init, out, resume, device = "auto", precision = "fp32", metrics_log, report;
   std::string model_name, hook_name, dataset_path;
   int64_t checkpoint_every = 0, stop_after_steps = -1, synthetic_features = 256;
   uint64_t synthetic_seed = 1;
@@ -242,7 +242,17 @@ void run_train(TrainArgs& a) {
       data.synthetic.noise_std = 0.01;
     }
   }
-  resolve_device(a.device, false, "training");
+  // The device and precision are chosen per invocation (not stored in run.json): a checkpoint
+  // written on one device resumes on the other.
+  const Device device = resolve_device(a.device, true, "training");
+  TOPKSAE_CHECK(device == Device::cuda || a.precision == "fp32" || a.device == "auto", "--precision ", a.precision,
+                " applies to the GPU's encoder GEMM; --device cpu computes in fp32");
+  if (device == Device::cpu && a.precision != "fp32")
+    std::cerr << "note: no GPU here (" << cuda_unavailable_reason() << "); training on the CPU in fp32, --precision "
+              << a.precision << " ignored\n";
+  const cuda::Precision precision = a.precision == "tf32"   ? cuda::Precision::tf32
+                                    : a.precision == "bf16" ? cuda::Precision::bf16
+                                                            : cuda::Precision::fp32;
 
   FileSource* files = nullptr;
   SyntheticSource* syn = nullptr;
@@ -285,6 +295,9 @@ void run_train(TrainArgs& a) {
   extras.metadata_json = meta;
   TrainerOptions opts;
   opts.extras = extras;
+  opts.device = device;
+  opts.precision = device == Device::cuda ? precision : cuda::Precision::fp32;
+  opts.should_stop = [] { return g_interrupted.load(); };
 
   const fs::path log_path = a.metrics_log.empty() ? out / "metrics.jsonl" : fs::path(a.metrics_log);
   std::optional<MetricsLog> log;
@@ -295,6 +308,7 @@ void run_train(TrainArgs& a) {
     last = m;
     have_last = true;
     log->write(m.step, m.named());
+    log->flush();
     ProgressSample p{.step = m.step + 1, .total_steps = cfg.total_training_steps(), .tokens = m.n_training_samples,
                      .loss = m.overall_loss, .l0 = m.l0, .explained_variance = m.explained_variance,
                      .dead = m.dead_features, .d_sae = cfg.d_sae};
@@ -327,7 +341,8 @@ void run_train(TrainArgs& a) {
 
   std::cout << "training a TopK SAE (d_in " << cfg.d_in << ", d_sae " << cfg.d_sae << ", k " << cfg.k << ") on "
             << src->describe() << "; " << cfg.total_training_steps() << " steps of " << cfg.batch_size
-            << " tokens, device cpu\n";
+            << " tokens, device " << device_name(device)
+            << (device == Device::cuda ? " (" + a.precision + ")" : std::string()) << "\n";
 
   const int64_t ckpt_steps =
       a.checkpoint_every > 0 ? std::max<int64_t>(1, (a.checkpoint_every + cfg.batch_size - 1) / cfg.batch_size) : 0;
@@ -352,11 +367,17 @@ void run_train(TrainArgs& a) {
   g_interrupted = false;
   auto old_handler = std::signal(SIGINT, on_sigint);
   bool dry = false;
+  // run() goes on until the next checkpoint is due (or the end, Ctrl-C, or --stop-after-steps):
+  // on cuda each return waits for the GPU and copies the state back, so it returns no more often
+  // than it must.
   while (!trainer.done()) {
-    if (trainer.run(1) == 0) {
-      dry = true;
-      break;
+    const int64_t at = trainer.state().step;
+    int64_t want = ckpt_steps > 0 ? ckpt_steps - at % ckpt_steps : -1;
+    if (a.stop_after_steps >= 0) {
+      const int64_t left = std::max<int64_t>(1, a.stop_after_steps - at);  // at least one step, as before
+      want = want < 0 ? left : std::min(want, left);
     }
+    trainer.run(want);
     log->flush();
     const int64_t step = trainer.state().step;
     if (a.stop_after_steps >= 0 && step >= a.stop_after_steps) g_interrupted = true;  // tests: a deterministic Ctrl-C
@@ -370,6 +391,10 @@ void run_train(TrainArgs& a) {
       // Exit status 130 (as a shell reports SIGINT) after unwinding, so the prefetch thread is
       // joined and every file closed: main() returns a CLI::RuntimeError's code silently.
       throw CLI::RuntimeError(130);
+    }
+    if (trainer.exhausted()) {
+      dry = true;
+      break;
     }
     if (ckpt_steps > 0 && step % ckpt_steps == 0 && !trainer.done()) save_ckpt();
   }
@@ -396,6 +421,7 @@ void run_train(TrainArgs& a) {
                 {"d_in / d_sae / k", concat(cfg.d_in, " / ", cfg.d_sae, " / ", cfg.k)},
                 {"steps", concat(trainer.state().step, " of ", cfg.total_training_steps(), " (batch ", cfg.batch_size, ")")},
                 {"tokens", std::to_string(trainer.state().n_training_samples)},
+                {"device", device == Device::cuda ? "cuda (" + a.precision + ")" : std::string("cpu")},
                 {"lr", concat(cfg.lr, " (", lr_scheduler_name(cfg.lr_scheduler_name), ")")},
                 {"normalize_activations", std::string(normalize_name(cfg.normalize_activations))}};
   if (trainer.state().scaling_factor) rc.summary.emplace_back("scaling factor (folded)", concat(*trainer.state().scaling_factor));
@@ -515,6 +541,11 @@ CommandRegistration reg([](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--resume", A->resume, "continue the run in this output directory from its checkpoint");
   add_device_option(cmd, &A->device);
+  cmd->add_option("--precision", A->precision,
+                  "GPU encoder GEMM: fp32 (matches the CPU and sae_lens), tf32 or bf16 (faster, looser); "
+                  "the CPU always runs fp32")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--metrics-log", A->metrics_log, "JSONL metrics log (default OUT/metrics.jsonl)");
   cmd->add_option("--report", A->report, "HTML report (default OUT/report.html)");
   cmd->add_flag("--no-report", A->no_report, "do not write the HTML report");

@@ -1,0 +1,114 @@
+// The Trainer's GPU backend: one Context on a stream of its own, one TrainStep made from the
+// trainer's state, and two batch slots (a pinned host buffer and a device buffer each) so that
+// the host reads batch i+1 from the source while the GPU runs step i.
+//
+// Batch i uses slot j = i % 2. A copy stream beside the compute stream moves it to the device:
+//   host:    wait for copied[j] (copy i-2, the last read of pinned[j]), fill pinned[j]
+//   copy:    wait for consumed[j] (step i-2, the last read of dev[j]), pinned[j] -> dev[j],
+//            record copied[j]
+//   compute: wait for copied[j], step on dev[j], record consumed[j]
+// So the copy of batch i overlaps step i-1, and nothing here synchronises the host with the GPU
+// except a wait for a pinned buffer two batches back. Both streams are blocking streams (not
+// cudaStreamNonBlocking): the TrainStep's synchronous cudaMemcpy uploads and downloads on the
+// legacy default stream stay ordered with them.
+#include "cuda_check.h"
+#include "topksae/buffer.h"
+#include "topksae/train_cuda.h"
+#include "train/train_backend.h"
+
+namespace topksae::detail {
+namespace {
+
+struct OwnedStream {
+  cudaStream_t s = nullptr;
+  OwnedStream() { CUDA_CHECK(cudaStreamCreate(&s)); }
+  ~OwnedStream() {
+    if (s) (void)cudaStreamDestroy(s);
+  }
+  OwnedStream(const OwnedStream&) = delete;
+  OwnedStream& operator=(const OwnedStream&) = delete;
+};
+
+struct OwnedEvent {
+  cudaEvent_t e = nullptr;
+  OwnedEvent() { CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming)); }
+  ~OwnedEvent() {
+    if (e) (void)cudaEventDestroy(e);
+  }
+  OwnedEvent(const OwnedEvent&) = delete;
+  OwnedEvent& operator=(const OwnedEvent&) = delete;
+};
+
+class CudaBackend final : public TrainBackend {
+ public:
+  CudaBackend(const TrainConfig& cfg, TrainState* st, cuda::Precision p)
+      : st_(st),
+        max_rows_(cfg.batch_size),
+        row_bytes_(static_cast<size_t>(cfg.d_in) * sizeof(float)),
+        ctx_(reinterpret_cast<Stream>(compute_.s)),
+        step_(ctx_, cfg, *st, p) {
+    for (int j = 0; j < 2; ++j) {
+      pinned_[j] = HostBuffer(size_t(max_rows_) * row_bytes_, HostMemory::pinned);
+      dev_[j] = DeviceBuffer(size_t(max_rows_) * row_bytes_);
+    }
+  }
+
+  ~CudaBackend() override {
+    // Queued copies read pinned_ and steps read dev_: finish them before the buffers go.
+    (void)cudaStreamSynchronize(copy_.s);
+    (void)cudaStreamSynchronize(compute_.s);
+  }
+
+  float* batch_buffer() override {
+    const int j = slot();
+    CUDA_CHECK(cudaEventSynchronize(copied_[j].e));  // returns at once if never recorded
+    return static_cast<float*>(pinned_[j].data());
+  }
+
+  void queue(int64_t B) override {
+    TOPKSAE_CHECK(B >= 1 && B <= max_rows_, "cuda trainer: batch of ", B, " rows, expected 1..", max_rows_);
+    const int j = slot();
+    // An event never recorded is complete, so the first two batches wait for nothing.
+    CUDA_CHECK(cudaStreamWaitEvent(copy_.s, consumed_[j].e, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dev_[j].data(), pinned_[j].data(), size_t(B) * row_bytes_, cudaMemcpyHostToDevice,
+                               copy_.s));
+    CUDA_CHECK(cudaEventRecord(copied_[j].e, copy_.s));
+    CUDA_CHECK(cudaStreamWaitEvent(compute_.s, copied_[j].e, 0));
+    step_.step(static_cast<const float*>(dev_[j].data()), B);
+    CUDA_CHECK(cudaEventRecord(consumed_[j].e, compute_.s));
+    ++queued_;
+  }
+
+  std::vector<StepMetrics> poll() override { return step_.poll_metrics(); }
+
+  std::vector<StepMetrics> sync() override {
+    std::vector<StepMetrics> m = step_.drain_metrics();
+    step_.download(st_);  // synchronises the compute stream, which waited for every copy
+    return m;
+  }
+
+ private:
+  int slot() const { return static_cast<int>(queued_ % 2); }
+
+  TrainState* st_;
+  int64_t max_rows_;
+  size_t row_bytes_;
+  int64_t queued_ = 0;
+  // Declaration order is construction order: the streams before the Context that uses one of
+  // them, the Context before the TrainStep; destruction runs the other way.
+  OwnedStream compute_, copy_;
+  cuda::Context ctx_;
+  cuda::TrainStep step_;
+  HostBuffer pinned_[2];  // [batch_size, d_in] each, pinned
+  DeviceBuffer dev_[2];   // [batch_size, d_in] each
+  OwnedEvent copied_[2], consumed_[2];
+};
+
+}  // namespace
+
+std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig& cfg, TrainState* st, cuda::Precision p) {
+  TOPKSAE_CHECK(cuda_available(), "training on cuda: ", cuda_unavailable_reason());
+  return std::make_unique<CudaBackend>(cfg, st, p);
+}
+
+}  // namespace topksae::detail

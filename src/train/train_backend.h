@@ -1,0 +1,35 @@
+// Where the Trainer's steps run. The Trainer reads each batch into batch_buffer() and queues a
+// step on it; the backend steps the TrainState it was made from (in place on the CPU, a device
+// copy of it on the GPU) and hands back each step's metrics in step order, possibly later than
+// the step was queued. sync() brings that TrainState up to date.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "topksae/train.h"
+
+namespace topksae::detail {
+
+class TrainBackend {
+ public:
+  virtual ~TrainBackend() = default;
+  // The host buffer to read the next batch into, [batch_size, d_in]. May wait until the buffer
+  // is free again (its previous contents were copied to the GPU).
+  virtual float* batch_buffer() = 0;
+  // Queues one step on the first B rows of batch_buffer() (B <= batch_size).
+  virtual void queue(int64_t B) = 0;
+  // Metrics of the finished steps not collected yet, oldest first; never waits.
+  virtual std::vector<StepMetrics> poll() = 0;
+  // Waits for every queued step, writes the state into the TrainState given at construction
+  // (all fields; data_position and scaling_factor as they were then) and returns the uncollected
+  // metrics, oldest first.
+  virtual std::vector<StepMetrics> sync() = 0;
+};
+
+// *st must outlive the backend.
+std::unique_ptr<TrainBackend> make_cpu_backend(const TrainConfig& cfg, TrainState* st);
+// kernels/trainer_cuda.cpp; without the CUDA backend (src/no_cuda/trainer_cuda.cpp) it throws Error.
+std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig& cfg, TrainState* st, cuda::Precision p);
+
+}  // namespace topksae::detail
