@@ -20,19 +20,6 @@ namespace topksae {
 namespace {
 namespace fs = std::filesystem;
 
-// A fresh temporary directory per test, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("topksae_data_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 // Rows whose value encodes their global index, so any row can be recognised: x[r, i] = r + i/100.
 std::vector<float> coded_rows(int64_t row0, int64_t n, int64_t d) {
   std::vector<float> v(static_cast<size_t>(n * d));
@@ -59,7 +46,7 @@ void write_dataset(const fs::path& dir) {
 }
 
 TEST(FileDataset, ConcatenatesShardsInNameOrder) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   write_dataset(t.path);
   auto ds = FileDataset::open(t.path, "acts");
   EXPECT_EQ(ds->d_in(), 5);
@@ -74,7 +61,7 @@ TEST(FileDataset, ConcatenatesShardsInNameOrder) {
 }
 
 TEST(FileDataset, ErrorsNameTheFileAndTheProblem) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   write_dataset(t.path);
   try {
     FileDataset::open(t.path);  // c_002.safetensors holds two tensors
@@ -95,7 +82,7 @@ TEST(FileDataset, ErrorsNameTheFileAndTheProblem) {
     EXPECT_NE(std::string(e.what()).find("d_in 6"), std::string::npos) << e.what();
   }
   // an empty directory, an empty file, integer data, a 1-D array, a missing path
-  TempDir e;
+  test::TempDir e{"topksae_data"};
   EXPECT_THROW(FileDataset::open(e.path), Error);
   std::ofstream(e.path / "empty.npy").close();
   EXPECT_THROW(FileDataset::open(e.path / "empty.npy"), Error);
@@ -110,7 +97,7 @@ TEST(FileDataset, ErrorsNameTheFileAndTheProblem) {
 }
 
 TEST(FileSource, NonFiniteRowsAreRefusedOrSkipped) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   auto x = coded_rows(0, 20, 3);
   x[7 * 3 + 1] = NAN;
   x[12 * 3 + 2] = INFINITY;
@@ -142,7 +129,7 @@ TEST(FileSource, NonFiniteRowsAreRefusedOrSkipped) {
 }
 
 TEST(FileSource, ResumesExactlyAndLoops) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   write_dataset(t.path);
   auto ds = FileDataset::open(t.path, "acts");
   FileSource a(ds, {.loop = true});
@@ -161,7 +148,7 @@ TEST(FileSource, ResumesExactlyAndLoops) {
   EXPECT_EQ(once.next(buf.data(), 60), 45);  // a finite source returns fewer rows at the end
   EXPECT_EQ(once.next(buf.data(), 60), 0);
   // a position from other data is refused
-  TempDir u;
+  test::TempDir u{"topksae_data"};
   auto y = coded_rows(0, 9, 5);
   write_npy(u.path / "y.npy", DType::f32, {9, 5}, y.data());
   FileSource other(FileDataset::open(u.path / "y.npy"));
@@ -175,7 +162,7 @@ std::unique_ptr<IndexedSource> coded_source(const fs::path& dir, int64_t rows, i
 }
 
 TEST(ShuffleBuffer, MixesLikeSaeLensAndCoversTheData) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   const int64_t N = 203, d = 3, batch = 10, buffer = 40;
   ShuffleBuffer sb(coded_source(t.path, N, d), buffer, batch, 7);
   std::vector<float> out(size_t(batch * d));
@@ -200,7 +187,7 @@ TEST(ShuffleBuffer, MixesLikeSaeLensAndCoversTheData) {
   for (size_t i = 1; i < seen.size(); ++i) in_order += seen[i] == seen[i - 1] + 1;
   EXPECT_LT(in_order, 100) << "the buffer did not shuffle";
   // same seed, same order
-  TempDir t2;
+  test::TempDir t2{"topksae_data"};
   ShuffleBuffer again(coded_source(t2.path, N, d), buffer, batch, 7);
   again.next(out.data(), batch);
   EXPECT_EQ(row_code(out.data()), seen[0]);
@@ -208,7 +195,7 @@ TEST(ShuffleBuffer, MixesLikeSaeLensAndCoversTheData) {
 }
 
 TEST(ShuffleBuffer, ResumesExactly) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   const int64_t N = 150, d = 4, batch = 8, buffer = 30;
   ShuffleBuffer a(coded_source(t.path, N, d), buffer, batch, 3);
   std::vector<float> buf(size_t(100 * d)), want(size_t(60 * d)), got(size_t(60 * d));
@@ -225,7 +212,7 @@ TEST(ShuffleBuffer, ResumesExactly) {
 }
 
 TEST(Prefetch, SameStreamAndExactResumeMidBatch) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   const int64_t N = 97, d = 3;
   auto ds = [&] { return std::make_unique<FileSource>(FileDataset::open(t.path / "x.npy")); };
   coded_source(t.path, N, d);
@@ -246,7 +233,7 @@ TEST(Prefetch, SameStreamAndExactResumeMidBatch) {
 }
 
 TEST(Prefetch, ErrorsArriveAfterTheGoodBatches) {
-  TempDir t;
+  test::TempDir t{"topksae_data"};
   auto x = coded_rows(0, 30, 2);
   x[25 * 2] = NAN;
   write_npy(t.path / "x.npy", DType::f32, {30, 2}, x.data());

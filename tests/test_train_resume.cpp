@@ -17,17 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("topksae_train_resume_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 SyntheticConfig source_cfg() {
   SyntheticConfig sc;
   sc.d_in = 20;
@@ -70,7 +59,7 @@ void expect_same_params(const Params<float>& a, const Params<float>& b, const ch
 }  // namespace
 
 TEST(TrainResume, TenPlusTenIsBitIdenticalToTwenty) {
-  TempDir tmp;
+  test::TempDir tmp{"topksae_train_resume"};
   const TrainConfig c = train_cfg();
   int aux_steps = 0;
   SyntheticSource s1(source_cfg());
@@ -115,7 +104,7 @@ TEST(TrainResume, TenPlusTenIsBitIdenticalToTwenty) {
 }
 
 TEST(TrainResume, OverwritesThePreviousCheckpointAndRefusesAnotherConfig) {
-  TempDir tmp;
+  test::TempDir tmp{"topksae_train_resume"};
   const TrainConfig c = train_cfg();
   SyntheticSource s(source_cfg());
   TrainerOptions o;
@@ -153,7 +142,7 @@ TEST(TrainResume, OverwritesThePreviousCheckpointAndRefusesAnotherConfig) {
 }
 
 TEST(TrainResume, FinalSaveIsFoldedAndLoads) {
-  TempDir tmp;
+  test::TempDir tmp{"topksae_train_resume"};
   TrainConfig c = train_cfg();
   SyntheticSource s(source_cfg());
   Trainer tr(c, s);

@@ -19,17 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("topksae_trainer_cuda_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 SyntheticConfig source_cfg() {
   SyntheticConfig sc;
   sc.d_in = 37;
@@ -149,7 +138,7 @@ TEST(CudaTrainer, Fp32MatchesTheCpuTrainerStepByStep) {
 
 TEST(CudaTrainer, CheckpointOnOneDeviceResumesOnTheOther) {
   SKIP_WITHOUT_GPU();
-  TempDir tmp;
+  test::TempDir tmp{"topksae_trainer_cuda"};
   const Reference ref = cpu_reference();
 
   // cuda -> cpu. The trainer checkpoints itself after step 6 while more steps are queued behind

@@ -3,13 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <numeric>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "topksae/device.h"
 #include "topksae/sae.h"
@@ -67,6 +71,24 @@ inline double l2(const float* a, size_t n) {
   return std::sqrt(s);
 }
 #define EXPECT_NONZERO(v) EXPECT_GT(::topksae::test::l2((v).data(), (v).size()), 0.0) << #v " is all zero"
+
+// A fresh temporary directory for the running test (named after prefix, the test, the pid and a
+// per-process serial number, so neither parallel ctest processes nor two TempDirs in one test ever
+// share one), removed with everything in it afterwards.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix) {
+    static std::atomic<int> serial{0};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = std::filesystem::temp_directory_path() / (prefix + "_" + info->test_suite_name() + "_" + info->name() +
+                                                     "_" + std::to_string(::getpid()) + "_" + std::to_string(serial++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 // Skip the current test (visibly) when no CUDA device can run it.
 #define SKIP_WITHOUT_GPU()                                                              \
