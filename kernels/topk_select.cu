@@ -3,6 +3,7 @@
 // pass (ties at the threshold go to the lowest indices), then a bitonic sort of the k winners
 // only. Never sorts the row. Works for any n < 2^31 and k <= kMaxTopK; the bias add (encoder
 // b_enc) and AuxK's dead-latent mask are fused into the key computation.
+#include <atomic>
 #include <cstdint>
 
 #include "cuda_internal.h"
@@ -180,11 +181,19 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
   int sort_n = 32;
   while (sort_n < k) sort_n <<= 1;
   const size_t smem = size_t(sort_n) * sizeof(unsigned long long);
-  static bool attr_set = false;  // raise the dynamic shared-memory limit once per process
-  if (!attr_set) {
-    CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(kMaxTopK * sizeof(unsigned long long))));
-    attr_set = true;
+  // Above the default 48 KiB, the kernel's dynamic shared-memory limit must be raised, once per
+  // device (the attribute belongs to the device's context, so a second GPU needs its own call).
+  // Atomic flags: several threads may make their first call at once; setting it twice is harmless.
+  if (smem > 48 * 1024) {
+    constexpr int kMaxDevices = 64;
+    static std::atomic<bool> attr_set[kMaxDevices];
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev >= kMaxDevices || !attr_set[dev].load(std::memory_order_acquire)) {
+      CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      int(kMaxTopK * sizeof(unsigned long long))));
+      if (dev < kMaxDevices) attr_set[dev].store(true, std::memory_order_release);
+    }
   }
   topk_kernel<<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k),
                                                                      sort_n, opt.relu ? 1 : 0, idx, val);
