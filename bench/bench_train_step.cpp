@@ -141,23 +141,33 @@ int main(int argc, char** argv) {
           Shape ps{64, 1024, std::min<int64_t>(s.k, 16), 128};
           TrainConfig pc = config_for(ps);
           pc.dead_feature_window = 2;  // AuxK active from step 3 on
-          TrainState cst = TrainState::initial(pc);
-          cuda::TrainStep g(ctx, pc, cst, p);
-          cpu::TrainWorkspace ws;
-          const double tol = p == cuda::Precision::fp32 ? 1e-4 : 5e-2;
-          for (int t = 0; t < 5 && bad.empty(); ++t) {
-            const std::vector<float> x = host_batch(ps.batch, ps.d_in, 500 + uint64_t(t));
-            DeviceBuffer d(x.size() * 4);
-            topksae::detail::copy_bytes(d.data(), Device::cuda, x.data(), Device::cpu, x.size() * 4);
-            const StepMetrics cm = cpu::train_step(pc, &cst, x.data(), ps.batch, &ws);
-            g.step(static_cast<float*>(d.data()), ps.batch);
-            const auto gm = g.drain_metrics();
-            const double rel = std::abs(gm.at(0).overall_loss - cm.overall_loss) / std::abs(cm.overall_loss);
-            if (!(rel <= tol)) bad = concat("proxy step ", t, ": loss ", gm[0].overall_loss, " vs CPU ", cm.overall_loss);
+          for (int64_t aux_cap : {int64_t(-1), int64_t(0)}) {  // AuxK's dense path, then its gather path
+            TrainState cst = TrainState::initial(pc);
+            cuda::TrainStep g(ctx, pc, cst, p, -1, aux_cap);
+            cpu::TrainWorkspace ws;
+            const double tol = p == cuda::Precision::fp32 ? 1e-4 : 5e-2;
+            for (int t = 0; t < 5 && bad.empty(); ++t) {
+              const std::vector<float> x = host_batch(ps.batch, ps.d_in, 500 + uint64_t(t));
+              DeviceBuffer d(x.size() * 4);
+              topksae::detail::copy_bytes(d.data(), Device::cuda, x.data(), Device::cpu, x.size() * 4);
+              const StepMetrics cm = cpu::train_step(pc, &cst, x.data(), ps.batch, &ws);
+              g.step(static_cast<float*>(d.data()), ps.batch);
+              const auto gm = g.drain_metrics();
+              const double rel = std::abs(gm.at(0).overall_loss - cm.overall_loss) / std::abs(cm.overall_loss);
+              if (!(rel <= tol))
+                bad = concat("proxy step ", t, " (aux_dense_cap ", aux_cap, "): loss ", gm[0].overall_loss, " vs CPU ",
+                             cm.overall_loss);
+            }
           }
         }
-        for (int data_on = 0; data_on < 2; ++data_on) {
-          nlohmann::json r = base_row("gpu_train_step_" + pn + (data_on ? "_data_on" : "_data_off"));
+        // Variants: 0 data off, 1 data on, 2 data off with AuxK forced onto its gather path (the
+        // first precision only: it shows what the dense AuxK path buys).
+        const int n_variants = pn == a.precisions.front() ? 3 : 2;
+        for (int variant = 0; variant < n_variants; ++variant) {
+          const int data_on = variant == 1;
+          const int64_t aux_cap = variant == 2 ? 0 : -1;
+          nlohmann::json r = base_row("gpu_train_step_" + pn + (data_on ? "_data_on" : "_data_off") +
+                                      (variant == 2 ? "_aux_gather" : ""));
           if (!bad.empty()) {
             r["error"] = "validation failed: " + bad;
             g_failed = true;
@@ -166,7 +176,7 @@ int main(int argc, char** argv) {
           }
           ctx.synchronize();
           const size_t mem0 = device_memory_used();
-          cuda::TrainStep g(ctx, cfg, st0, p);
+          cuda::TrainStep g(ctx, cfg, st0, p, -1, aux_cap);
           auto run = [&](int i) {
             if (!data_on) {
               g.step(static_cast<float*>(dx[size_t(i % nsets)].data()), s.batch);
@@ -206,6 +216,10 @@ int main(int argc, char** argv) {
             r["last_loss"] = ms.back().overall_loss;
             r["last_dead"] = ms.back().dead_features;
           }
+          const cuda::AuxPathCounts apc = g.aux_path_counts();
+          r["aux_dense_cap"] = g.aux_dense_capacity();
+          r["aux_steps_dense"] = apc.dense;
+          r["aux_steps_gather"] = apc.gather;
           const std::string gc = "gemm_" + pn + "_TFLOPs";
           if (ceil.contains(gc)) r["gemm_ceiling_TFLOPs"] = ceil[gc];
           r["note"] = data_on ? "pinned H2D copy per step on a 2nd stream (generator not timed)"

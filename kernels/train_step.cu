@@ -6,9 +6,17 @@
 //     the gradients), then dW_dec rows (warp per latent) and dW_enc columns + db_enc (a tile of
 //     32 latents per block, written coalesced in the [d_in, d_sae] layout),
 //   * db_dec = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc  (sum_b du_b = W_enc @ db_enc).
+// AuxK (k_aux = d_in/2 latents among the dead, per token) runs one of two ways, picked per step:
+//   * dense (the default): the dead latents are compacted into a [B, nd] sub-problem (nd = a host
+//     bound on the dead count, DeadBound in src/train/dead_bound.h) and its four products (the aux
+//     decode, dza, dW_dec and dW_enc of the dead rows/columns) are cuBLAS GEMMs; the top-k over the
+//     dead runs on the compacted [B, nd] pre-activations instead of the full h;
+//   * gather: the T entries join the sorted entry lists like the main top-k's, used when the bound
+//     exceeds the dense capacity (many dead latents) or when the capacity is 0.
 // Dead count, AuxK's k and scale, the clip factor and the metrics stay on the device; the host
-// never waits inside a step.
+// never waits inside a step (only, at most, for the step kLag+1 back, to bound the dead count).
 #include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -17,6 +25,7 @@
 
 #include "cuda_internal.h"
 #include "topksae/train_cuda.h"
+#include "train/dead_bound.h"
 
 namespace topksae::cuda {
 
@@ -30,8 +39,10 @@ struct DevMetrics {
   double grad_norm;
   double log10_sparsity_sum;
   unsigned long long n_dead_before, dead_after, since_sum, below5, below6;
+  unsigned long long near_dead;  // #{since > window - DeadBound::kLag} after this step's update
   double aux_scale;
   int32_t k_aux;
+  int32_t aux_overflow;  // the dead count exceeded the host's bound (a bug): the host throws
   float clip;
 };
 
@@ -82,12 +93,14 @@ __global__ void sparsity_kernel(const long long* __restrict__ act_freq, int64_t 
   }
 }
 
+// dead [n] as bytes (the top-k mask) and as int32 (the compaction's scan input).
 __global__ void dead_kernel(const long long* __restrict__ since, int64_t n, long long window, uint8_t* __restrict__ dead,
-                            DevMetrics* M) {
+                            int32_t* __restrict__ dead32, DevMetrics* M) {
   unsigned long long c = 0;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
     const bool d = since[j] > window;
     dead[j] = d;
+    dead32[j] = d;
     c += d;
   }
   const double s = block_sum(double(c));
@@ -95,9 +108,11 @@ __global__ void dead_kernel(const long long* __restrict__ since, int64_t n, long
 }
 
 // AuxK's size and scale from the dead count, on the device (MATH.md: k_aux = d_in // 2,
-// scale = min(n_dead / k_aux, 1), k_aux = min(k_aux, n_dead)).
-__global__ void aux_params_kernel(int64_t half_d, DevMetrics* M) {
+// scale = min(n_dead / k_aux, 1), k_aux = min(k_aux, n_dead)). `bound` is the host's bound on
+// n_dead that sized this step's AuxK buffers; exceeding it is flagged (and never overruns them).
+__global__ void aux_params_kernel(int64_t half_d, long long bound, DevMetrics* M) {
   const unsigned long long nd = M->n_dead_before;
+  if ((long long)nd > bound) M->aux_overflow = 1;
   if (half_d <= 0 || nd == 0) {
     M->k_aux = 0;
     M->aux_scale = 0.0;
@@ -211,20 +226,96 @@ __global__ void fire_kernel(const int32_t* __restrict__ idx, const float* __rest
 
 __global__ void since_kernel(long long* __restrict__ since, uint8_t* __restrict__ fired, int64_t n, long long window,
                              DevMetrics* M) {
-  double dead = 0, sum = 0;
+  double dead = 0, sum = 0, near = 0;
+  const long long near_window = window - train_detail::DeadBound::kLag;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
     const long long v = fired[j] ? 0 : since[j] + 1;
     since[j] = v;
     fired[j] = 0;
     dead += v > window;
+    near += v > near_window;
     sum += double(v);
   }
   dead = block_sum(dead);
   sum = block_sum(sum);
+  near = block_sum(near);
   if (threadIdx.x == 0) {
     atomicAdd(&M->dead_after, (unsigned long long)dead);
     atomicAdd(&M->since_sum, (unsigned long long)sum);
+    atomicAdd(&M->near_dead, (unsigned long long)near);
   }
+}
+
+// ---- AuxK as a dense sub-problem over the dead latents -----------------------------------------
+// pos [n] is the exclusive scan of dead32. dead_list [ndc] = the dead latents in index order
+// (pre-filled with -1: the padding), pos_of [n] = a latent's compact position or -1.
+__global__ void compact_dead_kernel(const int32_t* __restrict__ dead32, const int32_t* __restrict__ pos, int64_t n,
+                                    int64_t ndc, int32_t* __restrict__ dead_list, int32_t* __restrict__ pos_of,
+                                    DevMetrics* M) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
+    int32_t r = -1;
+    if (dead32[j]) {
+      if (pos[j] < ndc) {
+        r = pos[j];
+        dead_list[r] = int32_t(j);
+      } else {
+        M->aux_overflow = 1;  // never write past the buffers; the host reports it
+      }
+    }
+    pos_of[j] = r;
+  }
+}
+
+// Hc [B, ndc] = h[b, dead_list[r]] + b_enc[dead_list[r]] (the same float add as the fused top-k),
+// -inf in the padding (never selected: k_aux <= n_dead, and index order breaks ties at -inf).
+__global__ void gather_dead_cols_kernel(const float* __restrict__ h, const float* __restrict__ b_enc,
+                                        const int32_t* __restrict__ dead_list, int64_t B, int64_t n, int64_t ndc,
+                                        float* __restrict__ Hc) {
+  const int64_t total = B * ndc;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / ndc, r = i - b * ndc;
+    const int32_t j = dead_list[r];
+    Hc[i] = j >= 0 ? h[b * n + j] + b_enc[j] : -INFINITY;
+  }
+}
+
+// Zd [B, ndc] (zeroed before): Zd[b, rT[b, i]] = hT[b, i] for the row's first k_aux picks.
+__global__ void scatter_aux_kernel(const int32_t* __restrict__ rT, const float* __restrict__ hT, int64_t B, int64_t kc,
+                                   int64_t ndc, const DevMetrics* __restrict__ M, float* __restrict__ Zd) {
+  const int64_t k_aux = M->k_aux;
+  const int64_t total = B * kc;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total; p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = p / kc, i = p - b * kc;
+    if (i < k_aux) Zd[b * ndc + rT[p]] = hT[p];
+  }
+}
+
+// X [ndc, d] = W_dec[dead_list[r]], zero rows for the padding.
+__global__ void gather_dead_rows_kernel(const float* __restrict__ W_dec, const int32_t* __restrict__ dead_list,
+                                        int64_t ndc, int64_t d, float* __restrict__ X) {
+  const int64_t total = ndc * d;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / d, c = i - r * d;
+    const int32_t j = dead_list[r];
+    X[i] = j >= 0 ? W_dec[int64_t(j) * d + c] : 0.f;
+  }
+}
+
+// G [B, ndc] holds ga @ W_dec[dead]^T; keep only the row's selected AuxK entries (dza: the
+// gradient reaches hidden_pre only through the scatter of the top-k_aux), zero the rest.
+// One block per row; the kept values pass through shared memory [kc].
+__global__ void mask_aux_grad_kernel(const int32_t* __restrict__ rT, int64_t kc, int64_t ndc,
+                                     const DevMetrics* __restrict__ M, float* __restrict__ G) {
+  extern __shared__ float keep[];
+  const int64_t b = blockIdx.x;
+  const int64_t k_aux = M->k_aux;
+  float* row = G + b * ndc;
+  const int32_t* r = rT + b * kc;
+  for (int64_t i = threadIdx.x; i < k_aux; i += blockDim.x) keep[i] = row[r[i]];
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < ndc; c += blockDim.x) row[c] = 0.f;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < k_aux; i += blockDim.x) row[r[i]] = keep[i];
 }
 
 // ---- backward -----------------------------------------------------------------------------------
@@ -299,17 +390,21 @@ __global__ void offsets_kernel(const int32_t* __restrict__ keys, int64_t E, int6
   }
 }
 
-// dW_dec[j] = sum over j's entries of w[p] * (g or ga)[row(p)]. One warp per latent, 4 columns
-// per lane per pass. Adds the squared norm to M->sumsq.
+// dW_dec[j] = sum over j's entries of w[p] * (g or ga)[row(p)], plus (dense AuxK) row pos_of[j] of
+// dWd_dead [ndc, d] for a dead latent. One warp per latent, 4 columns per lane per pass. Adds the
+// squared norm to M->sumsq.
 __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
                                 const float* __restrict__ w, const float* __restrict__ g, const float* __restrict__ ga,
-                                int64_t B, int64_t d, int64_t n, int64_t k, int64_t kcap, float* __restrict__ dW_dec,
-                                DevMetrics* M) {
+                                int64_t B, int64_t d, int64_t n, int64_t k, int64_t kcap,
+                                const int32_t* __restrict__ pos_of, const float* __restrict__ dWd_dead,
+                                float* __restrict__ dW_dec, DevMetrics* M) {
   const int lane = threadIdx.x & 31;
   const int64_t j = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
   float sq = 0.f;
   if (j < n) {
     const int32_t q0 = start[j], q1 = start[j + 1];
+    const int64_t r = pos_of != nullptr ? pos_of[j] : -1;
+    const float* extra = r >= 0 ? dWd_dead + r * d : nullptr;
     for (int64_t c0 = 0; c0 < d; c0 += 128) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
       for (int32_t q = q0; q < q1; ++q) {
@@ -325,11 +420,12 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
         }
       }
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t c = c0 + lane + 32 * r;
+      for (int t = 0; t < 4; ++t) {
+        const int64_t c = c0 + lane + 32 * t;
         if (c < d) {
-          dW_dec[j * d + c] = acc[r];
-          sq += acc[r] * acc[r];
+          const float v = extra != nullptr ? acc[t] + extra[c] : acc[t];
+          dW_dec[j * d + c] = v;
+          sq += v * v;
         }
       }
     }
@@ -338,13 +434,16 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
   if (threadIdx.x == 0) atomicAdd(&M->sumsq, s);
 }
 
-// dW_enc[:, j] = sum over j's entries of dh[p] * u[row(p)], db_enc[j] = sum dh[p]. A block of
-// (32, 8) threads owns 32 latents; warp y handles latents y, y+8, y+16, y+24; results pass through
-// a shared tile so the [d_in, d_sae] writes are coalesced along j.
+// dW_enc[:, j] = sum over j's entries of dh[p] * u[row(p)], db_enc[j] = sum dh[p], plus (dense
+// AuxK) row pos_of[j] of dWe_dead [ndc, d] (the transpose of dW_enc's dead columns) and entry
+// pos_of[j] of dbe_dead [ndc] for a dead latent. A block of (32, 8) threads owns 32 latents;
+// warp y handles latents y, y+8, y+16, y+24; results pass through a shared tile so the
+// [d_in, d_sae] writes are coalesced along j.
 __global__ void grad_enc_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
                                 const float* __restrict__ dh, const float* __restrict__ u, int64_t B, int64_t d, int64_t n,
-                                int64_t k, int64_t kcap, float* __restrict__ dW_enc, float* __restrict__ db_enc,
-                                DevMetrics* M) {
+                                int64_t k, int64_t kcap, const int32_t* __restrict__ pos_of,
+                                const float* __restrict__ dWe_dead, const float* __restrict__ dbe_dead,
+                                float* __restrict__ dW_enc, float* __restrict__ db_enc, DevMetrics* M) {
   __shared__ float tile[32][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t j0 = int64_t(blockIdx.x) * 32;
@@ -357,6 +456,8 @@ __global__ void grad_enc_kernel(const int32_t* __restrict__ start, const int32_t
     for (int32_t q = start[j] + tx; q < start[j + 1]; q += 32) acc += dh[order[q]];
     acc = warp_sumf(acc);
     if (tx == 0) {
+      const int32_t r = pos_of != nullptr ? pos_of[j] : -1;
+      if (r >= 0) acc += dbe_dead[r];
       db_enc[j] = acc;
       sq += acc * acc;
     }
@@ -371,6 +472,8 @@ __global__ void grad_enc_kernel(const int32_t* __restrict__ start, const int32_t
           const int64_t b = p < B * k ? p / k : (p - B * k) / kcap;
           acc += dh[p] * u[b * d + i0 + tx];
         }
+        const int64_t r = pos_of != nullptr ? pos_of[j] : -1;
+        if (r >= 0) acc += dWe_dead[r * d + i0 + tx];  // coalesced along tx
       }
       tile[l][tx] = acc;
     }
@@ -448,6 +551,39 @@ void upload(DeviceBuffer& dst, const void* src, size_t bytes) {
 void download_bytes(void* dst, const DeviceBuffer& src, size_t bytes, size_t offset = 0) {
   topksae::detail::copy_bytes(dst, Device::cpu, static_cast<const char*>(src.data()) + offset, Device::cuda, bytes);
 }
+
+// Row-major C[M,N] = op(A) @ op(B) + beta*C, f32 in and out; op(A) is [M,K] (A stored [K,M] when
+// tA), op(B) is [K,N] (B stored [N,K] when tB); lda/ldb/ldc are the stored rows' lengths.
+// Column-major, that is C^T = op(B)^T op(A)^T, hence B first.
+void gemm_rm(Context& ctx, bool tA, bool tB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+             const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p) {
+  if (M == 0 || N == 0) return;
+  const float alpha = 1.f;
+  const cublasComputeType_t ct = p == Precision::fp32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+  CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            int(N), int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F, int(lda), &beta, C,
+                            CUDA_R_32F, int(ldc), ct, CUBLAS_GEMM_DEFAULT));
+}
+
+// The per-entry arrays of the backward (w, dh, sort keys and values, double-buffered), `per`
+// entries each, carved from the arena.
+struct EntryArrays {
+  float* w;
+  float* dh;
+  int32_t *keys, *keys2, *vals, *vals2;
+};
+EntryArrays carve(float* base, int64_t per) {
+  EntryArrays e;
+  e.w = base;
+  e.dh = base + per;
+  e.keys = reinterpret_cast<int32_t*>(base + 2 * per);
+  e.keys2 = reinterpret_cast<int32_t*>(base + 3 * per);
+  e.vals = reinterpret_cast<int32_t*>(base + 4 * per);
+  e.vals2 = reinterpret_cast<int32_t*>(base + 5 * per);
+  return e;
+}
+
+enum class AuxPath { none, dense, gather };
 }  // namespace
 
 struct TrainStep::Impl {
@@ -456,23 +592,31 @@ struct TrainStep::Impl {
   Precision prec;
   int64_t d, n, k, kcap, half_d, Bmax, P;
   int64_t oWenc, oBenc, oWdec, oBdec;
+  int64_t aux_cap = 0;  // dense AuxK capacity in latents (0: the gather path only)
   double scaling = 1.0;
   std::optional<double> scaling_factor;  // as given (download returns it unchanged)
   int64_t step = 0, n_training_samples = 0, n_frac_active = 0;
   std::string data_position;
   size_t bytes = 0;
   int sort_bits = 1;
+  train_detail::DeadBound bound;
+  AuxPathCounts path_counts;
 
-  DeviceBuffer param, grad, m, v, w16;                  // [P] (w16: bf16 [d*n])
-  DeviceBuffer u, u16, h;                               // [B,d], bf16 [B,d], [B,n]
-  DeviceBuffer idxS, hS, zS, idxT, hT;                  // [B,k], [B,kcap]
-  DeviceBuffer xhat, ehat, g, ga;                       // [B,d]
-  DeviceBuffer mu, stats;                               // double [d], double [B,4]
-  DeviceBuffer w, dh, keys, keys2, vals, vals2, start;  // [E], start [n+1]
-  DeviceBuffer sort_tmp;
-  size_t sort_tmp_bytes = 0;
-  DeviceBuffer dead, fired, since, act;  // [n]
-  DeviceBuffer dm;                       // DevMetrics
+  DeviceBuffer param, grad, m, v, w16;      // [P] (w16: bf16 [d*n])
+  DeviceBuffer u, u16, h;                   // [B,d], bf16 [B,d], [B,n] (dense AuxK: G [B,ndc] after top-k)
+  DeviceBuffer idxS, hS, zS, idxT, hT;      // [B,k], [B,kcap] (dense AuxK: idxT holds compact positions)
+  DeviceBuffer xhat, ehat, g, ga;           // [B,d]
+  DeviceBuffer mu, stats;                   // double [d], double [B,4]
+  // The arena: dense AuxK: [Hc / Zd: Bmax*aux_cap][6 entry arrays of Bmax*k];
+  //            gather AuxK: [6 entry arrays of Bmax*(k+kcap)]; no AuxK: [6 entry arrays of Bmax*k].
+  DeviceBuffer arena;
+  DeviceBuffer start;                       // int32 [n+1]
+  DeviceBuffer sort_tmp, scan_tmp;
+  size_t sort_tmp_bytes = 0, scan_tmp_bytes = 0;
+  DeviceBuffer dead, fired, since, act;     // [n]
+  DeviceBuffer dead32, pos, pos_of;         // int32 [n]
+  DeviceBuffer dead_list, dbe, X;           // int32 [aux_cap], f32 [aux_cap], f32 [aux_cap, d]
+  DeviceBuffer dm;                          // DevMetrics
 
   struct Pending {
     StepMetrics meta;
@@ -482,12 +626,12 @@ struct TrainStep::Impl {
   };
   HostBuffer ring;  // pinned DevMetrics [kMetricsRing]
   std::deque<Pending> pending;
-  std::vector<StepMetrics> ready;  // finished early because the ring was full
+  std::vector<StepMetrics> ready;  // finished early (ring full, or the dead-count bound needed them)
   std::vector<cudaEvent_t> events;
   int next_slot = 0;
 
-  Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch)
-      : ctx(c), cfg(cf), prec(p) {
+  Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch, int64_t aux_dense_cap)
+      : ctx(c), cfg(cf), prec(p), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
     cfg.validate();
     // The kernels below implement the 6.13.1 math only; selecting on h * ||W_dec[j]|| would need
     // the decoder norms in the top-k keys and the decode coefficients. Refuse rather than differ.
@@ -503,6 +647,18 @@ struct TrainStep::Impl {
     const int64_t E = Bmax * (k + kcap);
     TOPKSAE_CHECK(E < (int64_t(1) << 31), "TrainStep: batch*(k + d_in/2) = ", E, " must be < 2^31");
     TOPKSAE_CHECK(kcap <= kMaxTopK, "TrainStep: AuxK k = d_in/2 = ", kcap, " exceeds the GPU top-k maximum ", kMaxTopK);
+    TOPKSAE_CHECK(aux_dense_cap >= -1, "TrainStep: aux_dense_cap must be -1 (auto), 0 (gather only) or a latent count");
+    if (kcap == 0) {
+      aux_cap = 0;
+    } else if (aux_dense_cap < 0) {
+      aux_cap = std::max<int64_t>(n / 8, 4096);
+      aux_cap = std::min(n, (aux_cap + 31) / 32 * 32);
+    } else {
+      aux_cap = std::min(aux_dense_cap, n);
+    }
+    TOPKSAE_CHECK(Bmax * aux_cap < (int64_t(1) << 31) && aux_cap * d < (int64_t(1) << 31),
+                  "TrainStep: the dense AuxK buffers (batch x ", aux_cap, ", ", aux_cap, " x d_in) exceed 2^31 "
+                  "elements; pass a smaller aux_dense_cap");
     {
       // dz_kernel stages g_b and ga_b ([2, d_in] floats) in shared memory.
       int dev = 0, optin = 0;
@@ -546,21 +702,38 @@ struct TrainStep::Impl {
     ga = alloc(size_t(Bmax * d) * f, &bytes);
     mu = alloc(size_t(d) * 8, &bytes);
     stats = alloc(size_t(Bmax) * 4 * 8, &bytes);
-    w = alloc(size_t(E) * 4, &bytes);
-    dh = alloc(size_t(E) * 4, &bytes);
-    keys = alloc(size_t(E) * 4, &bytes);
-    keys2 = alloc(size_t(E) * 4, &bytes);
-    vals = alloc(size_t(E) * 4, &bytes);
-    vals2 = alloc(size_t(E) * 4, &bytes);
+    // The gather path is reachable only when the bound can exceed the dense capacity.
+    const bool gather_possible = aux_cap < n && kcap > 0;
+    int64_t arena_elems = 6 * Bmax * k;
+    if (aux_cap > 0) arena_elems = Bmax * aux_cap + 6 * Bmax * k;
+    if (gather_possible) arena_elems = std::max(arena_elems, 6 * E);
+    arena = alloc(size_t(arena_elems) * f, &bytes);
     start = alloc(size_t(n + 1) * 4, &bytes);
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_tmp_bytes, as<int32_t>(keys), as<int32_t>(keys2),
-                                               as<int32_t>(vals), as<int32_t>(vals2), E, 0, sort_bits,
-                                               detail::stream(ctx)));
+    {
+      // Temporary storage for the largest sort this object can run (the sizes grow with the count).
+      cub::DoubleBuffer<int32_t> dk(nullptr, nullptr), dv(nullptr, nullptr);
+      for (int64_t cnt : {Bmax * k, gather_possible ? E : Bmax * k}) {
+        size_t t = 0;
+        CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, t, dk, dv, cnt, 0, sort_bits, detail::stream(ctx)));
+        sort_tmp_bytes = std::max(sort_tmp_bytes, t);
+      }
+    }
     sort_tmp = alloc(sort_tmp_bytes, &bytes);
     dead = alloc(size_t(n), &bytes);
     fired = alloc(size_t(n), &bytes);
     since = alloc(size_t(n) * 8, &bytes);
     act = alloc(size_t(n) * 8, &bytes);
+    dead32 = alloc(size_t(n) * 4, &bytes);
+    if (aux_cap > 0) {
+      pos = alloc(size_t(n) * 4, &bytes);
+      pos_of = alloc(size_t(n) * 4, &bytes);
+      dead_list = alloc(size_t(aux_cap) * 4, &bytes);
+      dbe = alloc(size_t(aux_cap) * 4, &bytes);
+      X = alloc(size_t(aux_cap * d) * f, &bytes);
+      CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_tmp_bytes, as<int32_t>(dead32), as<int32_t>(pos), n,
+                                               detail::stream(ctx)));
+      scan_tmp = alloc(scan_tmp_bytes, &bytes);
+    }
     dm = alloc(sizeof(DevMetrics), &bytes);
     ring = HostBuffer(sizeof(DevMetrics) * kMetricsRing, HostMemory::pinned);
     events.resize(kMetricsRing);
@@ -608,6 +781,13 @@ struct TrainStep::Impl {
                               int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
+  // Moves the oldest pending step's metrics to `ready` (waiting for it).
+  void retire_oldest() {
+    CUDA_CHECK(cudaEventSynchronize(pending.front().ev));
+    ready.push_back(finish(pending.front()));
+    pending.pop_front();
+  }
+
   void run(const float* x, int64_t B) {
     TOPKSAE_CHECK(B >= 1 && B <= Bmax, "TrainStep::step: batch of ", B, " rows, expected 1..", Bmax);
     cudaStream_t s = detail::stream(ctx);
@@ -618,10 +798,29 @@ struct TrainStep::Impl {
 
     // Wait for a free metrics slot (only when the consumer is kMetricsRing steps behind).
     // Its host copy is finished into `ready` first, so nothing is overwritten before collection.
-    if (int(pending.size()) >= kMetricsRing) {
-      CUDA_CHECK(cudaEventSynchronize(pending.front().ev));
-      ready.push_back(finish(pending.front()));
-      pending.pop_front();
+    if (int(pending.size()) >= kMetricsRing) retire_oldest();
+    // A host bound on this step's dead count: waits only when the host is more than kLag steps
+    // ahead of the device (DeadBound).
+    while (!bound.can_bound(step)) {
+      TOPKSAE_CHECK(!pending.empty(), "TrainStep: internal error: no step to bound the dead count from");
+      retire_oldest();
+    }
+    const int64_t nd_bound = kcap > 0 ? std::min(bound.bound(step), n) : 0;
+    const AuxPath path = nd_bound == 0 ? AuxPath::none : (nd_bound <= aux_cap ? AuxPath::dense : AuxPath::gather);
+    // Dense AuxK: the compact width ndc (padded to 32 for the GEMMs) and the top-k width kc.
+    const int64_t ndc = path == AuxPath::dense ? std::min(aux_cap, (nd_bound + 31) / 32 * 32) : 0;
+    const int64_t kc = path == AuxPath::dense ? std::min(kcap, ndc) : 0;
+    // The entry lists hold the T entries only on the gather path.
+    const int64_t kT = path == AuxPath::gather ? kcap : 0;
+    float* Zd = as<float>(arena);  // dense: Hc, then Zd [B, ndc]
+    // Each path carves the entry arrays it needs (the arena was sized for the largest: see above).
+    const EntryArrays ea = carve(as<float>(arena) + (path == AuxPath::dense ? Bmax * aux_cap : 0),
+                                 path == AuxPath::gather ? Bmax * (k + kcap) : Bmax * k);
+    const Precision aux_prec = prec == Precision::fp32 ? Precision::fp32 : Precision::tf32;
+    switch (path) {
+      case AuxPath::none: ++path_counts.none; break;
+      case AuxPath::dense: ++path_counts.dense; break;
+      case AuxPath::gather: ++path_counts.gather; break;
     }
 
     StepMetrics meta;
@@ -636,11 +835,20 @@ struct TrainStep::Impl {
       CUDA_CHECK(cudaMemsetAsync(act.data(), 0, size_t(n) * 8, s));
       n_frac_active = 0;
     }
-    // 2. dead mask of the step before, AuxK's size.
-    dead_kernel<<<gn, kThreads, 0, s>>>(as<long long>(since), n, cfg.dead_feature_window, as<uint8_t>(dead), M);
+    // 2. dead mask of the step before, AuxK's size; dense AuxK: the compacted dead list.
+    dead_kernel<<<gn, kThreads, 0, s>>>(as<long long>(since), n, cfg.dead_feature_window, as<uint8_t>(dead),
+                                        as<int32_t>(dead32), M);
     CUDA_CHECK_LAUNCH();
-    aux_params_kernel<<<1, 1, 0, s>>>(half_d, M);
+    aux_params_kernel<<<1, 1, 0, s>>>(half_d, kcap > 0 ? nd_bound : n, M);
     CUDA_CHECK_LAUNCH();
+    if (path == AuxPath::dense) {
+      size_t tmp = scan_tmp_bytes;
+      CUDA_CHECK(cub::DeviceScan::ExclusiveSum(scan_tmp.data(), tmp, as<int32_t>(dead32), as<int32_t>(pos), n, s));
+      CUDA_CHECK(cudaMemsetAsync(dead_list.data(), 0xFF, size_t(ndc) * 4, s));  // -1: padding
+      compact_dead_kernel<<<gn, kThreads, 0, s>>>(as<int32_t>(dead32), as<int32_t>(pos), n, ndc,
+                                                  as<int32_t>(dead_list), as<int32_t>(pos_of), M);
+      CUDA_CHECK_LAUNCH();
+    }
     // 3. forward: u = s*x - a*b_dec, h = u @ W_enc, S = top-k(h + b_enc), T = top-k over dead.
     prep_kernel<<<detail::grid_for(B * d, kThreads), kThreads, 0, s>>>(
         x, float(scaling), cfg.apply_b_dec_to_input ? prm + oBdec : nullptr, B * d, d, as<float>(u));
@@ -651,26 +859,44 @@ struct TrainStep::Impl {
     topk_select(ctx, as<float>(h), B, n, k, as<int32_t>(idxS), as<float>(hS), o);
     relu_kernel<<<detail::grid_for(B * k, kThreads), kThreads, 0, s>>>(as<float>(hS), as<float>(zS), B * k);
     CUDA_CHECK_LAUNCH();
-    if (kcap > 0) {
+    gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxS), as<float>(zS), B, k, k, nullptr, d, as<float>(xhat));
+    if (path == AuxPath::dense) {
+      // T over the compacted columns: positions r in [0, ndc) in idxT, values in hT ([B, kc]).
+      gather_dead_cols_kernel<<<detail::grid_for(B * ndc, kThreads), kThreads, 0, s>>>(
+          as<float>(h), prm + oBenc, as<int32_t>(dead_list), B, n, ndc, Zd);
+      CUDA_CHECK_LAUNCH();
+      TopKOptions oa;
+      oa.k_dev = &M->k_aux;
+      topk_select(ctx, Zd, B, ndc, kc, as<int32_t>(idxT), as<float>(hT), oa);
+      CUDA_CHECK(cudaMemsetAsync(Zd, 0, size_t(B * ndc) * 4, s));
+      scatter_aux_kernel<<<detail::grid_for(B * kc, kThreads), kThreads, 0, s>>>(as<int32_t>(idxT), as<float>(hT), B,
+                                                                                kc, ndc, M, Zd);
+      CUDA_CHECK_LAUNCH();
+      gather_dead_rows_kernel<<<detail::grid_for(ndc * d, kThreads), kThreads, 0, s>>>(
+          prm + oWdec, as<int32_t>(dead_list), ndc, d, as<float>(X));
+      CUDA_CHECK_LAUNCH();
+      // ehat [B, d] = b_dec + Zd @ W_dec[dead]
+      detail::fill_rows(ctx, as<float>(ehat), prm + oBdec, B, d);
+      gemm_rm(ctx, false, false, B, d, ndc, Zd, ndc, as<float>(X), d, 1.f, as<float>(ehat), d, aux_prec);
+    } else if (path == AuxPath::gather) {
       TopKOptions oa;
       oa.bias = prm + oBenc;
       oa.mask = as<uint8_t>(dead);
       oa.k_dev = &M->k_aux;
       topk_select(ctx, as<float>(h), B, n, kcap, as<int32_t>(idxT), as<float>(hT), oa);
-    }
-    gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxS), as<float>(zS), B, k, k, nullptr, d, as<float>(xhat));
-    if (kcap > 0)
       gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxT), as<float>(hT), B, kcap, kcap, &M->k_aux, d,
                     as<float>(ehat));
+    }
     // 4. losses, g and ga, metrics.
     const dim3 cblock{32u, 16u, 1u};
     const unsigned cgrid = unsigned((d + 31) / 32);
     colsum_kernel<<<cgrid, cblock, 0, s>>>(x, nullptr, B, d, scaling / double(B), as<double>(mu), nullptr);
     CUDA_CHECK_LAUNCH();
     loss_rows_kernel<<<unsigned(B), kThreads, 0, s>>>(x, float(scaling), as<float>(xhat),
-                                                       kcap > 0 ? as<float>(ehat) : nullptr, as<double>(mu),
-                                                       as<float>(zS), B, d, k, cfg.aux_loss_coefficient, M,
-                                                       as<float>(g), as<float>(ga), as<double>(stats));
+                                                       path != AuxPath::none ? as<float>(ehat) : nullptr,
+                                                       as<double>(mu), as<float>(zS), B, d, k,
+                                                       cfg.aux_loss_coefficient, M, as<float>(g), as<float>(ga),
+                                                       as<double>(stats));
     CUDA_CHECK_LAUNCH();
     reduce_rows_kernel<<<1, 1024, 0, s>>>(as<double>(stats), B, M);
     CUDA_CHECK_LAUNCH();
@@ -683,29 +909,45 @@ struct TrainStep::Impl {
     CUDA_CHECK_LAUNCH();
     n_frac_active += B;
     // 6. backward.
+    float* G = as<float>(h);  // dense AuxK: [B, ndc], h is no longer needed
+    if (path == AuxPath::dense) {
+      // G = ga @ W_dec[dead]^T; then X (W_dec[dead], read) becomes dW_dec[dead] = Zd^T @ ga.
+      gemm_rm(ctx, false, true, B, ndc, d, as<float>(ga), d, as<float>(X), d, 0.f, G, ndc, aux_prec);
+      gemm_rm(ctx, true, false, ndc, d, B, Zd, ndc, as<float>(ga), d, 0.f, as<float>(X), d, aux_prec);
+      mask_aux_grad_kernel<<<unsigned(B), kThreads, size_t(kc) * 4, s>>>(as<int32_t>(idxT), kc, ndc, M, G);
+      CUDA_CHECK_LAUNCH();
+      // db_enc's dead part: column sums of dza.
+      colsum_kernel<<<unsigned((ndc + 31) / 32), cblock, 0, s>>>(G, nullptr, B, ndc, 1.0, nullptr, as<float>(dbe));
+      CUDA_CHECK_LAUNCH();
+    }
     const size_t dz_smem = size_t(2 * d) * 4;
     if (dz_smem > 48 * 1024)
       CUDA_CHECK(cudaFuncSetAttribute(dz_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dz_smem)));
     dz_kernel<<<unsigned(B), kThreads, dz_smem, s>>>(prm + oWdec, as<float>(g), as<float>(ga), as<int32_t>(idxS),
-                                                     as<float>(hS), as<int32_t>(idxT), as<float>(hT), B, d, k, kcap, M,
-                                                     as<float>(w), as<float>(dh));
+                                                     as<float>(hS), as<int32_t>(idxT), as<float>(hT), B, d, k, kT, M,
+                                                     ea.w, ea.dh);
     CUDA_CHECK_LAUNCH();
-    const int64_t E = B * (k + kcap);
-    keys_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(as<int32_t>(idxS), as<int32_t>(idxT), B, k, kcap, n,
-                                                                   M, as<int32_t>(keys), as<int32_t>(vals));
+    const int64_t E = B * (k + kT);
+    keys_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(as<int32_t>(idxS), as<int32_t>(idxT), B, k, kT, n,
+                                                                   M, ea.keys, ea.vals);
     CUDA_CHECK_LAUNCH();
+    cub::DoubleBuffer<int32_t> dk(ea.keys, ea.keys2), dv(ea.vals, ea.vals2);
     size_t tmp = sort_tmp_bytes;
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp.data(), tmp, as<int32_t>(keys), as<int32_t>(keys2),
-                                               as<int32_t>(vals), as<int32_t>(vals2), E, 0, sort_bits, s));
-    offsets_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(as<int32_t>(keys2), E, n, as<int32_t>(start));
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp.data(), tmp, dk, dv, E, 0, sort_bits, s));
+    const int32_t* keys_sorted = dk.Current();
+    const int32_t* order = dv.Current();
+    offsets_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(keys_sorted, E, n, as<int32_t>(start));
     CUDA_CHECK_LAUNCH();
+    const int32_t* pos_of_or_null = path == AuxPath::dense ? as<int32_t>(pos_of) : nullptr;
     grad_dec_kernel<<<detail::grid_for(n * 32, kThreads, INT32_MAX), kThreads, 0, s>>>(
-        as<int32_t>(start), as<int32_t>(vals2), as<float>(w), as<float>(g), as<float>(ga), B, d, n, k, kcap,
+        as<int32_t>(start), order, ea.w, as<float>(g), as<float>(ga), B, d, n, k, kT, pos_of_or_null, as<float>(X),
         grd + oWdec, M);
     CUDA_CHECK_LAUNCH();
-    grad_enc_kernel<<<unsigned((n + 31) / 32), dim3{32u, 8u, 1u}, 0, s>>>(as<int32_t>(start), as<int32_t>(vals2),
-                                                                          as<float>(dh), as<float>(u), B, d, n, k,
-                                                                          kcap, grd + oWenc, grd + oBenc, M);
+    if (path == AuxPath::dense)  // X: dW_enc[:, dead]^T = dza^T @ u, [ndc, d] (dW_dec[dead] was consumed above)
+      gemm_rm(ctx, true, false, ndc, d, B, G, ndc, as<float>(u), d, 0.f, as<float>(X), d, aux_prec);
+    grad_enc_kernel<<<unsigned((n + 31) / 32), dim3{32u, 8u, 1u}, 0, s>>>(
+        as<int32_t>(start), order, ea.dh, as<float>(u), B, d, n, k, kT, pos_of_or_null, as<float>(X), as<float>(dbe),
+        grd + oWenc, grd + oBenc, M);
     CUDA_CHECK_LAUNCH();
     // db_dec = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc
     colsum_kernel<<<cgrid, cblock, 0, s>>>(as<float>(g), as<float>(ga), B, d, 1.0, nullptr, grd + oBdec);
@@ -745,6 +987,9 @@ struct TrainStep::Impl {
 
   StepMetrics finish(const Pending& p) {
     const DevMetrics& dv = static_cast<const DevMetrics*>(ring.data())[p.slot];
+    TOPKSAE_CHECK(dv.aux_overflow == 0, "TrainStep: internal error at step ", p.meta.step,
+                  ": more dead latents than the host's bound sized AuxK for (", dv.n_dead_before, ")");
+    bound.observe(p.meta.step, int64_t(dv.near_dead));
     StepMetrics r = p.meta;
     const double B = double(p.B);
     r.mse_loss = dv.mse_sum / B;
@@ -794,8 +1039,9 @@ struct TrainStep::Impl {
   }
 };
 
-TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p, int64_t max_batch)
-    : impl_(std::make_unique<Impl>(ctx, cfg, st, p, max_batch)) {}
+TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p, int64_t max_batch,
+                     int64_t aux_dense_cap)
+    : impl_(std::make_unique<Impl>(ctx, cfg, st, p, max_batch, aux_dense_cap)) {}
 TrainStep::~TrainStep() = default;
 
 void TrainStep::step(const float* x, int64_t B) { impl_->run(x, B); }
@@ -804,6 +1050,8 @@ std::vector<StepMetrics> TrainStep::drain_metrics() { return impl_->collect(true
 int64_t TrainStep::steps_done() const { return impl_->step; }
 Precision TrainStep::precision() const { return impl_->prec; }
 size_t TrainStep::device_bytes() const { return impl_->bytes; }
+int64_t TrainStep::aux_dense_capacity() const { return impl_->aux_cap; }
+AuxPathCounts TrainStep::aux_path_counts() const { return impl_->path_counts; }
 
 void TrainStep::download(TrainState* st) {
   Impl& I = *impl_;

@@ -4,11 +4,14 @@
 #include "test_util.h"
 
 #ifdef TOPKSAE_HAS_CUDA
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "cuda_test_util.h"
 #include "topksae/train.h"
 #include "topksae/train_cuda.h"
+#include "train/dead_bound.h"
 
 namespace topksae::test {
 namespace {
@@ -56,12 +59,15 @@ void expect_params_close(const Params<float>& got, const Params<float>& ref, dou
 // Both values of apply_b_dec_to_input (the b_dec gradient's W_enc @ db_enc term exists only with
 // it); the second run also sizes the step for more rows than it is given (max_batch > B).
 // Instantiated as Cuda/...: tools/gpu_check.sh runs --gtest_filter='Cuda*' on the full names.
-class CudaTrainFirstStep : public ::testing::TestWithParam<bool> {};
+// Each also with AuxK's dense path (aux_dense_cap -1) and its gather path (0).
+class CudaTrainFirstStep : public ::testing::TestWithParam<std::tuple<bool, int64_t>> {};
 
 TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   SKIP_WITHOUT_GPU();
   TrainConfig cfg = small_config();
-  cfg.apply_b_dec_to_input = GetParam();
+  const bool b_dec_in = std::get<0>(GetParam());
+  const int64_t cap = std::get<1>(GetParam());
+  cfg.apply_b_dec_to_input = b_dec_in;
   const std::vector<float> x = batches(cfg, 1);
   TrainState cst = initial_state(cfg);
   cpu::TrainWorkspace ws;
@@ -69,12 +75,13 @@ TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   ASSERT_GT(ws.fwd.k_aux, 0) << "the test needs AuxK active in its first step";
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), cuda::Precision::fp32,
-                      GetParam() ? -1 : cfg.batch_size + 13);
+  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, b_dec_in ? -1 : cfg.batch_size + 13, cap);
   DevVec<float> dx(x);
   gpu.step(dx.p(), cfg.batch_size);
   const std::vector<StepMetrics> gm = gpu.drain_metrics();
   ASSERT_EQ(gm.size(), 1u);
+  EXPECT_EQ(gpu.aux_path_counts().dense, cap != 0 ? 1 : 0);
+  EXPECT_EQ(gpu.aux_path_counts().gather, cap == 0 ? 1 : 0);
   EXPECT_LE(rel(gm[0].grad_norm, cm.grad_norm), 1e-5);
   EXPECT_LE(rel(gm[0].overall_loss, cm.overall_loss), 1e-5);
   EXPECT_LE(rel(gm[0].auxiliary_reconstruction_loss, cm.auxiliary_reconstruction_loss), 1e-5);
@@ -92,31 +99,85 @@ TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   EXPECT_NONZERO(g.b_dec);
   expect_params_close(g, ws.grad, 1e-6, 1e-4, "gradients");
 }
-INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainFirstStep, ::testing::Bool());
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainFirstStep, ::testing::Combine(::testing::Bool(), ::testing::Values(-1, 0)));
 
-TEST(CudaTrain, TwentyStepsFp32MatchCpu) {
+// 20 steps against the CPU with each AuxK path. `window` is the dead-feature window; cap is
+// aux_dense_cap, where kMixedCap means: a capacity between the smallest and largest dead-count
+// bound of the run (computed from the CPU run), so that both paths take turns.
+constexpr int64_t kMixedCap = -2;
+struct AuxCase {
+  const char* name;
+  int64_t window, cap;
+  bool poll;  // poll metrics after each step (else the host learns only what the bound needs)
+};
+class CudaTrainSteps : public ::testing::TestWithParam<AuxCase> {};
+
+TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
   SKIP_WITHOUT_GPU();
-  const TrainConfig cfg = small_config();
+  TrainConfig cfg = small_config();
+  cfg.dead_feature_window = GetParam().window;
   const int steps = 20;
   const std::vector<float> x = batches(cfg, steps);
   const size_t per = size_t(cfg.batch_size * cfg.d_in);
 
   TrainState cst = initial_state(cfg);
+  if (cfg.dead_feature_window > 3)  // a spread of since values: some dead, some about to be
+    for (int64_t j = 0; j < cfg.d_sae; ++j) cst.stats.since_fired[size_t(j)] = j % (cfg.dead_feature_window + 4);
+  const TrainState st0 = cst;
   cpu::TrainWorkspace ws;
   std::vector<StepMetrics> cm;
-  for (int t = 0; t < steps; ++t) cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
+  // The host's dead-count bound at each step when it only learns what it must wait for
+  // (DeadBound: the count of the step kLag+1 back), from the CPU's counters.
+  const int64_t lag = train_detail::DeadBound::kLag;
+  std::vector<int64_t> near_after, bound_at;
+  for (int t = 0; t < steps; ++t) {
+    bound_at.push_back(t <= lag ? train_detail::DeadBound::count_near(st0.stats.since_fired, cfg.dead_feature_window)
+                                : near_after[size_t(t - 1 - lag)]);
+    cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
+    near_after.push_back(train_detail::DeadBound::count_near(cst.stats.since_fired, cfg.dead_feature_window));
+  }
+  int64_t cap = GetParam().cap;
+  if (cap == kMixedCap) {
+    std::vector<int64_t> sorted = bound_at;
+    std::sort(sorted.begin(), sorted.end());
+    cap = sorted[sorted.size() / 2];
+    ASSERT_LT(sorted.front(), sorted.back()) << "the bounds must vary for both paths to run";
+    if (cap == sorted.back()) --cap;
+  }
+  cuda::AuxPathCounts expect;
+  for (int64_t b : bound_at) {
+    const int64_t resolved = cap < 0 ? cfg.d_sae : cap;  // the auto capacity holds all 203 latents
+    if (b == 0) ++expect.none;
+    else if (b <= resolved) ++expect.dense;
+    else ++expect.gather;
+  }
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), cuda::Precision::fp32);
+  cuda::TrainStep gpu(ctx, cfg, st0, cuda::Precision::fp32, -1, cap);
   DevVec<float> dx(x);
   std::vector<StepMetrics> gm;
   for (int t = 0; t < steps; ++t) {
     gpu.step(dx.p() + t * per, cfg.batch_size);
-    for (auto& m : gpu.poll_metrics()) gm.push_back(m);  // never blocks
+    if (GetParam().poll)
+      for (auto& m : gpu.poll_metrics()) gm.push_back(m);  // never blocks
   }
   EXPECT_EQ(gpu.steps_done(), steps);
   for (auto& m : gpu.drain_metrics()) gm.push_back(m);
   ASSERT_EQ(gm.size(), size_t(steps));
+  const cuda::AuxPathCounts got = gpu.aux_path_counts();
+  if (GetParam().poll) {  // newer counts may tighten the bound: only the totals are known
+    EXPECT_EQ(got.dense + got.gather + got.none, steps);
+    if (cap == 0) EXPECT_EQ(got.dense, 0);
+    if (cap < 0) EXPECT_EQ(got.gather, 0);
+  } else {
+    EXPECT_EQ(got.dense, expect.dense);
+    EXPECT_EQ(got.gather, expect.gather);
+    EXPECT_EQ(got.none, expect.none);
+  }
+  if (GetParam().cap == kMixedCap) {
+    EXPECT_GT(got.dense, 0);
+    EXPECT_GT(got.gather, 0);
+  }
 
   bool saw_aux = false, saw_sparsity = false;
   for (int t = 0; t < steps; ++t) {
@@ -166,7 +227,7 @@ TEST(CudaTrain, TwentyStepsFp32MatchCpu) {
   // Resuming from the downloaded state continues exactly like the CPU (one more step).
   const std::vector<float> x2 = randn(per, 1234);
   const StepMetrics c21 = cpu::train_step(cfg, &cst, x2.data(), cfg.batch_size, &ws);
-  cuda::TrainStep resumed(ctx, cfg, gst);
+  cuda::TrainStep resumed(ctx, cfg, gst, cuda::Precision::fp32, -1, cap);
   DevVec<float> dx2(x2);
   resumed.step(dx2.p(), cfg.batch_size);
   const auto g21 = resumed.drain_metrics();
@@ -174,6 +235,12 @@ TEST(CudaTrain, TwentyStepsFp32MatchCpu) {
   EXPECT_EQ(g21[0].step, steps);
   EXPECT_LE(rel(g21[0].overall_loss, c21.overall_loss), 1e-5);
 }
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSteps,
+                         ::testing::Values(AuxCase{"dense", 3, -1, true}, AuxCase{"gather", 3, 0, true},
+                                           AuxCase{"dense_nopoll", 3, -1, false},
+                                           AuxCase{"mixed", 10, kMixedCap, false}),
+                         [](const ::testing::TestParamInfo<AuxCase>& i) { return std::string(i.param.name); });
 
 TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
   SKIP_WITHOUT_GPU();

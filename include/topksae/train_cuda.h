@@ -2,7 +2,10 @@
 // state and metrics types. All state (parameters, Adam moments, dead-latent statistics) lives on
 // the device; a step queues its kernels on the Context's stream and returns WITHOUT synchronising:
 // the dead count, AuxK's k, the clipping factor and the metrics are computed on the device, and
-// the metrics come back through pinned memory, read later by poll_metrics / drain_metrics.
+// the metrics come back through pinned memory, read later by poll_metrics / drain_metrics. To size
+// AuxK without waiting, the host bounds each step's dead count from the counters of a step at most
+// DeadBound::kLag + 1 back (src/train/dead_bound.h): step() waits for the step 5 back to finish
+// when the host runs further ahead than that.
 // No header here needs CUDA.
 #pragma once
 #include <cstdint>
@@ -14,12 +17,23 @@
 
 namespace topksae::cuda {
 
+// How many steps ran AuxK each way (see TrainStep's aux_dense_cap).
+struct AuxPathCounts {
+  int64_t dense = 0;   // the dead latents compacted into a [B, n_dead] GEMM sub-problem
+  int64_t gather = 0;  // per-entry gathers and dot products (more dead latents than the capacity)
+  int64_t none = 0;    // no latent could be dead at that step
+};
+
 class TrainStep {
  public:
   // Uploads st (parameters, moments, statistics) and sizes every buffer for max_batch rows
-  // (default cfg.batch_size), so step() never allocates. Precision applies to the encoder GEMM.
+  // (default cfg.batch_size), so step() never allocates. Precision applies to the encoder GEMM
+  // (the AuxK GEMMs run in fp32 in fp32 mode, tf32 otherwise).
+  // aux_dense_cap: how many dead latents AuxK's dense path holds (it costs batch x cap + cap x d_in
+  // floats of device memory); a step whose dead count may exceed it uses the gather path. -1 picks
+  // max(d_sae/8, 4096) capped at d_sae; 0 always gathers.
   TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p = Precision::fp32,
-            int64_t max_batch = -1);
+            int64_t max_batch = -1, int64_t aux_dense_cap = -1);
   ~TrainStep();
   TrainStep(const TrainStep&) = delete;
   TrainStep& operator=(const TrainStep&) = delete;
@@ -27,7 +41,8 @@ class TrainStep {
   // One sae_lens step on raw rows x [B, d_in] (DEVICE memory, B <= max_batch): sparsity-window
   // reset, forward with the dead mask of the step before, bookkeeping, sparse backward, clip,
   // fused Adam at cpu::lr_at(step). Queues work and returns; x must stay valid until the stream
-  // reaches this step. Blocks only if more than kMetricsRing steps have metrics nobody collected.
+  // reaches this step. Blocks only while the step 5 back is unfinished, or if more than
+  // kMetricsRing steps have metrics nobody collected.
   void step(const float* x, int64_t B);
 
   // Metrics of the steps whose copy has landed, oldest first; never blocks.
@@ -45,6 +60,8 @@ class TrainStep {
   Precision precision() const;
   // Peak bytes this object allocated on the device (parameters, moments, step buffers).
   size_t device_bytes() const;
+  int64_t aux_dense_capacity() const;    // the resolved aux_dense_cap
+  AuxPathCounts aux_path_counts() const;  // of the steps queued so far
 
   static constexpr int kMetricsRing = 64;
 
