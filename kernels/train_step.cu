@@ -282,7 +282,7 @@ __global__ void gather_dead_cols_kernel(const float* __restrict__ h, const float
 // Zd [B, ndc] (zeroed before): Zd[b, rT[b, i]] = hT[b, i] for the row's first k_aux picks.
 __global__ void scatter_aux_kernel(const int32_t* __restrict__ rT, const float* __restrict__ hT, int64_t B, int64_t kc,
                                    int64_t ndc, const DevMetrics* __restrict__ M, float* __restrict__ Zd) {
-  const int64_t k_aux = M->k_aux;
+  const int64_t k_aux = M->k_aux;  // rows hold kc picks; i < kc below keeps a wrong k_aux in bounds
   const int64_t total = B * kc;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total; p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = p / kc, i = p - b * kc;
@@ -308,7 +308,9 @@ __global__ void mask_aux_grad_kernel(const int32_t* __restrict__ rT, int64_t kc,
                                      const DevMetrics* __restrict__ M, float* __restrict__ G) {
   extern __shared__ float keep[];
   const int64_t b = blockIdx.x;
-  const int64_t k_aux = M->k_aux;
+  // k_aux <= kc unless the host's bound was wrong (aux_overflow, reported by the host): never
+  // index past keep[] or the row's kc picks even then.
+  const int64_t k_aux = M->k_aux < kc ? int64_t(M->k_aux) : kc;
   float* row = G + b * ndc;
   const int32_t* r = rT + b * kc;
   for (int64_t i = threadIdx.x; i < k_aux; i += blockDim.x) keep[i] = row[r[i]];
@@ -648,17 +650,19 @@ struct TrainStep::Impl {
     TOPKSAE_CHECK(E < (int64_t(1) << 31), "TrainStep: batch*(k + d_in/2) = ", E, " must be < 2^31");
     TOPKSAE_CHECK(kcap <= kMaxTopK, "TrainStep: AuxK k = d_in/2 = ", kcap, " exceeds the GPU top-k maximum ", kMaxTopK);
     TOPKSAE_CHECK(aux_dense_cap >= -1, "TrainStep: aux_dense_cap must be -1 (auto), 0 (gather only) or a latent count");
+    // The dense buffers [Bmax, cap] and [cap, d] are indexed by cuBLAS with int: < 2^31 elements.
+    const int64_t int_cap = std::min(((int64_t(1) << 31) - 1) / Bmax, ((int64_t(1) << 31) - 1) / d);
     if (kcap == 0) {
       aux_cap = 0;
     } else if (aux_dense_cap < 0) {
       aux_cap = std::max<int64_t>(n / 8, 4096);
       aux_cap = std::min(n, (aux_cap + 31) / 32 * 32);
+      aux_cap = std::min(aux_cap, int_cap / 32 * 32);
     } else {
       aux_cap = std::min(aux_dense_cap, n);
+      TOPKSAE_CHECK(aux_cap <= int_cap, "TrainStep: aux_dense_cap=", aux_dense_cap, " makes the dense AuxK buffers "
+                    "(batch x cap, cap x d_in) exceed 2^31 elements; at most ", int_cap, " here");
     }
-    TOPKSAE_CHECK(Bmax * aux_cap < (int64_t(1) << 31) && aux_cap * d < (int64_t(1) << 31),
-                  "TrainStep: the dense AuxK buffers (batch x ", aux_cap, ", ", aux_cap, " x d_in) exceed 2^31 "
-                  "elements; pass a smaller aux_dense_cap");
     {
       // dz_kernel stages g_b and ga_b ([2, d_in] floats) in shared memory.
       int dev = 0, optin = 0;
