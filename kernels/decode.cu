@@ -146,12 +146,11 @@ void gather_decode(Context& ctx, const float* W, const float* bias, const int32_
   const int64_t col_blocks = (d + 4 * kGatherThreads - 1) / (4 * kGatherThreads);
   const dim3 grid{unsigned(B), unsigned(col_blocks), 1u};
   const bool vec = d % 4 == 0 && (reinterpret_cast<uintptr_t>(W) % 16 == 0) && (reinterpret_cast<uintptr_t>(out) % 16 == 0);
+  cudaStream_t s = detail::stream(ctx);
   if (vec)
-    gather_decode_kernel<true><<<grid, kGatherThreads, 0, detail::stream(ctx)>>>(W, bias, idx, val, k, ld, k_dev, d, out,
-                                                                                  n_rows);
+    gather_decode_kernel<true><<<grid, kGatherThreads, 0, s>>>(W, bias, idx, val, k, ld, k_dev, d, out, n_rows);
   else
-    gather_decode_kernel<false><<<grid, kGatherThreads, 0, detail::stream(ctx)>>>(W, bias, idx, val, k, ld, k_dev, d,
-                                                                                   out, n_rows);
+    gather_decode_kernel<false><<<grid, kGatherThreads, 0, s>>>(W, bias, idx, val, k, ld, k_dev, d, out, n_rows);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -482,8 +482,9 @@ TEST(CudaApi, OutOfRangeLatentsAreRefusedAlikeByBothEngines) {
     DevVec<int32_t> dbad(bad);
     DevVec<float> dval(val), dout(size_t(kB * kDin));
     DevVec<int64_t> dptr(ptr);
-    expect_refused([&] { cpu_model->decode_topk(wc, {bad.data(), kB, kK}, {val.data(), kB, kK}, {out.data(), kB, kDin}); },
-                   "cpu model, top-k");
+    expect_refused(
+        [&] { cpu_model->decode_topk(wc, {bad.data(), kB, kK}, {val.data(), kB, kK}, {out.data(), kB, kDin}); },
+        "cpu model, top-k");
     expect_refused([&] { cpu_model->decode_csr(wc, {ptr.data(), bad.data(), val.data(), kB}, {out.data(), kB, kDin}); },
                    "cpu model, csr");
     expect_refused([&] { gpu->decode_topk(wg, {bad.data(), kB, kK}, {val.data(), kB, kK}, {out.data(), kB, kDin}); },
