@@ -1,4 +1,5 @@
 // The CUDA Context (handles, stream, scratch pool), DeviceSae and the device code containers.
+#include <cstdint>
 #include <cstring>
 
 #include "cuda_internal.h"
@@ -21,10 +22,31 @@ Precision precision_from_name(std::string_view name) {
   TOPKSAE_FAIL("unknown precision '", name, "' (expected fp32, tf32 or bf16)");
 }
 
+namespace {
+// The handles are created on the current device: a stream of another device would make every op
+// fail later with an obscure launch error, so refuse it here. The special handles (legacy and
+// per-thread default stream) always mean the current device.
+void check_stream_device(Stream s, int dev) {
+  const auto v = reinterpret_cast<uintptr_t>(s);
+  if (v == 0 || v == reinterpret_cast<uintptr_t>(cudaStreamLegacy) ||
+      v == reinterpret_cast<uintptr_t>(cudaStreamPerThread))
+    return;
+  int sdev = -1;
+  const cudaError_t e = cudaStreamGetDevice(reinterpret_cast<cudaStream_t>(s), &sdev);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // not left behind for the next launch check
+    TOPKSAE_FAIL("CUDA context: not a usable CUDA stream (", cudaGetErrorString(e), ")");
+  }
+  TOPKSAE_CHECK(sdev == dev, "CUDA context: the stream belongs to CUDA device ", sdev, ", the context to device ", dev);
+}
+}  // namespace
+
 Context::Context(Stream s) : stream_(s) {
   TOPKSAE_CHECK(cuda_available(), "CUDA context: ", cuda_unavailable_reason());
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
+  check_stream_device(s, dev);
+  device_ = dev;
   CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
   cublasHandle_t cb = nullptr;
   CUBLAS_CHECK(cublasCreate(&cb));
@@ -45,6 +67,7 @@ Context::~Context() {
 }
 
 void Context::set_stream(Stream s) {
+  check_stream_device(s, device_);
   CUBLAS_CHECK(cublasSetStream(static_cast<cublasHandle_t>(cublas_), reinterpret_cast<cudaStream_t>(s)));
   CUSPARSE_CHECK(cusparseSetStream(static_cast<cusparseHandle_t>(cusparse_), reinterpret_cast<cudaStream_t>(s)));
   stream_ = s;

@@ -393,6 +393,27 @@ TEST(CudaHelpers, Bf16CopyAndRandomFill) {
   EXPECT_NEAR(std::sqrt(s2 / 5000 - m * m), 2.0, 0.15);
 }
 
+// A Context's handles live on the device that was current at construction: a stream of another
+// device is refused there and in set_stream (needs two GPUs).
+TEST(CudaOps, ContextRefusesAnotherDevicesStream) {
+  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  int prev = 0;
+  ASSERT_EQ(cudaGetDevice(&prev), cudaSuccess);
+  const int other_dev = prev == 0 ? 1 : 0;
+  ASSERT_EQ(cudaSetDevice(other_dev), cudaSuccess);
+  cudaStream_t other = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&other), cudaSuccess);
+  ASSERT_EQ(cudaSetDevice(prev), cudaSuccess);
+  EXPECT_THROW(cuda::Context bad(reinterpret_cast<Stream>(other)), Error);
+  cuda::Context ctx;
+  EXPECT_EQ(ctx.device(), prev);
+  EXPECT_THROW(ctx.set_stream(reinterpret_cast<Stream>(other)), Error);
+  EXPECT_EQ(ctx.stream(), nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(other), cudaSuccess);
+}
+
 TEST(CudaContext, PrecisionNames) {
   SKIP_WITHOUT_GPU();
   for (auto p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16})

@@ -28,15 +28,19 @@ Precision precision_from_name(std::string_view name);  // "fp32" | "tf32" | "bf1
 // Not thread-safe: one Context per host thread / stream.
 class Context {
  public:
-  explicit Context(Stream stream = nullptr);  // throws Error without a usable CUDA device
+  // Binds to the current device; throws Error without a usable CUDA device or when `stream`
+  // belongs to another device.
+  explicit Context(Stream stream = nullptr);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
   Stream stream() const { return stream_; }
-  // Moves the context (and its cuBLAS / cuSPARSE handles) to another stream of the same device.
-  // The caller orders the work: queued work on the old stream is not waited for.
+  // Moves the context (and its cuBLAS / cuSPARSE handles) to another stream of the same device
+  // (another device's stream throws Error). The caller orders the work: queued work on the old
+  // stream is not waited for.
   void set_stream(Stream s);
+  int device() const { return device_; }  // the CUDA ordinal the handles were created on
   // Device bytes held by the scratch pool now (grows only; the inference API's growth counter).
   size_t scratch_bytes() const;
   void synchronize() const;  // waits for all work queued on the stream; rethrows async errors
@@ -49,6 +53,7 @@ class Context {
 
  private:
   Stream stream_ = nullptr;
+  int device_ = 0;
   void* cublas_ = nullptr;
   void* cusparse_ = nullptr;
   int sm_count_ = 0;
