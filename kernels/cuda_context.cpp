@@ -1,4 +1,5 @@
 // The CUDA Context (handles, stream, scratch pool), DeviceSae and the device code containers.
+#include <cstdint>
 #include <cstring>
 
 #include "cuda_internal.h"
@@ -21,10 +22,31 @@ Precision precision_from_name(std::string_view name) {
   TOPKSAE_FAIL("unknown precision '", name, "' (expected fp32, tf32 or bf16)");
 }
 
+namespace {
+// The handles are created on the current device: a stream of another device would make every op
+// fail later with an obscure launch error, so refuse it here. The special handles (legacy and
+// per-thread default stream) always mean the current device.
+void check_stream_device(Stream s, int dev) {
+  const auto v = reinterpret_cast<uintptr_t>(s);
+  if (v == 0 || v == reinterpret_cast<uintptr_t>(cudaStreamLegacy) ||
+      v == reinterpret_cast<uintptr_t>(cudaStreamPerThread))
+    return;
+  int sdev = -1;
+  const cudaError_t e = cudaStreamGetDevice(reinterpret_cast<cudaStream_t>(s), &sdev);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // not left behind for the next launch check
+    TOPKSAE_FAIL("CUDA context: not a usable CUDA stream (", cudaGetErrorString(e), ")");
+  }
+  TOPKSAE_CHECK(sdev == dev, "CUDA context: the stream belongs to CUDA device ", sdev, ", the context to device ", dev);
+}
+}  // namespace
+
 Context::Context(Stream s) : stream_(s) {
   TOPKSAE_CHECK(cuda_available(), "CUDA context: ", cuda_unavailable_reason());
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
+  check_stream_device(s, dev);
+  device_ = dev;
   CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
   cublasHandle_t cb = nullptr;
   CUBLAS_CHECK(cublasCreate(&cb));
@@ -45,6 +67,7 @@ Context::~Context() {
 }
 
 void Context::set_stream(Stream s) {
+  check_stream_device(s, device_);
   CUBLAS_CHECK(cublasSetStream(static_cast<cublasHandle_t>(cublas_), reinterpret_cast<cudaStream_t>(s)));
   CUSPARSE_CHECK(cusparseSetStream(static_cast<cusparseHandle_t>(cusparse_), reinterpret_cast<cudaStream_t>(s)));
   stream_ = s;
@@ -70,14 +93,27 @@ void* Context::scratch(int slot, size_t bytes) {
   return b.data();
 }
 
-// ---- DeviceSae ---------------------------------------------------------------------------------
+// ---- copies ------------------------------------------------------------------------------------
+// Uploads go through copy_bytes (complete on return, so any stream may read them). Downloads must
+// also wait for the kernels that wrote the data: copy_bytes runs on the legacy default stream,
+// which does not wait for a cudaStreamNonBlocking stream, so downloads with a Context copy on its
+// stream and synchronise it, and those without one synchronise the device first.
 namespace {
 DeviceBuffer upload_vec(const void* src, size_t bytes) {
   DeviceBuffer b(bytes == 0 ? 4 : bytes);
   topksae::detail::copy_bytes(b.data(), Device::cuda, src, Device::cpu, bytes);
   return b;
 }
+// Queues a device -> host copy on ctx's stream, after the ops queued there; the caller
+// synchronises ctx before reading dst.
+void download_async(Context& ctx, void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, detail::stream(ctx)));
+}
+// For downloads that do not know the stream that wrote the data.
+void wait_for_device() { CUDA_CHECK(cudaDeviceSynchronize()); }
 }  // namespace
+
+// ---- DeviceSae ---------------------------------------------------------------------------------
 
 DeviceSae DeviceSae::upload(const Sae& sae) {
   sae.cfg.validate();
@@ -95,6 +131,7 @@ Sae DeviceSae::download() const {
   Sae s;
   s.cfg = cfg;
   s.params = SaeParams::zeros(cfg);
+  wait_for_device();
   topksae::detail::copy_bytes(s.params.W_enc.data(), Device::cpu, W_enc.data(), Device::cuda, s.params.W_enc.size() * 4);
   topksae::detail::copy_bytes(s.params.b_enc.data(), Device::cpu, b_enc.data(), Device::cuda, s.params.b_enc.size() * 4);
   topksae::detail::copy_bytes(s.params.W_dec.data(), Device::cpu, W_dec.data(), Device::cuda, s.params.W_dec.size() * 4);
@@ -127,13 +164,29 @@ TopKCodes TopKCodes::upload(const cpu::TopKCodes& h) {
   return c;
 }
 
-cpu::TopKCodes TopKCodes::download() const {
+namespace {
+cpu::TopKCodes host_codes_like(const TopKCodes& c) {
   cpu::TopKCodes h;
-  h.rows = rows;
-  h.k = k;
-  h.d_sae = d_sae;
-  h.indices.resize(size_t(rows * k));
-  h.values.resize(size_t(rows * k));
+  h.rows = c.rows;
+  h.k = c.k;
+  h.d_sae = c.d_sae;
+  h.indices.resize(size_t(c.rows * c.k));
+  h.values.resize(size_t(c.rows * c.k));
+  return h;
+}
+}  // namespace
+
+cpu::TopKCodes TopKCodes::download(Context& ctx) const {
+  cpu::TopKCodes h = host_codes_like(*this);
+  download_async(ctx, h.indices.data(), indices.data(), h.indices.size() * 4);
+  download_async(ctx, h.values.data(), values.data(), h.values.size() * 4);
+  ctx.synchronize();
+  return h;
+}
+
+cpu::TopKCodes TopKCodes::download() const {
+  cpu::TopKCodes h = host_codes_like(*this);
+  wait_for_device();
   topksae::detail::copy_bytes(h.indices.data(), Device::cpu, indices.data(), Device::cuda, h.indices.size() * 4);
   topksae::detail::copy_bytes(h.values.data(), Device::cpu, values.data(), Device::cuda, h.values.size() * 4);
   return h;
@@ -153,8 +206,10 @@ Csr Csr::upload(const cpu::Csr& h) {
 
 int64_t Csr::sync_nnz(Context& ctx) {
   if (nnz < 0) {
+    int64_t n = 0;
+    download_async(ctx, &n, static_cast<const int64_t*>(indptr.data()) + rows, 8);
     ctx.synchronize();
-    topksae::detail::copy_bytes(&nnz, Device::cpu, static_cast<int64_t*>(indptr.data()) + rows, Device::cuda, 8);
+    nnz = n;
   }
   return nnz;
 }
@@ -167,16 +222,19 @@ cpu::Csr Csr::download(Context& ctx) {
   h.indptr.resize(size_t(rows + 1));
   h.indices.resize(size_t(nnz));
   h.values.resize(size_t(nnz));
-  topksae::detail::copy_bytes(h.indptr.data(), Device::cpu, indptr.data(), Device::cuda, h.indptr.size() * 8);
-  topksae::detail::copy_bytes(h.indices.data(), Device::cpu, indices.data(), Device::cuda, h.indices.size() * 4);
-  topksae::detail::copy_bytes(h.values.data(), Device::cpu, values.data(), Device::cuda, h.values.size() * 4);
+  download_async(ctx, h.indptr.data(), indptr.data(), h.indptr.size() * 8);
+  download_async(ctx, h.indices.data(), indices.data(), h.indices.size() * 4);
+  download_async(ctx, h.values.data(), values.data(), h.values.size() * 4);
+  ctx.synchronize();
   return h;
 }
 
 int64_t Coo::sync_nnz(Context& ctx) {
   if (nnz < 0) {
+    int64_t n = 0;
+    download_async(ctx, &n, count.data(), 8);
     ctx.synchronize();
-    topksae::detail::copy_bytes(&nnz, Device::cpu, count.data(), Device::cuda, 8);
+    nnz = n;
   }
   return nnz;
 }
@@ -189,9 +247,10 @@ cpu::Coo Coo::download(Context& ctx) {
   h.row.resize(size_t(nnz));
   h.col.resize(size_t(nnz));
   h.values.resize(size_t(nnz));
-  topksae::detail::copy_bytes(h.row.data(), Device::cpu, row.data(), Device::cuda, h.row.size() * 8);
-  topksae::detail::copy_bytes(h.col.data(), Device::cpu, col.data(), Device::cuda, h.col.size() * 4);
-  topksae::detail::copy_bytes(h.values.data(), Device::cpu, values.data(), Device::cuda, h.values.size() * 4);
+  download_async(ctx, h.row.data(), row.data(), h.row.size() * 8);
+  download_async(ctx, h.col.data(), col.data(), h.col.size() * 4);
+  download_async(ctx, h.values.data(), values.data(), h.values.size() * 4);
+  ctx.synchronize();
   return h;
 }
 

@@ -321,7 +321,8 @@ class CudaEngine final : public Engine {
           idx = si;
           val = sv;
         }
-        cu::gather_decode(*w.ctx, dsae_.w_dec(), dsae_.bias_dec(), idx, val, B, a.width, a.width, nullptr, d, out);
+        // n_rows: the kernel also skips out-of-range latents (never reached: checked above).
+        cu::gather_decode(*w.ctx, dsae_.w_dec(), dsae_.bias_dec(), idx, val, B, a.width, a.width, nullptr, d, out, n);
         break;
       }
       case CodeFormat::csr: {

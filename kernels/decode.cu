@@ -9,12 +9,13 @@ constexpr int kGatherThreads = 128;
 constexpr int kGatherChunk = 256;  // top-k pairs staged in shared memory per round
 
 // out[b, c..c+3] = bias + sum_i val[b,i] * W[idx[b,i], c..c+3]. grid (rows, column chunks).
-// VEC: d % 4 == 0 and 16-byte aligned pointers, so each thread moves float4s.
+// VEC: d % 4 == 0 and 16-byte aligned pointers, so each thread moves float4s. n_rows > 0: a pair
+// whose index is outside [0, n_rows) is staged with value 0, so it reads no row of W.
 template <bool VEC>
 __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
     const float* __restrict__ W, const float* __restrict__ bias, const int32_t* __restrict__ idx,
     const float* __restrict__ val, int64_t k, int64_t ld, const int32_t* __restrict__ k_dev, int64_t d,
-    float* __restrict__ out) {
+    float* __restrict__ out, int64_t n_rows) {
   __shared__ int32_t s_idx[kGatherChunk];
   __shared__ float s_val[kGatherChunk];
   const int64_t b = blockIdx.x;
@@ -29,8 +30,10 @@ __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
     const int m = int(kk - c0 < kGatherChunk ? kk - c0 : int64_t(kGatherChunk));
     __syncthreads();
     for (int t = threadIdx.x; t < m; t += blockDim.x) {
-      s_idx[t] = idx[b * ld + c0 + t];
-      s_val[t] = val[b * ld + c0 + t];
+      const int32_t j = idx[b * ld + c0 + t];
+      const bool in_range = n_rows <= 0 || (j >= 0 && int64_t(j) < n_rows);
+      s_idx[t] = in_range ? j : 0;
+      s_val[t] = in_range ? val[b * ld + c0 + t] : 0.f;
     }
     __syncthreads();
     if (c < d) {
@@ -137,22 +140,25 @@ void spmm(Context& ctx, const DeviceSae& sae, cusparseSpMatDescr_t A, int64_t ro
 }  // namespace
 
 void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val, int64_t B,
-                   int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out) {
+                   int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows) {
   if (B == 0 || d == 0) return;
   TOPKSAE_CHECK(B < (int64_t(1) << 31), "gather_decode: batch ", B, " must be < 2^31");
   const int64_t col_blocks = (d + 4 * kGatherThreads - 1) / (4 * kGatherThreads);
   const dim3 grid{unsigned(B), unsigned(col_blocks), 1u};
   const bool vec = d % 4 == 0 && (reinterpret_cast<uintptr_t>(W) % 16 == 0) && (reinterpret_cast<uintptr_t>(out) % 16 == 0);
+  cudaStream_t s = detail::stream(ctx);
   if (vec)
-    gather_decode_kernel<true><<<grid, kGatherThreads, 0, detail::stream(ctx)>>>(W, bias, idx, val, k, ld, k_dev, d, out);
+    gather_decode_kernel<true><<<grid, kGatherThreads, 0, s>>>(W, bias, idx, val, k, ld, k_dev, d, out, n_rows);
   else
-    gather_decode_kernel<false><<<grid, kGatherThreads, 0, detail::stream(ctx)>>>(W, bias, idx, val, k, ld, k_dev, d, out);
+    gather_decode_kernel<false><<<grid, kGatherThreads, 0, s>>>(W, bias, idx, val, k, ld, k_dev, d, out, n_rows);
   CUDA_CHECK_LAUNCH();
 }
 
 void decode_topk(Context& ctx, const DeviceSae& sae, const TopKCodes& c, float* out) {
   TOPKSAE_CHECK(c.d_sae == sae.cfg.d_sae, "decode: codes have d_sae=", c.d_sae, ", the SAE has ", sae.cfg.d_sae);
-  gather_decode(ctx, sae.w_dec(), sae.bias_dec(), c.idx(), c.val(), c.rows, c.k, c.k, nullptr, sae.cfg.d_in, out);
+  // Codes may come from anywhere (upload of user pairs): the kernel skips indices outside W_dec.
+  gather_decode(ctx, sae.w_dec(), sae.bias_dec(), c.idx(), c.val(), c.rows, c.k, c.k, nullptr, sae.cfg.d_in, out,
+                sae.cfg.d_sae);
 }
 
 void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B, float* out, Precision p) {
@@ -161,16 +167,21 @@ void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B,
   detail::gemm_rowmajor(ctx, z, sae.w_dec(), out, B, sae.cfg.d_sae, sae.cfg.d_in, 1.f, p);
 }
 
+// Buffers of a CSR / COO output only grow (no cudaMalloc once warm). Those replaced may still be
+// read by work queued on the stream: finish it first (as Context::scratch).
 void topk_to_csr(Context& ctx, const TopKCodes& c, Csr& out) {
   const int64_t cap = c.rows * c.k;
-  if (out.rows != c.rows || out.capacity < cap || out.indptr.data() == nullptr) {
-    out = Csr();
-    out.rows = c.rows;
+  const size_t ptr_bytes = size_t(c.rows + 1) * 8;
+  const bool grow_ptr = out.indptr.bytes() < ptr_bytes;
+  const bool grow_cap = out.capacity < cap || out.indices.data() == nullptr || out.values.data() == nullptr;
+  if (grow_ptr || grow_cap) ctx.synchronize();
+  if (grow_ptr) out.indptr = DeviceBuffer(ptr_bytes);
+  if (grow_cap) {
     out.capacity = cap;
-    out.indptr = DeviceBuffer(size_t(c.rows + 1) * 8);
     out.indices = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
     out.values = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
   }
+  out.rows = c.rows;
   out.cols = c.d_sae;
   out.nnz = -1;
   auto* indptr = static_cast<int64_t*>(out.indptr.data());
@@ -184,15 +195,17 @@ void topk_to_csr(Context& ctx, const TopKCodes& c, Csr& out) {
 
 void topk_to_coo(Context& ctx, const TopKCodes& c, Coo& out) {
   const int64_t cap = c.rows * c.k;
-  if (out.rows != c.rows || out.capacity < cap || out.row.data() == nullptr) {
-    out = Coo();
-    out.rows = c.rows;
+  const bool grow_cap = out.capacity < cap || out.row.data() == nullptr || out.col.data() == nullptr ||
+                        out.values.data() == nullptr;
+  if (grow_cap) {
+    ctx.synchronize();
     out.capacity = cap;
     out.row = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 8);
     out.col = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
     out.values = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
-    out.count = DeviceBuffer(8);
   }
+  if (out.count.data() == nullptr) out.count = DeviceBuffer(8);
+  out.rows = c.rows;
   out.cols = c.d_sae;
   out.nnz = -1;
   auto* offsets = static_cast<int64_t*>(ctx.scratch(detail::kSlotRowOffsets, size_t(c.rows + 1) * 8));

@@ -82,6 +82,10 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   cudaMemcpyKind kind = dst_dev == Device::cpu ? cudaMemcpyDeviceToHost
                                                : (src_dev == Device::cpu ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+  // cudaMemcpy returns before a device -> device copy, or the DMA of one from pageable host
+  // memory, has finished (it is only ordered on the legacy default stream, which a
+  // cudaStreamNonBlocking stream does not wait for): finish it, as this function promises.
+  if (kind != cudaMemcpyDeviceToHost) CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 }  // namespace detail
 

@@ -118,6 +118,8 @@ void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, f
   }
   TOPKSAE_CHECK(sae.W_enc_bf16.bytes() >= size_t(d * n) * 2,
                 "encode_pre in bf16 needs the bf16 copy of W_enc: call DeviceSae::ensure_bf16 first");
+  TOPKSAE_CHECK(B < (int64_t(1) << 31) && d < (int64_t(1) << 31) && n < (int64_t(1) << 31),
+                "GEMM dims must be < 2^31");
   auto* u16 = static_cast<uint16_t*>(ctx.scratch(detail::kSlotUBf16, size_t(B * d) * 2));
   to_bf16(ctx, u, u16, B * d);
   const float alpha = 1.f;
@@ -128,7 +130,17 @@ void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, f
 
 void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out) {
   const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae, k = sae.cfg.k;
-  if (out.rows != B || out.k != k || out.d_sae != n || out.indices.data() == nullptr) out = TopKCodes::allocate(B, k, n);
+  // Grow only: a smaller batch reuses the buffers (no cudaMalloc once warm). Buffers replaced
+  // here may still be read by work queued on the stream: finish it first (as Context::scratch).
+  const size_t bytes = size_t(B * k > 0 ? B * k : 1) * 4;
+  if (out.indices.bytes() < bytes || out.values.bytes() < bytes) {
+    ctx.synchronize();
+    if (out.indices.bytes() < bytes) out.indices = DeviceBuffer(bytes);
+    if (out.values.bytes() < bytes) out.values = DeviceBuffer(bytes);
+  }
+  out.rows = B;
+  out.k = k;
+  out.d_sae = n;
   if (B == 0) return;
   auto* u = static_cast<float*>(ctx.scratch(detail::kSlotU, size_t(B * d) * 4));
   auto* h = static_cast<float*>(ctx.scratch(detail::kSlotH, size_t(B * n) * 4));

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <functional>
 #include <map>
 #include <set>
@@ -441,6 +442,67 @@ TEST(CudaApi, MisuseIsRefusedAndTheWorkspaceStaysUsable) {
   model->forward(ws, {x.data(), kB, kDin}, {out.data(), kB, kDin});
   EXPECT_NONZERO(out);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+// Codes naming a latent outside [0, d_sae) are refused with the same error by the CPU model and
+// by the CUDA model, for host codes (checked by the Model) and device codes (checked on the
+// device before the gather), as top-k pairs and as CSR; nothing is read out of bounds and the
+// workspace stays usable.
+TEST(CudaApi, OutOfRangeLatentsAreRefusedAlikeByBothEngines) {
+  SKIP_WITHOUT_GPU();
+  auto gpu = Model::from_sae(random_sae(kDin, kDsae, kK, 91), on_gpu());
+  auto cpu_model = Model::from_sae(random_sae(kDin, kDsae, kK, 91));
+  const auto x = randn(size_t(kB * kDin), 92);
+  Workspace wc, wg;
+  std::vector<int32_t> idx(size_t(kB * kK));
+  std::vector<float> val(size_t(kB * kK)), out(size_t(kB * kDin)), ref(size_t(kB * kDin));
+  cpu_model->encode_topk(wc, {x.data(), kB, kDin}, {idx.data(), kB, kK}, {val.data(), kB, kK});
+  cpu_model->decode_topk(wc, {idx.data(), kB, kK}, {val.data(), kB, kK}, {ref.data(), kB, kDin});
+  EXPECT_NONZERO(ref);
+  std::vector<int64_t> ptr(size_t(kB + 1));
+  for (int64_t b = 0; b <= kB; ++b) ptr[size_t(b)] = b * kK;  // every pair as a CSR entry
+
+  TestStream s;
+  CallOptions d;
+  d.memory = Device::cuda;
+  d.stream = s.get();
+  const std::string needle = "out of range [0, " + std::to_string(kDsae) + ")";
+  auto expect_refused = [&](auto&& call, const char* what) {
+    try {
+      call();
+      ADD_FAILURE() << what << ": expected InvalidArgument";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << what << ": " << e.what();
+    }
+  };
+  for (int32_t wild : {int32_t(kDsae), int32_t(-1), INT32_MAX}) {
+    SCOPED_TRACE(wild);
+    std::vector<int32_t> bad = idx;
+    bad[size_t(kB * kK - 2)] = wild;  // the last row
+    DevVec<int32_t> dbad(bad);
+    DevVec<float> dval(val), dout(size_t(kB * kDin));
+    DevVec<int64_t> dptr(ptr);
+    expect_refused(
+        [&] { cpu_model->decode_topk(wc, {bad.data(), kB, kK}, {val.data(), kB, kK}, {out.data(), kB, kDin}); },
+        "cpu model, top-k");
+    expect_refused([&] { cpu_model->decode_csr(wc, {ptr.data(), bad.data(), val.data(), kB}, {out.data(), kB, kDin}); },
+                   "cpu model, csr");
+    expect_refused([&] { gpu->decode_topk(wg, {bad.data(), kB, kK}, {val.data(), kB, kK}, {out.data(), kB, kDin}); },
+                   "cuda model, host top-k");
+    expect_refused([&] { gpu->decode_csr(wg, {ptr.data(), bad.data(), val.data(), kB}, {out.data(), kB, kDin}); },
+                   "cuda model, host csr");
+    expect_refused([&] { gpu->decode_topk(wg, {dbad.p(), kB, kK}, {dval.p(), kB, kK}, {dout.p(), kB, kDin}, d); },
+                   "cuda model, device top-k");
+    expect_refused([&] { gpu->decode_csr(wg, {dptr.p(), dbad.p(), dval.p(), kB}, {dout.p(), kB, kDin}, d); },
+                   "cuda model, device csr");
+    s.sync();
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    // The same workspace then decodes good device codes on the same stream.
+    DevVec<int32_t> dgood(idx);
+    gpu->decode_topk(wg, {dgood.p(), kB, kK}, {dval.p(), kB, kK}, {dout.p(), kB, kDin}, d);
+    s.sync();
+    EXPECT_ALLCLOSE(dout.get().data(), ref.data(), ref.size(), 1e-5, 1e-5);
+  }
 }
 
 TEST(CudaApi, TheCApiTakesDevicePointersAndAStream) {

@@ -3,6 +3,9 @@
 #include "test_util.h"
 
 #ifdef TOPKSAE_HAS_CUDA
+#include <cuda_runtime.h>
+
+#include <climits>
 #include <cmath>
 
 #include "cuda_test_util.h"
@@ -206,6 +209,151 @@ TEST(CudaDecode, AllWaysMatchCpu) {
   }
 }
 
+// Downloads are ordered after the ops that wrote the data even on a cudaStreamNonBlocking stream
+// (which the legacy default stream of a plain cudaMemcpy does not wait for). About 2 GiB of copies
+// are queued ahead of each encode, so a download that does not wait reads the previous round's
+// codes, which differ from this round's.
+TEST(CudaOps, DownloadsWaitForANonBlockingStream) {
+  SKIP_WITHOUT_GPU();
+  const int64_t d_in = 131, d_sae = 2049, k = 37, B = 45;
+  const Sae sae = random_sae(d_in, d_sae, k, 71);
+  const std::vector<float> x1 = randn(size_t(B * d_in), 72), x2 = randn(size_t(B * d_in), 73);
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  {
+    cuda::Context ctx(reinterpret_cast<Stream>(s));
+    const cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+    DevVec<float> dx1(x1), dx2(x2);
+    const size_t big = size_t(256) << 20;
+    DeviceBuffer a(big), b(big);
+    auto delay = [&] {
+      for (int i = 0; i < 8; ++i) cuda::device_copy(ctx, b.data(), a.data(), big);
+    };
+    // What the codes hold once everything has finished (device-wide sync, then a plain copy).
+    auto settled = [&](const cuda::TopKCodes& c) {
+      EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<int32_t> v(size_t(c.rows * c.k));
+      detail::copy_bytes(v.data(), Device::cpu, c.idx(), Device::cuda, v.size() * 4);
+      return v;
+    };
+    cuda::TopKCodes codes;
+    cuda::encode_topk(ctx, ds, dx2.p(), B, cuda::Precision::fp32, codes);  // allocates (and syncs) here
+    const std::vector<int32_t> want2 = settled(codes);
+    cuda::encode_topk(ctx, ds, dx1.p(), B, cuda::Precision::fp32, codes);
+    const std::vector<int32_t> want1 = settled(codes);
+    ASSERT_NE(want1, want2) << "the two rounds must differ for this test to see a stale download";
+
+    for (int round = 0; round < 2; ++round) {
+      SCOPED_TRACE(round == 0 ? "download(ctx)" : "download()");
+      cuda::encode_topk(ctx, ds, dx2.p(), B, cuda::Precision::fp32, codes);
+      ctx.synchronize();
+      delay();
+      cuda::encode_topk(ctx, ds, dx1.p(), B, cuda::Precision::fp32, codes);  // warm: no sync inside
+      const cpu::TopKCodes got = round == 0 ? codes.download(ctx) : codes.download();
+      EXPECT_EQ(got.indices, want1);
+      EXPECT_NONZERO(got.values);
+    }
+  }
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
+// encode_topk / topk_to_csr / topk_to_coo keep their buffers when the batch shrinks: no
+// allocation (same pointers, same scratch), and the smaller batch's results are those of a fresh
+// output.
+TEST(CudaOps, OutputsKeepTheirCapacityForASmallerBatch) {
+  SKIP_WITHOUT_GPU();
+  const int64_t d_in = 67, d_sae = 1001, k = 13, B = 45, Bs = 20;
+  const Sae sae = random_sae(d_in, d_sae, k, 81);
+  const std::vector<float> x = randn(size_t(B * d_in), 82);
+  cuda::Context ctx;
+  const cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+  DevVec<float> dx(x);
+  cuda::TopKCodes codes;
+  cuda::Csr csr;
+  cuda::Coo coo;
+  cuda::encode_topk(ctx, ds, dx.p(), B, cuda::Precision::fp32, codes);
+  cuda::topk_to_csr(ctx, codes, csr);
+  cuda::topk_to_coo(ctx, codes, coo);
+  ctx.synchronize();
+  const void* p[] = {codes.indices.data(), codes.values.data(), csr.indptr.data(), csr.indices.data(),
+                     csr.values.data(),    coo.row.data(),      coo.col.data(),    coo.values.data(),
+                     coo.count.data()};
+  const size_t scratch = ctx.scratch_bytes();
+
+  cuda::encode_topk(ctx, ds, dx.p(), Bs, cuda::Precision::fp32, codes);
+  cuda::topk_to_csr(ctx, codes, csr);
+  cuda::topk_to_coo(ctx, codes, coo);
+  const void* q[] = {codes.indices.data(), codes.values.data(), csr.indptr.data(), csr.indices.data(),
+                     csr.values.data(),    coo.row.data(),      coo.col.data(),    coo.values.data(),
+                     coo.count.data()};
+  for (size_t i = 0; i < std::size(p); ++i) EXPECT_EQ(q[i], p[i]) << "buffer " << i << " was reallocated";
+  EXPECT_EQ(ctx.scratch_bytes(), scratch);
+  EXPECT_EQ(codes.rows, Bs);
+  EXPECT_EQ(csr.rows, Bs);
+  EXPECT_EQ(coo.rows, Bs);
+
+  const cpu::TopKCodes small = codes.download(ctx);
+  cuda::TopKCodes fresh;
+  cuda::encode_topk(ctx, ds, dx.p(), Bs, cuda::Precision::fp32, fresh);
+  const cpu::TopKCodes want = fresh.download(ctx);
+  ASSERT_EQ(small.indices.size(), size_t(Bs * k));
+  EXPECT_EQ(small.indices, want.indices);
+  EXPECT_EQ(small.values, want.values);
+  EXPECT_NONZERO(small.values);
+  const cpu::Csr gc = csr.download(ctx);
+  const cpu::Csr rc = cpu::topk_to_csr(small);
+  EXPECT_EQ(gc.rows, Bs);
+  EXPECT_EQ(gc.indptr, rc.indptr);
+  EXPECT_EQ(gc.indices, rc.indices);
+  EXPECT_EQ(gc.values, rc.values);
+  const cpu::Coo go = coo.download(ctx);
+  const cpu::Coo ro = cpu::topk_to_coo(small);
+  EXPECT_EQ(go.row, ro.row);
+  EXPECT_EQ(go.col, ro.col);
+  EXPECT_EQ(go.values, ro.values);
+}
+
+// decode_topk on codes naming latents outside [0, d_sae): the CPU twin throws; the CUDA twin
+// cannot without a synchronisation, so it never reads outside W_dec and such a pair adds nothing
+// (the inference API refuses such codes on both engines, see test_api_cuda.cpp).
+TEST(CudaOps, DecodeSkipsOutOfRangeLatents) {
+  SKIP_WITHOUT_GPU();
+  const struct {
+    int64_t d_in, d_sae, k, B;
+  } shapes[] = {{67, 501, 9, 23}, {132, 777, 300, 5}};  // scalar and float4 paths; k crosses a chunk
+  for (auto sh : shapes) {
+    SCOPED_TRACE(::testing::Message() << "d_in=" << sh.d_in << " k=" << sh.k);
+    const Sae sae = random_sae(sh.d_in, sh.d_sae, sh.k, 91);
+    cpu::TopKCodes bad = make_codes(sh.B, sh.k, sh.d_sae, 93);
+    const int32_t wild[] = {-1, int32_t(sh.d_sae), INT32_MAX, INT32_MIN};
+    for (size_t i = 0; i < std::size(wild); ++i) {
+      const size_t at = size_t(int64_t(i) * (sh.B - 1) / 3 * sh.k + int64_t(i));  // rows 0 .. B-1
+      bad.indices[at] = wild[i];
+      bad.values[at] = 1.5f;
+    }
+    std::vector<float> ref(size_t(sh.B * sh.d_in));
+    EXPECT_THROW(cpu::decode_topk(sae, bad, ref.data()), Error);
+    cpu::TopKCodes clean = bad;
+    for (size_t i = 0; i < clean.indices.size(); ++i)
+      if (clean.indices[i] < 0 || clean.indices[i] >= sh.d_sae) {
+        clean.indices[i] = 0;
+        clean.values[i] = 0.f;
+      }
+    cpu::decode_topk(sae, clean, ref.data());
+    EXPECT_NONZERO(ref);
+
+    cuda::Context ctx;
+    const cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+    const cuda::TopKCodes dc = cuda::TopKCodes::upload(bad);
+    DevVec<float> out(std::vector<float>(size_t(sh.B * sh.d_in), NAN));
+    cuda::decode_topk(ctx, ds, dc, out.p());
+    ASSERT_NO_THROW(ctx.synchronize());
+    const std::vector<float> got = out.get();
+    EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), 1e-4, 1e-4);
+  }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
 // The helpers the bf16 mode and the benches rely on: f32 -> bf16 rounds to nearest even exactly
 // as the host conversion; device_copy copies every byte; fill_random is seeded and non-trivial.
 TEST(CudaHelpers, Bf16CopyAndRandomFill) {
@@ -243,6 +391,27 @@ TEST(CudaHelpers, Bf16CopyAndRandomFill) {
   m /= 5000;
   EXPECT_NEAR(m, 0.0, 0.15);
   EXPECT_NEAR(std::sqrt(s2 / 5000 - m * m), 2.0, 0.15);
+}
+
+// A Context's handles live on the device that was current at construction: a stream of another
+// device is refused there and in set_stream (needs two GPUs).
+TEST(CudaOps, ContextRefusesAnotherDevicesStream) {
+  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  int prev = 0;
+  ASSERT_EQ(cudaGetDevice(&prev), cudaSuccess);
+  const int other_dev = prev == 0 ? 1 : 0;
+  ASSERT_EQ(cudaSetDevice(other_dev), cudaSuccess);
+  cudaStream_t other = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&other), cudaSuccess);
+  ASSERT_EQ(cudaSetDevice(prev), cudaSuccess);
+  EXPECT_THROW(cuda::Context bad(reinterpret_cast<Stream>(other)), Error);
+  cuda::Context ctx;
+  EXPECT_EQ(ctx.device(), prev);
+  EXPECT_THROW(ctx.set_stream(reinterpret_cast<Stream>(other)), Error);
+  EXPECT_EQ(ctx.stream(), nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(other), cudaSuccess);
 }
 
 TEST(CudaContext, PrecisionNames) {

@@ -27,7 +27,9 @@ void* device_malloc(size_t bytes);
 void device_free(void* p) noexcept;
 void* pinned_malloc(size_t bytes);
 void pinned_free(void* p) noexcept;
-// Copies `bytes` between any two of {host, device}; returns once the copy is complete.
+// Copies `bytes` between any two of {host, device}; returns once the copy is complete. It runs on
+// the legacy default stream: it waits for earlier work on blocking streams, NOT for work queued on
+// a cudaStreamNonBlocking stream (or the per-thread default stream): synchronise that one first.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 }  // namespace detail
 

@@ -28,15 +28,19 @@ Precision precision_from_name(std::string_view name);  // "fp32" | "tf32" | "bf1
 // Not thread-safe: one Context per host thread / stream.
 class Context {
  public:
-  explicit Context(Stream stream = nullptr);  // throws Error without a usable CUDA device
+  // Binds to the current device; throws Error without a usable CUDA device or when `stream`
+  // belongs to another device.
+  explicit Context(Stream stream = nullptr);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
   Stream stream() const { return stream_; }
-  // Moves the context (and its cuBLAS / cuSPARSE handles) to another stream of the same device.
-  // The caller orders the work: queued work on the old stream is not waited for.
+  // Moves the context (and its cuBLAS / cuSPARSE handles) to another stream of the same device
+  // (another device's stream throws Error). The caller orders the work: queued work on the old
+  // stream is not waited for.
   void set_stream(Stream s);
+  int device() const { return device_; }  // the CUDA ordinal the handles were created on
   // Device bytes held by the scratch pool now (grows only; the inference API's growth counter).
   size_t scratch_bytes() const;
   void synchronize() const;  // waits for all work queued on the stream; rethrows async errors
@@ -49,6 +53,7 @@ class Context {
 
  private:
   Stream stream_ = nullptr;
+  int device_ = 0;
   void* cublas_ = nullptr;
   void* cusparse_ = nullptr;
   int sm_count_ = 0;
@@ -64,8 +69,11 @@ struct DeviceSae {
   DeviceBuffer b_dec;       // f32 [d_in]
   DeviceBuffer W_enc_bf16;  // bf16 [d_in, d_sae], only after ensure_bf16 (Precision::bf16)
 
-  static DeviceSae upload(const Sae& sae);  // synchronous copies
-  Sae download() const;                     // synchronous copies
+  // Synchronous copies: upload returns once the weights are on the device (usable from any
+  // stream); download first waits for ALL work on the current device (it cannot know which
+  // stream last wrote the weights), so keep it out of hot paths.
+  static DeviceSae upload(const Sae& sae);
+  Sae download() const;
   // Allocates (once) and refreshes the bf16 copy of W_enc from the f32 master weights.
   void ensure_bf16(Context& ctx);
 
@@ -80,13 +88,17 @@ struct DeviceSae {
   const uint16_t* w_enc_bf16() const { return static_cast<const uint16_t*>(W_enc_bf16.data()); }
 };
 
-// Top-k pairs on the device (see cpu::TopKCodes): [rows, k] int32 indices and f32 values.
+// Top-k pairs on the device (see cpu::TopKCodes): [rows, k] int32 indices and f32 values. The
+// buffers may be larger than rows * k (encode_topk keeps them when the batch shrinks).
 struct TopKCodes {
   int64_t rows = 0, k = 0, d_sae = 0;
-  DeviceBuffer indices;  // int32 [rows, k]
-  DeviceBuffer values;   // f32 [rows, k]
+  DeviceBuffer indices;  // int32 [>= rows * k]
+  DeviceBuffer values;   // f32 [>= rows * k]
   static TopKCodes allocate(int64_t rows, int64_t k, int64_t d_sae);
-  static TopKCodes upload(const cpu::TopKCodes& c);
+  static TopKCodes upload(const cpu::TopKCodes& c);  // returns once the copies are complete
+  // Waits for ctx's stream (the one whose ops wrote the codes), then copies.
+  cpu::TopKCodes download(Context& ctx) const;
+  // Without a Context: waits for all work on the current device first (slower, always safe).
   cpu::TopKCodes download() const;
   int32_t* idx() { return static_cast<int32_t*>(indices.data()); }
   float* val() { return static_cast<float*>(values.data()); }
@@ -96,13 +108,14 @@ struct TopKCodes {
 
 // CSR / COO on the device, sized for rows*k entries. `nnz` is the host's copy of the entry count:
 // -1 after topk_to_csr/coo (the count is on the device, in indptr[rows] / the counter) until
-// sync_nnz() reads it (one synchronisation; cuSPARSE needs it on the host).
+// sync_nnz() reads it (one synchronisation; cuSPARSE needs it on the host). download(ctx) always
+// waits for ctx's stream before copying.
 struct Csr {
   int64_t rows = 0, cols = 0, nnz = -1, capacity = 0;
-  DeviceBuffer indptr;   // int64 [rows + 1]
+  DeviceBuffer indptr;   // int64 [>= rows + 1]
   DeviceBuffer indices;  // int32 [capacity]
   DeviceBuffer values;   // f32 [capacity]
-  static Csr upload(const cpu::Csr& c);
+  static Csr upload(const cpu::Csr& c);  // returns once the copies are complete
   cpu::Csr download(Context& ctx);
   int64_t sync_nnz(Context& ctx);
 };
@@ -138,22 +151,30 @@ void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t 
 void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p,
                 bool add_bias = true);
 // x [B, d_in] -> top-k pairs (values after ReLU): process_sae_in, GEMM, fused bias + top-k.
+// out's buffers only grow: a batch no larger than one seen before allocates nothing.
 void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out);
 
-// Conversions, zeros dropped, row-major order (as the CPU twins). out is (re)allocated to fit.
+// Conversions, zeros dropped, row-major order (as the CPU twins). out's buffers only grow: codes
+// no larger than out has held before allocate nothing.
 void topk_to_csr(Context& ctx, const TopKCodes& codes, Csr& out);
 void topk_to_coo(Context& ctx, const TopKCodes& codes, Coo& out);
 
 // Decode without output normalisation: out [B, d_in] = z @ W_dec + b_dec.
+// decode_topk never reads outside W_dec: a pair whose index is outside [0, d_sae) adds nothing
+// (the CPU twin throws; an op here cannot without a synchronisation: the inference API checks
+// caller codes and throws InvalidArgument).
 void decode_topk(Context& ctx, const DeviceSae& sae, const TopKCodes& codes, float* out);  // gather kernel
 void decode_csr(Context& ctx, const DeviceSae& sae, Csr& csr, float* out);                  // cuSPARSE SpMM
 void decode_coo(Context& ctx, const DeviceSae& sae, Coo& coo, float* out);                  // cuSPARSE SpMM
 void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B, float* out,
                   Precision p = Precision::fp32);                                         // cuBLAS
 // The gather kernel on raw pointers: out[b] = bias + sum_{i < k_used} val[b,i] * W[idx[b,i]], with
-// k_used = *k_dev when k_dev is given (AuxK), else k; ld is the row stride of idx/val.
+// k_used = *k_dev when k_dev is given (AuxK), else k; ld is the row stride of idx/val. With
+// n_rows > 0 (W has n_rows rows), a pair whose index is outside [0, n_rows) adds nothing instead
+// of reading out of bounds; n_rows = 0 trusts the indices (codes this library selected itself).
 void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val,
-                   int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out);
+                   int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out,
+                   int64_t n_rows = 0);
 
 // Bandwidth ceiling helper for the benches: dst = src, `bytes` a multiple of 16.
 void device_copy(Context& ctx, void* dst, const void* src, size_t bytes);
