@@ -187,8 +187,10 @@ int main(int argc, char** argv) {
       }
       DeviceBuffer out(size_t(B * d) * 4);
       auto* o = static_cast<float*>(out.data());
-      auto run_variant = [&](const char* name, const std::function<void(int)>& fn, bool dense) {
+      auto run_variant = [&](const char* name, const std::function<void(int)>& fn, bool dense,
+                             const nlohmann::json& extra = nlohmann::json::object()) {
         nlohmann::json r = base_row(name);
+        for (auto it = extra.begin(); it != extra.end(); ++it) r[it.key()] = it.value();
         cuda::fill_random(c, o, B * d, 99, 1e3f);  // poison: stale output cannot pass
         fn(0);
         c.synchronize();
@@ -215,7 +217,17 @@ int main(int argc, char** argv) {
         r["note"] = dense ? "GB/s = sparse floor bytes / t" : "GB/s = floor bytes / t";
         rep.add(r);
       };
-      run_variant("gpu_gather_topk", [&](int i) { cuda::decode_topk(c, ds, dc[size_t(i % nsets)], o); }, false);
+      run_variant("gpu_gather_topk", [&](int i) { cuda::decode_topk(c, ds, dc[size_t(i % nsets)], o); }, false,
+                  {{"threads_per_token", cuda::gather_threads_per_token(c, s.d_sae)}});
+      // The gather kernel at each column-slab width (4 columns per thread): which one the L2 likes.
+      for (int tpt : {16, 32, 64, 128}) {
+        const std::string name = "gpu_gather_slab" + std::to_string(4 * tpt);
+        run_variant(name.c_str(), [&, tpt](int i) {
+          const cuda::TopKCodes& q = dc[size_t(i % nsets)];
+          cuda::gather_decode(c, ds.w_dec(), ds.bias_dec(), q.idx(), q.val(), q.rows, q.k, q.k, nullptr, d, o,
+                              s.d_sae, tpt);
+        }, false, {{"threads_per_token", tpt}});
+      }
       run_variant("gpu_cusparse_csr", [&](int i) { cuda::decode_csr(c, ds, csr[size_t(i % nsets)], o); }, false);
       run_variant("gpu_cusparse_coo", [&](int i) { cuda::decode_coo(c, ds, coo[size_t(i % nsets)], o); }, false);
       {

@@ -48,6 +48,7 @@ Context::Context(Stream s) : stream_(s) {
   check_stream_device(s, dev);
   device_ = dev;
   CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&l2_bytes_, cudaDevAttrL2CacheSize, dev));
   cublasHandle_t cb = nullptr;
   CUBLAS_CHECK(cublasCreate(&cb));
   cublas_ = cb;

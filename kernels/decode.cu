@@ -8,40 +8,49 @@ namespace {
 constexpr int kGatherThreads = 128;
 constexpr int kGatherChunk = 256;  // top-k pairs staged in shared memory per round
 
-// out[b, c..c+3] = bias + sum_i val[b,i] * W[idx[b,i], c..c+3]. grid (rows, column chunks).
+// out[b, c..c+3] = bias + sum_i val[b,i] * W[idx[b,i], c..c+3].
+// A block of kGatherThreads threads covers TOK = kGatherThreads / TPT tokens x a slab of TPT * 4
+// columns; grid (token groups, column slabs), token groups fastest, so the GPU sweeps W's columns
+// slab by slab: a narrow slab keeps the slab's rows (n_rows x TPT * 16 bytes) in L2 while every
+// token of the batch reads its k rows of it (each row of W is used by ~B*k/n tokens).
 // VEC: d % 4 == 0 and 16-byte aligned pointers, so each thread moves float4s. n_rows > 0: a pair
 // whose index is outside [0, n_rows) is staged with value 0, so it reads no row of W.
-template <bool VEC>
+template <bool VEC, int TPT>
 __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
     const float* __restrict__ W, const float* __restrict__ bias, const int32_t* __restrict__ idx,
-    const float* __restrict__ val, int64_t k, int64_t ld, const int32_t* __restrict__ k_dev, int64_t d,
+    const float* __restrict__ val, int64_t B, int64_t k, int64_t ld, const int32_t* __restrict__ k_dev, int64_t d,
     float* __restrict__ out, int64_t n_rows) {
-  __shared__ int32_t s_idx[kGatherChunk];
-  __shared__ float s_val[kGatherChunk];
-  const int64_t b = blockIdx.x;
-  const int64_t c = (int64_t(blockIdx.y) * blockDim.x + threadIdx.x) * 4;
+  constexpr int TOK = kGatherThreads / TPT;
+  __shared__ int32_t s_idx[TOK][kGatherChunk];
+  __shared__ float s_val[TOK][kGatherChunk];
+  const int lt = threadIdx.x / TPT;  // the token of this thread within the block
+  const int lane = threadIdx.x % TPT;
+  const int64_t b = int64_t(blockIdx.x) * TOK + lt;
+  const bool row_ok = b < B;  // the last group may be partial; its extra threads still reach the barriers
+  const int64_t c = (int64_t(blockIdx.y) * TPT + lane) * 4;
   int64_t kk = k;
   if (k_dev != nullptr) kk = min(int64_t(*k_dev), k);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   if (bias != nullptr)
     for (int q = 0; q < 4; ++q)
       if (c + q < d) acc[q] = bias[c + q];
-  for (int64_t c0 = 0; c0 < kk; c0 += kGatherChunk) {
+  for (int64_t c0 = 0; c0 < kk; c0 += kGatherChunk) {  // kk is the same for the whole block
     const int m = int(kk - c0 < kGatherChunk ? kk - c0 : int64_t(kGatherChunk));
     __syncthreads();
-    for (int t = threadIdx.x; t < m; t += blockDim.x) {
-      const int32_t j = idx[b * ld + c0 + t];
-      const bool in_range = n_rows <= 0 || (j >= 0 && int64_t(j) < n_rows);
-      s_idx[t] = in_range ? j : 0;
-      s_val[t] = in_range ? val[b * ld + c0 + t] : 0.f;
-    }
+    if (row_ok)
+      for (int t = lane; t < m; t += TPT) {
+        const int32_t j = idx[b * ld + c0 + t];
+        const bool in_range = n_rows <= 0 || (j >= 0 && int64_t(j) < n_rows);
+        s_idx[lt][t] = in_range ? j : 0;
+        s_val[lt][t] = in_range ? val[b * ld + c0 + t] : 0.f;
+      }
     __syncthreads();
-    if (c < d) {
+    if (row_ok && c < d) {
 #pragma unroll 4
       for (int t = 0; t < m; ++t) {
-        const float v = s_val[t];
+        const float v = s_val[lt][t];
         if (v == 0.f) continue;  // as the CPU twin: a zero code adds nothing (not even 0*inf)
-        const float* w = W + int64_t(s_idx[t]) * d + c;
+        const float* w = W + int64_t(s_idx[lt][t]) * d + c;
         if constexpr (VEC) {
           const float4 x = *reinterpret_cast<const float4*>(w);
           acc[0] += v * x.x;
@@ -55,7 +64,7 @@ __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
       }
     }
   }
-  if (c >= d) return;
+  if (!row_ok || c >= d) return;
   float* o = out + b * d + c;
   if constexpr (VEC) {
     *reinterpret_cast<float4*>(o) = make_float4(acc[0], acc[1], acc[2], acc[3]);
@@ -63,6 +72,22 @@ __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
     for (int q = 0; q < 4; ++q)
       if (c + q < d) o[q] = acc[q];
   }
+}
+
+template <int TPT>
+void launch_gather(cudaStream_t st, bool vec, const float* W, const float* bias, const int32_t* idx, const float* val,
+                   int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows) {
+  constexpr int TOK = kGatherThreads / TPT;
+  const int64_t groups = (B + TOK - 1) / TOK;
+  const int64_t slabs = (d + 4 * TPT - 1) / (4 * TPT);
+  TOPKSAE_CHECK(slabs <= 65535, "gather_decode: d=", d, " needs ", slabs, " column slabs of ", 4 * TPT,
+                " (at most 65535); use more threads per token");
+  const dim3 grid{unsigned(groups), unsigned(slabs), 1u};
+  if (vec)
+    gather_decode_kernel<true, TPT><<<grid, kGatherThreads, 0, st>>>(W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows);
+  else
+    gather_decode_kernel<false, TPT><<<grid, kGatherThreads, 0, st>>>(W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows);
+  CUDA_CHECK_LAUNCH();
 }
 
 // counts[b] = non-zeros of row b (counts[rows] = 0, so an exclusive scan ends with the total).
@@ -140,18 +165,30 @@ void spmm(Context& ctx, const DeviceSae& sae, cusparseSpMatDescr_t A, int64_t ro
 }  // namespace
 
 void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val, int64_t B,
-                   int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows) {
+                   int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows,
+                   int threads_per_token) {
   if (B == 0 || d == 0) return;
   TOPKSAE_CHECK(B < (int64_t(1) << 31), "gather_decode: batch ", B, " must be < 2^31");
-  const int64_t col_blocks = (d + 4 * kGatherThreads - 1) / (4 * kGatherThreads);
-  const dim3 grid{unsigned(B), unsigned(col_blocks), 1u};
   const bool vec = d % 4 == 0 && (reinterpret_cast<uintptr_t>(W) % 16 == 0) && (reinterpret_cast<uintptr_t>(out) % 16 == 0);
-  cudaStream_t s = detail::stream(ctx);
-  if (vec)
-    gather_decode_kernel<true><<<grid, kGatherThreads, 0, s>>>(W, bias, idx, val, k, ld, k_dev, d, out, n_rows);
-  else
-    gather_decode_kernel<false><<<grid, kGatherThreads, 0, s>>>(W, bias, idx, val, k, ld, k_dev, d, out, n_rows);
-  CUDA_CHECK_LAUNCH();
+  int tpt = threads_per_token;
+  if (tpt == 0) tpt = gather_threads_per_token(ctx, n_rows > 0 ? n_rows : B * k);
+  cudaStream_t st = detail::stream(ctx);
+  switch (tpt) {
+    case 16: launch_gather<16>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
+    case 32: launch_gather<32>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
+    case 64: launch_gather<64>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
+    case 128: launch_gather<128>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
+    default: TOPKSAE_FAIL("gather_decode: threads_per_token=", threads_per_token, " must be 0 (auto), 16, 32, 64 or 128");
+  }
+}
+
+int gather_threads_per_token(const Context& ctx, int64_t rows_used) {
+  // The widest slab whose rows fit in a quarter of L2 (the slab being swept and the next ones in
+  // flight share it), at least 16 threads (64 columns, 256-byte row segments).
+  const int64_t budget = int64_t(ctx.l2_bytes()) / 4;
+  int tpt = 128;
+  while (tpt > 16 && rows_used * int64_t(tpt) * 16 > budget) tpt /= 2;
+  return tpt;
 }
 
 void decode_topk(Context& ctx, const DeviceSae& sae, const TopKCodes& c, float* out) {

@@ -164,7 +164,7 @@ TEST(CudaDecode, AllWaysMatchCpu) {
   SKIP_WITHOUT_GPU();
   const struct {
     int64_t d_in, d_sae, k, B;
-  } shapes[] = {{67, 501, 9, 23}, {132, 1111, 300, 5}, {8, 40, 40, 3}};
+  } shapes[] = {{67, 501, 9, 23}, {132, 1111, 300, 5}, {8, 40, 40, 3}, {260, 777, 33, 29}};
   for (auto s : shapes) {
     SCOPED_TRACE(::testing::Message() << "d_in=" << s.d_in << " d_sae=" << s.d_sae << " k=" << s.k);
     const Sae sae = random_sae(s.d_in, s.d_sae, s.k, 41 + uint64_t(s.d_in));
@@ -183,6 +183,19 @@ TEST(CudaDecode, AllWaysMatchCpu) {
     ctx.synchronize();
     std::vector<float> got = out.get();
     EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "gather";
+    // Every slab width of the gather kernel: partial token groups (B not a multiple of the 8, 4
+    // or 2 tokens per block), partial slabs (d_in not a multiple of 64..512), d_in % 4 != 0.
+    for (int tpt : {16, 32, 64, 128}) {
+      out = DevVec<float>(std::vector<float>(size_t(s.B * s.d_in), NAN));
+      cuda::gather_decode(ctx, ds.w_dec(), ds.bias_dec(), dc.idx(), dc.val(), s.B, s.k, s.k, nullptr, s.d_in,
+                          out.p(), s.d_sae, tpt);
+      ctx.synchronize();
+      got = out.get();
+      EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "gather, " << tpt << " threads per token";
+    }
+    EXPECT_THROW(cuda::gather_decode(ctx, ds.w_dec(), ds.bias_dec(), dc.idx(), dc.val(), s.B, s.k, s.k, nullptr,
+                                     s.d_in, out.p(), s.d_sae, 48),
+                 Error);
 
     cuda::Csr csr;
     cuda::topk_to_csr(ctx, dc, csr);

@@ -50,6 +50,7 @@ class Context {
   void* cublas_handle() const { return cublas_; }      // cublasHandle_t
   void* cusparse_handle() const { return cusparse_; }  // cusparseHandle_t
   int sm_count() const { return sm_count_; }
+  int l2_bytes() const { return l2_bytes_; }  // the device's L2 cache size
 
  private:
   Stream stream_ = nullptr;
@@ -57,6 +58,7 @@ class Context {
   void* cublas_ = nullptr;
   void* cusparse_ = nullptr;
   int sm_count_ = 0;
+  int l2_bytes_ = 0;
   std::vector<DeviceBuffer> slots_;
 };
 
@@ -172,9 +174,15 @@ void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B,
 // k_used = *k_dev when k_dev is given (AuxK), else k; ld is the row stride of idx/val. With
 // n_rows > 0 (W has n_rows rows), a pair whose index is outside [0, n_rows) adds nothing instead
 // of reading out of bounds; n_rows = 0 trusts the indices (codes this library selected itself).
+// threads_per_token (16, 32, 64 or 128; 0 = gather_threads_per_token) sets the column slab a block
+// sweeps (4 columns per thread): narrow slabs keep W's slab in L2 across the batch (the benches
+// compare them).
 void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val,
                    int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out,
-                   int64_t n_rows = 0);
+                   int64_t n_rows = 0, int threads_per_token = 0);
+// The automatic choice for a decode touching `rows_used` rows of W: the widest slab whose rows fit
+// in a quarter of the L2 cache.
+int gather_threads_per_token(const Context& ctx, int64_t rows_used);
 
 // Bandwidth ceiling helper for the benches: dst = src, `bytes` a multiple of 16.
 void device_copy(Context& ctx, void* dst, const void* src, size_t bytes);
