@@ -29,6 +29,9 @@ constexpr int kBins = 2048;  // 11-bit digits
 // Smallest candidate capacity of the two-read path (32 KiB of dynamic shared memory, under the
 // default 48 KiB limit): room for the k = 64 / AuxK k = 1152 cuts plus a well-filled threshold bin.
 constexpr int kMinCandCap = 4096;
+// The default dynamic limit is 48 KiB minus the static shared memory (histogram + a few words).
+static_assert(kMinCandCap * sizeof(unsigned long long) + kBins * sizeof(int) + 1024 <= 48 * 1024,
+              "k <= kMinCandCap must launch without raising the shared-memory limit");
 
 // Rows that took each path ([0] two reads, [1] four reads), summed over launches on this device:
 // a test hook (topk_path_rows below). One atomic per row.
