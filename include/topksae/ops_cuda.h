@@ -142,7 +142,9 @@ struct TopKOptions {
 };
 // Per row of h [B, n] (n <= 2^31-1, k <= 8192): the k largest RAW values (+bias), sorted
 // descending, ties to the lower index; NaN ranks as -inf. idx/val [B, k]. A radix selection per
-// row (three histogram passes), never a full sort; only the k winners are sorted.
+// row, never a full sort of it: two reads of the row when its top 11-bit radix bin and above hold
+// <= 4096 entries (a sort of those candidates), else four (three histogram passes, then a sort
+// of the k winners).
 void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, float* val,
                  const TopKOptions& opt = {});
 constexpr int64_t kMaxTopK = 8192;
