@@ -2,8 +2,9 @@
 # The ONE script a session with a lent GPU runs, in one device call (budget ~9 min on an H100/H200):
 #   configure (-DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON), build the test and bench binaries
 #   -j16, run the GPU tests (the gtest cases named Cuda*), run the three benches at the PERF.md
-#   shapes and the PyTorch peers (torch_peers.py) in the same call, write everything into $OUT,
-#   print a short table LAST.
+#   shapes and the PyTorch peers (torch_peers.py) in the same call, then (with the time left)
+#   compute-sanitizer memcheck over a few small GPU tests; write everything into $OUT, print a
+#   short table LAST.
 #
 # Before the device call (on the session's machine, from the repository root): the device tool
 # copies only the repository, and ../shared is NOT beside it there, so put the peers script inside
@@ -103,10 +104,27 @@ else
 fi
 
 if [ -n "$peers" ]; then
-  run_stage "torch_peers ($peers)" 200 10 "$OUT/torch_peers.log" python3 "$peers"
+  run_stage "torch_peers ($peers)" 200 60 "$OUT/torch_peers.log" python3 "$peers"
   tail -3 "$OUT/torch_peers.log"
 else
   status+=("torch_peers: NOT RUN (script not found: copy ../shared/peers/torch_peers.py to shared/peers/ first)")
+fi
+
+# Last, with what is left of the budget: compute-sanitizer's memcheck over a few small GPU tests
+# (out-of-bounds and misaligned accesses that do not crash; code that has never run on a GPU).
+if [ "$built" = 1 ]; then
+  san=""
+  for cand in compute-sanitizer /usr/local/cuda/bin/compute-sanitizer; do
+    if command -v "$cand" >/dev/null 2>&1; then san="$cand"; break; fi
+  done
+  if [ -n "$san" ]; then
+    run_stage "memcheck" 120 10 "$OUT/memcheck.log" "$san" --tool memcheck --error-exitcode 3 \
+      ./build-gpu/tests/topksae_tests \
+      --gtest_filter='Cuda/CudaTrainFirstStep.*:Cuda/CudaTrainSteps.*/mixed:CudaTopK.MatchesCpuOnTieFreeData:CudaDecode.*:CudaSparse.*:CudaApi.EveryOpMatchesTheCpuModel'
+    grep -E "ERROR SUMMARY|Invalid|out of bounds|misaligned" "$OUT/memcheck.log" | head -12
+  else
+    status+=("memcheck: NOT RUN (compute-sanitizer not found)")
+  fi
 fi
 
 stamp "table"
