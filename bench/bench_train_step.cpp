@@ -160,14 +160,16 @@ int main(int argc, char** argv) {
             }
           }
         }
-        // Variants: 0 data off, 1 data on, 2 data off with AuxK forced onto its gather path (the
-        // first precision only: it shows what the dense AuxK path buys).
-        const int n_variants = pn == a.precisions.front() ? 3 : 2;
+        // Variants: 0 data off, 1 data on; for the first precision only, what the newer kernels
+        // buy: 2 data off with AuxK forced onto its gather path, 3 data off with the main top-k's
+        // dz over whole W_dec rows instead of column slabs.
+        const int n_variants = pn == a.precisions.front() ? 4 : 2;
         for (int variant = 0; variant < n_variants; ++variant) {
           const int data_on = variant == 1;
           const int64_t aux_cap = variant == 2 ? 0 : -1;
+          const int slab_threads = variant == 3 ? -1 : 0;
           nlohmann::json r = base_row("gpu_train_step_" + pn + (data_on ? "_data_on" : "_data_off") +
-                                      (variant == 2 ? "_aux_gather" : ""));
+                                      (variant == 2 ? "_aux_gather" : variant == 3 ? "_dz_whole_rows" : ""));
           if (!bad.empty()) {
             r["error"] = "validation failed: " + bad;
             g_failed = true;
@@ -176,7 +178,7 @@ int main(int argc, char** argv) {
           }
           ctx.synchronize();
           const size_t mem0 = device_memory_used();
-          cuda::TrainStep g(ctx, cfg, st0, p, -1, aux_cap);
+          cuda::TrainStep g(ctx, cfg, st0, p, -1, aux_cap, slab_threads);
           auto run = [&](int i) {
             if (!data_on) {
               g.step(static_cast<float*>(dx[size_t(i % nsets)].data()), s.batch);
@@ -220,6 +222,7 @@ int main(int argc, char** argv) {
           r["aux_dense_cap"] = g.aux_dense_capacity();
           r["aux_steps_dense"] = apc.dense;
           r["aux_steps_gather"] = apc.gather;
+          r["dz_slab_threads"] = g.slab_threads();
           const std::string gc = "gemm_" + pn + "_TFLOPs";
           if (ceil.contains(gc)) r["gemm_ceiling_TFLOPs"] = ceil[gc];
           r["note"] = data_on ? "pinned H2D copy per step on a 2nd stream (generator not timed)"

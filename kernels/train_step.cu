@@ -362,6 +362,73 @@ __global__ void dz_kernel(const float* __restrict__ W_dec, const float* __restri
   }
 }
 
+// The main top-k's half of dz_kernel swept like gather_decode (decode.cu): a block holds
+// TOK = kSlabThreads / TPT rows x a slab of TPT * 4 columns, token groups fastest in the grid, so
+// the slab of W_dec stays in L2 while every row reads its k rows of it. part [slabs, B*k] gets each
+// slab's partial dot product g_b . W_dec[j] (summed over slabs in a fixed order by
+// dz_finish_kernel: deterministic). Needs d % 4 == 0 and 16-byte aligned W_dec and g.
+constexpr int kSlabThreads = 128;
+template <int TPT>
+__global__ void __launch_bounds__(kSlabThreads) dz_partial_kernel(const float* __restrict__ W_dec,
+                                                                   const float* __restrict__ g,
+                                                                   const int32_t* __restrict__ idxS, int64_t B,
+                                                                   int64_t d, int64_t k, float* __restrict__ part) {
+  constexpr int TOK = kSlabThreads / TPT;
+  static_assert(32 % TPT == 0 || TPT % 32 == 0, "a token's threads tile warps");
+  const int lt = threadIdx.x / TPT, lane = threadIdx.x % TPT;
+  const int64_t b = int64_t(blockIdx.x) * TOK + lt;
+  const int64_t c = (int64_t(blockIdx.y) * TPT + lane) * 4;
+  // No barriers below: rows past B and columns past d just contribute zeros to the shuffles.
+  float4 gv = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (b < B && c < d) gv = *reinterpret_cast<const float4*>(g + b * d + c);
+  const int64_t E = B * k;
+  for (int64_t i = 0; i < k; ++i) {
+    float acc = 0.f;
+    if (b < B && c < d) {
+      const int32_t j = idxS[b * k + i];
+      const float4 w = *reinterpret_cast<const float4*>(W_dec + int64_t(j) * d + c);
+      acc = gv.x * w.x + gv.y * w.y + gv.z * w.z + gv.w * w.w;
+    }
+    if constexpr (TPT >= 32) {
+      acc = warp_sumf(acc);  // TPT/32 warps per token: combine them through shared memory
+      __shared__ float wsum[kSlabThreads / 32];
+      __syncthreads();  // wsum of the previous i has been read
+      if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = acc;
+      __syncthreads();
+      if (lane == 0 && b < B) {
+        float t = 0.f;
+        for (int w = 0; w < TPT / 32; ++w) t += wsum[(threadIdx.x >> 5) + w];
+        part[int64_t(blockIdx.y) * E + b * k + i] = t;
+      }
+    } else {
+#pragma unroll
+      for (int o = TPT / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+      if (lane == 0 && b < B) part[int64_t(blockIdx.y) * E + b * k + i] = acc;
+    }
+  }
+}
+
+// dz = sum over slabs of part (in slab order); w = relu(h), dh = dz * [h > 0] for the S entries.
+__global__ void dz_finish_kernel(const float* __restrict__ part, int64_t slabs, const float* __restrict__ hS, int64_t E,
+                                 float* __restrict__ w, float* __restrict__ dh) {
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < E; p += int64_t(gridDim.x) * blockDim.x) {
+    float acc = 0.f;
+    for (int64_t sl = 0; sl < slabs; ++sl) acc += part[sl * E + p];
+    const float h = hS[p];
+    w[p] = h < 0.f ? 0.f : h;
+    dh[p] = h > 0.f ? acc : 0.f;  // ReLU grad is 0 at 0 (torch)
+  }
+}
+
+template <int TPT>
+void launch_dz_partial(cudaStream_t st, const float* W_dec, const float* g, const int32_t* idxS, int64_t B, int64_t d,
+                       int64_t k, int64_t slabs, float* part) {
+  constexpr int TOK = kSlabThreads / TPT;
+  const dim3 grid{unsigned((B + TOK - 1) / TOK), unsigned(slabs), 1u};
+  dz_partial_kernel<TPT><<<grid, kSlabThreads, 0, st>>>(W_dec, g, idxS, B, d, k, part);
+  CUDA_CHECK_LAUNCH();
+}
+
 // Sort keys: the latent of each entry, or n (sorts last, ignored) for T slots past k_aux.
 __global__ void keys_kernel(const int32_t* __restrict__ idxS, const int32_t* __restrict__ idxT, int64_t B, int64_t k,
                             int64_t kcap, int64_t n, const DevMetrics* __restrict__ M, int32_t* __restrict__ keys,
@@ -595,6 +662,8 @@ struct TrainStep::Impl {
   int64_t d, n, k, kcap, half_d, Bmax, P;
   int64_t oWenc, oBenc, oWdec, oBdec;
   int64_t aux_cap = 0;  // dense AuxK capacity in latents (0: the gather path only)
+  int slab_tpt = 0;     // dz_partial_kernel's threads per row (0: dz_kernel for the S entries too)
+  int64_t slabs = 0;    // its column slabs: ceil(d / (4 * slab_tpt))
   double scaling = 1.0;
   std::optional<double> scaling_factor;  // as given (download returns it unchanged)
   int64_t step = 0, n_training_samples = 0, n_frac_active = 0;
@@ -618,6 +687,7 @@ struct TrainStep::Impl {
   DeviceBuffer dead, fired, since, act;     // [n]
   DeviceBuffer dead32, pos, pos_of;         // int32 [n]
   DeviceBuffer dead_list, dbe, X;           // int32 [aux_cap], f32 [aux_cap], f32 [aux_cap, d]
+  DeviceBuffer part;                        // f32 [slabs, Bmax*k]: dz_partial_kernel's partial dots
   DeviceBuffer dm;                          // DevMetrics
 
   struct Pending {
@@ -632,7 +702,8 @@ struct TrainStep::Impl {
   std::vector<cudaEvent_t> events;
   int next_slot = 0;
 
-  Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch, int64_t aux_dense_cap)
+  Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch, int64_t aux_dense_cap,
+       int slab_threads_arg)
       : ctx(c), cfg(cf), prec(p), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
     cfg.validate();
     // The kernels below implement the 6.13.1 math only; selecting on h * ||W_dec[j]|| would need
@@ -683,6 +754,20 @@ struct TrainStep::Impl {
     n_frac_active = st.stats.n_frac_active;
     data_position = st.data_position;
     while ((int64_t(1) << sort_bits) <= n) ++sort_bits;  // keys in [0, n]
+    // The swept dz for the main top-k's entries needs float4 rows: d % 4 == 0 and W_dec's offset
+    // in the flat parameters (n * (d + 1) floats) a multiple of 4.
+    TOPKSAE_CHECK(slab_threads_arg == 0 || slab_threads_arg == -1 || slab_threads_arg == 16 || slab_threads_arg == 32 ||
+                      slab_threads_arg == 64 || slab_threads_arg == 128,
+                  "TrainStep: slab_threads=", slab_threads_arg, " must be 0 (auto), -1 (off), 16, 32, 64 or 128");
+    const bool vec_ok = d % 4 == 0 && oWdec % 4 == 0;
+    if (slab_threads_arg > 0) {
+      TOPKSAE_CHECK(vec_ok, "TrainStep: slab_threads needs d_in % 4 == 0 and d_sae % 4 == 0 (float4 rows); d_in=", d,
+                    ", d_sae=", n);
+      slab_tpt = slab_threads_arg;
+    } else if (slab_threads_arg == 0 && vec_ok) {
+      slab_tpt = gather_threads_per_token(ctx, std::min(n, Bmax * k));
+    }
+    slabs = slab_tpt > 0 ? (d + 4 * slab_tpt - 1) / (4 * slab_tpt) : 0;
 
     const size_t f = 4;
     param = alloc(size_t(P) * f, &bytes);
@@ -713,6 +798,7 @@ struct TrainStep::Impl {
     if (gather_possible) arena_elems = std::max(arena_elems, 6 * E);
     arena = alloc(size_t(arena_elems) * f, &bytes);
     start = alloc(size_t(n + 1) * 4, &bytes);
+    if (slab_tpt > 0) part = alloc(size_t(slabs * Bmax * k) * f, &bytes);
     {
       // Temporary storage for the largest sort this object can run (the sizes grow with the count).
       cub::DoubleBuffer<int32_t> dk(nullptr, nullptr), dv(nullptr, nullptr);
@@ -863,7 +949,8 @@ struct TrainStep::Impl {
     topk_select(ctx, as<float>(h), B, n, k, as<int32_t>(idxS), as<float>(hS), o);
     relu_kernel<<<detail::grid_for(B * k, kThreads), kThreads, 0, s>>>(as<float>(hS), as<float>(zS), B * k);
     CUDA_CHECK_LAUNCH();
-    gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxS), as<float>(zS), B, k, k, nullptr, d, as<float>(xhat));
+    gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxS), as<float>(zS), B, k, k, nullptr, d, as<float>(xhat),
+                  n);
     if (path == AuxPath::dense) {
       // T over the compacted columns: positions r in [0, ndc) in idxT, values in hT ([B, kc]).
       gather_dead_cols_kernel<<<detail::grid_for(B * ndc, kThreads), kThreads, 0, s>>>(
@@ -889,7 +976,7 @@ struct TrainStep::Impl {
       oa.k_dev = &M->k_aux;
       topk_select(ctx, as<float>(h), B, n, kcap, as<int32_t>(idxT), as<float>(hT), oa);
       gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxT), as<float>(hT), B, kcap, kcap, &M->k_aux, d,
-                    as<float>(ehat));
+                    as<float>(ehat), n);
     }
     // 4. losses, g and ga, metrics.
     const dim3 cblock{32u, 16u, 1u};
@@ -924,13 +1011,26 @@ struct TrainStep::Impl {
       colsum_kernel<<<unsigned((ndc + 31) / 32), cblock, 0, s>>>(G, nullptr, B, ndc, 1.0, nullptr, as<float>(dbe));
       CUDA_CHECK_LAUNCH();
     }
-    const size_t dz_smem = size_t(2 * d) * 4;
-    if (dz_smem > 48 * 1024)
-      CUDA_CHECK(cudaFuncSetAttribute(dz_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dz_smem)));
-    dz_kernel<<<unsigned(B), kThreads, dz_smem, s>>>(prm + oWdec, as<float>(g), as<float>(ga), as<int32_t>(idxS),
-                                                     as<float>(hS), as<int32_t>(idxT), as<float>(hT), B, d, k, kT, M,
-                                                     ea.w, ea.dh);
-    CUDA_CHECK_LAUNCH();
+    if (slab_tpt > 0 && kT == 0) {
+      // The S entries' dz swept over column slabs (the T entries, if any, are GEMMs here).
+      switch (slab_tpt) {
+        case 16: launch_dz_partial<16>(s, prm + oWdec, as<float>(g), as<int32_t>(idxS), B, d, k, slabs, as<float>(part)); break;
+        case 32: launch_dz_partial<32>(s, prm + oWdec, as<float>(g), as<int32_t>(idxS), B, d, k, slabs, as<float>(part)); break;
+        case 64: launch_dz_partial<64>(s, prm + oWdec, as<float>(g), as<int32_t>(idxS), B, d, k, slabs, as<float>(part)); break;
+        default: launch_dz_partial<128>(s, prm + oWdec, as<float>(g), as<int32_t>(idxS), B, d, k, slabs, as<float>(part)); break;
+      }
+      dz_finish_kernel<<<detail::grid_for(B * k, kThreads), kThreads, 0, s>>>(as<float>(part), slabs, as<float>(hS),
+                                                                              B * k, ea.w, ea.dh);
+      CUDA_CHECK_LAUNCH();
+    } else {
+      const size_t dz_smem = size_t(2 * d) * 4;
+      if (dz_smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(dz_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dz_smem)));
+      dz_kernel<<<unsigned(B), kThreads, dz_smem, s>>>(prm + oWdec, as<float>(g), as<float>(ga), as<int32_t>(idxS),
+                                                       as<float>(hS), as<int32_t>(idxT), as<float>(hT), B, d, k, kT, M,
+                                                       ea.w, ea.dh);
+      CUDA_CHECK_LAUNCH();
+    }
     const int64_t E = B * (k + kT);
     keys_kernel<<<detail::grid_for(E, kThreads), kThreads, 0, s>>>(as<int32_t>(idxS), as<int32_t>(idxT), B, k, kT, n,
                                                                    M, ea.keys, ea.vals);
@@ -1044,8 +1144,8 @@ struct TrainStep::Impl {
 };
 
 TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p, int64_t max_batch,
-                     int64_t aux_dense_cap)
-    : impl_(std::make_unique<Impl>(ctx, cfg, st, p, max_batch, aux_dense_cap)) {}
+                     int64_t aux_dense_cap, int slab_threads)
+    : impl_(std::make_unique<Impl>(ctx, cfg, st, p, max_batch, aux_dense_cap, slab_threads)) {}
 TrainStep::~TrainStep() = default;
 
 void TrainStep::step(const float* x, int64_t B) { impl_->run(x, B); }
@@ -1055,6 +1155,7 @@ int64_t TrainStep::steps_done() const { return impl_->step; }
 Precision TrainStep::precision() const { return impl_->prec; }
 size_t TrainStep::device_bytes() const { return impl_->bytes; }
 int64_t TrainStep::aux_dense_capacity() const { return impl_->aux_cap; }
+int TrainStep::slab_threads() const { return impl_->slab_tpt; }
 AuxPathCounts TrainStep::aux_path_counts() const { return impl_->path_counts; }
 
 void TrainStep::download(TrainState* st) {

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "cuda_test_util.h"
+#include "topksae/error.h"
 #include "topksae/train.h"
 #include "topksae/train_cuda.h"
 #include "train/dead_bound.h"
@@ -253,6 +254,59 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSteps,
                                            AuxCase{"mixed", 10, kMixedCap, false, false},
                                            AuxCase{"fresh", 6, -1, false, true}),
                          [](const ::testing::TestParamInfo<AuxCase>& i) { return std::string(i.param.name); });
+
+// The main top-k's dz swept over column slabs of W_dec (needs d_in and d_sae multiples of 4): each
+// width against the CPU (first step's gradients, then 6 steps' losses), rows not a multiple of the
+// 8..1 rows per block, d_in not a multiple of any slab. -1 is the whole-row kernel.
+class CudaTrainSlabs : public ::testing::TestWithParam<int> {};
+
+TEST_P(CudaTrainSlabs, MatchCpu) {
+  SKIP_WITHOUT_GPU();
+  TrainConfig cfg = small_config();
+  cfg.d_in = 36;
+  cfg.d_sae = 204;
+  const TrainState st0 = initial_state(cfg);
+  const int steps = 6;
+  const std::vector<float> x = batches(cfg, steps);
+  const size_t per = size_t(cfg.batch_size * cfg.d_in);
+  TrainState cst = st0;
+  cpu::TrainWorkspace ws;
+  std::vector<StepMetrics> cm;
+  Params<float> first_grad;
+  for (int t = 0; t < steps; ++t) {
+    cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
+    if (t == 0) first_grad = ws.grad;
+  }
+
+  cuda::Context ctx;
+  cuda::TrainStep gpu(ctx, cfg, st0, cuda::Precision::fp32, -1, -1, GetParam());
+  EXPECT_EQ(gpu.slab_threads(), GetParam() < 0 ? 0 : GetParam());
+  DevVec<float> dx(x);
+  gpu.step(dx.p(), cfg.batch_size);
+  std::vector<StepMetrics> gm = gpu.drain_metrics();
+  Params<float> g;
+  gpu.download_grads(&g);
+  const float c = float(std::min(1.0, 1.0 / (gm.at(0).grad_norm + 1e-6)));
+  for (auto* v : {&g.W_enc, &g.b_enc, &g.W_dec, &g.b_dec})
+    for (float& e : *v) e *= c;
+  EXPECT_NONZERO(g.W_enc);
+  expect_params_close(g, first_grad, 1e-6, 1e-4, "first step's gradients");
+  for (int t = 1; t < steps; ++t) gpu.step(dx.p() + t * per, cfg.batch_size);
+  for (auto& m : gpu.drain_metrics()) gm.push_back(m);
+  ASSERT_EQ(gm.size(), size_t(steps));
+  for (int t = 0; t < steps; ++t) EXPECT_LE(rel(gm[size_t(t)].overall_loss, cm[size_t(t)].overall_loss), 1e-5) << t;
+}
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSlabs, ::testing::Values(-1, 16, 32, 64, 128));
+
+TEST(CudaTrain, SlabThreadsNeedAlignedShapes) {
+  SKIP_WITHOUT_GPU();
+  const TrainConfig cfg = small_config();  // d_in 37
+  cuda::Context ctx;
+  EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, -1, -1, 16), Error);
+  EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, -1, -1, 48), Error);
+  cuda::TrainStep auto_step(ctx, cfg, initial_state(cfg));
+  EXPECT_EQ(auto_step.slab_threads(), 0) << "unaligned shapes use the whole-row kernel";
+}
 
 TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
   SKIP_WITHOUT_GPU();

@@ -32,8 +32,12 @@ class TrainStep {
   // aux_dense_cap: how many dead latents AuxK's dense path holds (it costs batch x cap + cap x d_in
   // floats of device memory); a step whose dead count may exceed it uses the gather path. -1 picks
   // max(d_sae/8, 4096) capped at d_sae; 0 always gathers.
+  // slab_threads: how the main top-k's dz dot products sweep W_dec (as gather_decode's
+  // threads_per_token: 16, 32, 64 or 128 threads per row, 4 columns each; 0 picks by the L2 size;
+  // -1 uses one warp per entry over whole rows). Sweeping needs d_in and d_sae multiples of 4;
+  // 0 falls back to whole rows otherwise.
   TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p = Precision::fp32,
-            int64_t max_batch = -1, int64_t aux_dense_cap = -1);
+            int64_t max_batch = -1, int64_t aux_dense_cap = -1, int slab_threads = 0);
   ~TrainStep();
   TrainStep(const TrainStep&) = delete;
   TrainStep& operator=(const TrainStep&) = delete;
@@ -61,6 +65,7 @@ class TrainStep {
   // Peak bytes this object allocated on the device (parameters, moments, step buffers).
   size_t device_bytes() const;
   int64_t aux_dense_capacity() const;    // the resolved aux_dense_cap
+  int slab_threads() const;              // the resolved slab_threads (0: whole rows)
   AuxPathCounts aux_path_counts() const;  // of the steps queued so far
 
   static constexpr int kMetricsRing = 64;
