@@ -192,6 +192,22 @@ TEST(CudaDecode, AllWaysMatchCpu) {
       ctx.synchronize();
       got = out.get();
       EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), atol, rtol) << "gather, " << tpt << " threads per token";
+      // k from device memory (AuxK's form): only the first k_used pairs of each row count.
+      for (int64_t k_used : {s.k / 2, int64_t(0)}) {
+        cpu::TopKCodes head = c;
+        for (int64_t b = 0; b < s.B; ++b)
+          for (int64_t i = k_used; i < s.k; ++i) head.values[size_t(b * s.k + i)] = 0.f;
+        std::vector<float> ref_head(size_t(s.B * s.d_in));
+        cpu::decode_topk(sae, head, ref_head.data());
+        DevVec<int32_t> kd(std::vector<int32_t>{int32_t(k_used)});
+        out = DevVec<float>(std::vector<float>(size_t(s.B * s.d_in), NAN));
+        cuda::gather_decode(ctx, ds.w_dec(), ds.bias_dec(), dc.idx(), dc.val(), s.B, s.k, s.k, kd.p(), s.d_in,
+                            out.p(), s.d_sae, tpt);
+        ctx.synchronize();
+        got = out.get();
+        EXPECT_ALLCLOSE(got.data(), ref_head.data(), ref_head.size(), atol, rtol)
+            << "gather with k_dev=" << k_used << ", " << tpt << " threads per token";
+      }
     }
     EXPECT_THROW(cuda::gather_decode(ctx, ds.w_dec(), ds.bias_dec(), dc.idx(), dc.val(), s.B, s.k, s.k, nullptr,
                                      s.d_in, out.p(), s.d_sae, 48),

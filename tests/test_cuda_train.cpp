@@ -257,14 +257,14 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSteps,
 
 // The main top-k's dz swept over column slabs of W_dec (needs d_in and d_sae multiples of 4): each
 // width against the CPU (first step's gradients, then 6 steps' losses), rows not a multiple of the
-// 8..1 rows per block, d_in not a multiple of any slab. -1 is the whole-row kernel.
+// 8..1 rows per block, several slabs with a partial last one. -1 is the whole-row kernel.
 class CudaTrainSlabs : public ::testing::TestWithParam<int> {};
 
 TEST_P(CudaTrainSlabs, MatchCpu) {
   SKIP_WITHOUT_GPU();
   TrainConfig cfg = small_config();
-  cfg.d_in = 36;
-  cfg.d_sae = 204;
+  cfg.d_in = 260;   // 5, 3, 2 or 1 slabs of 64..512 columns, the last partial
+  cfg.d_sae = 204;  // W_dec's offset n * (d + 1) in the flat parameters: a multiple of 4
   const TrainState st0 = initial_state(cfg);
   const int steps = 6;
   const std::vector<float> x = batches(cfg, steps);
@@ -306,6 +306,16 @@ TEST(CudaTrain, SlabThreadsNeedAlignedShapes) {
   EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, -1, -1, 48), Error);
   cuda::TrainStep auto_step(ctx, cfg, initial_state(cfg));
   EXPECT_EQ(auto_step.slab_threads(), 0) << "unaligned shapes use the whole-row kernel";
+  // d_in % 4 == 0 but d_sae % 4 != 0: W_dec's rows in the flat parameters are not float4-aligned.
+  TrainConfig c2 = cfg;
+  c2.d_in = 36;
+  EXPECT_THROW(cuda::TrainStep(ctx, c2, initial_state(c2), cuda::Precision::fp32, -1, -1, 16), Error);
+  cuda::TrainStep auto2(ctx, c2, initial_state(c2));
+  EXPECT_EQ(auto2.slab_threads(), 0);
+  TrainConfig c3 = c2;
+  c3.d_sae = 204;
+  cuda::TrainStep auto3(ctx, c3, initial_state(c3));
+  EXPECT_GT(auto3.slab_threads(), 0) << "aligned shapes sweep slabs by default";
 }
 
 TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
