@@ -19,13 +19,22 @@
 # GPU_CHECK_BUDGET seconds (default 540; the device tool kills a command at 600); a failing or
 # timed-out stage never stops the later ones (a failed build skips only what needs the binaries);
 # the table is rebuilt from the logs when a stage died before writing its JSON.
-# Environment: OUT (default out/gpu_check), GPU_CHECK_QUICK=1 (smaller iteration counts),
+# Environment: OUT (default out/gpu_check; gets table.md, status.txt, gpu_check.tgz),
+# GPU_CHECK_QUICK=1 (smaller iteration counts),
 # GPU_CHECK_BUDGET (seconds, default 540).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-$PWD/out/gpu_check}"
-mkdir -p "$OUT"
-export OUT
+# The device tool brings back at most 8 files from $OUT: every stage writes into a work folder,
+# and on exit $OUT receives three files: table.md, status.txt and gpu_check.tgz (all logs and JSON).
+FINAL_OUT="${OUT:-$PWD/out/gpu_check}"
+mkdir -p "$FINAL_OUT"
+OUT="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
+export OUT  # torch_peers.py writes its JSON here too
+bundle() {
+  tar -czf "$FINAL_OUT/gpu_check.tgz" -C "$OUT" . 2>/dev/null
+  for f in table.md status.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL_OUT/"; done
+}
+trap bundle EXIT
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 t0=$(date +%s)
 budget="${GPU_CHECK_BUDGET:-540}"
@@ -132,6 +141,6 @@ python3 tools/bench_table.py "$OUT" --markdown >"$OUT/table.md" 2>&1
 {
   for s in "${status[@]}"; do echo "status: $s"; done
 } | tee "$OUT/status.txt"
-echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+echo "files in $FINAL_OUT/gpu_check.tgz: $(ls "$OUT" | tr '\n' ' ')"
 echo "elapsed $(($(date +%s) - t0)) s"
 python3 tools/bench_table.py "$OUT"
