@@ -7,11 +7,10 @@
 #   short table LAST.
 #
 # Before the device call (on the session's machine, from the repository root): the device tool
-# copies only the repository, and ../shared is NOT beside it there, so put the peers script inside
-# the repository (an untracked file; the tool carries shared/):
-#   mkdir -p shared/peers && cp ../shared/peers/torch_peers.py shared/peers/
-# Then the device tool's command is just:
-#   bash tools/gpu_check.sh
+# copies only the repository, so `bash tools/gpu_prep.sh` first puts the peers script in
+# shared/peers/ and unpacks googletest + nlohmann-json into .deps/ (CMake's fallback if the GPU
+# image lacks them). Then the device tool's run: command `bash tools/gpu_check.sh`,
+# carry [".deps", "shared"], timeout_s 600.
 # The peers script is looked up as: the first argument; $TOPKSAE_PEERS; shared/peers/torch_peers.py;
 # ../shared/peers/torch_peers.py. Without it the peers are skipped and the status lines say so.
 #
@@ -78,7 +77,8 @@ git log -1 --oneline 2>/dev/null | tee "$OUT/commit.txt"
 # Reserves: what the later stages need at least (tests 60, benches 3 x 40, peers 60, table 10).
 built=0
 run_stage configure 120 300 "$OUT/configure.log" \
-  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON
+  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON \
+    -DTOPKSAE_BUILD_TOOLS=OFF
 if [ "$stage_rc" -ne 0 ]; then
   tail -30 "$OUT/configure.log"; echo "CONFIGURE FAILED"
 else

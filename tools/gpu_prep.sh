@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepares this checkout for the GPU check, on the session's own machine (not the GPU one):
+#   * copies ../shared/peers/torch_peers.py to shared/peers/ (the device machine receives only the
+#     repository, so the peers must travel inside it);
+#   * unpacks the Debian packages googletest (sources) and nlohmann-json3-dev into .deps/, which
+#     CMake falls back on when the GPU image lacks them (nothing can be installed there).
+# Both folders are git-ignored. Then call the device tool's run with
+#   command "bash tools/gpu_check.sh", carry [".deps", "shared"], timeout_s 600.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -f ../shared/peers/torch_peers.py ]; then
+  mkdir -p shared/peers && cp ../shared/peers/torch_peers.py shared/peers/
+  echo "peers: shared/peers/torch_peers.py"
+else
+  echo "peers: ../shared/peers/torch_peers.py not found; the GPU check will run without them" >&2
+fi
+rm -rf .deps && mkdir -p .deps
+if (cd .deps && apt-get download googletest nlohmann-json3-dev >/dev/null 2>&1); then
+  for f in .deps/*.deb; do dpkg -x "$f" .deps; done
+  rm -f .deps/*.deb
+  echo "deps: $(du -sh .deps | cut -f1) in .deps (googletest sources, nlohmann-json headers)"
+else
+  echo "deps: apt-get download failed; the GPU check will rely on the GPU image's packages" >&2
+fi
+echo 'next: device run  command="bash tools/gpu_check.sh"  carry=[".deps", "shared"]  timeout_s=600'
