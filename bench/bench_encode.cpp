@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
                                   a.warmup, a.iters);
         r["ms"] = st.median_ms;
         r["GBps"] = double(B * n) * 4 / (st.median_ms * 1e6);
-        r["note"] = "GB/s = one read of h / t (the kernel reads h 4 times)";
+        r["note"] = "GB/s = one read of h / t (the kernel reads h twice, 4 times when the top bin is crowded)";
         rep.add(r);
       }
 #endif
