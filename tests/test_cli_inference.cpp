@@ -113,9 +113,11 @@ TEST(CliInference, CpuDecodeIsTheTwinsBitForBit) {
   EXPECT_TRUE(same_bits(got.data(), ref.data(), ref.size() * 4));
   EXPECT_NONZERO(got);
   cpu::decode_csr(c.sae, csr, ref.data());
-  std::fill(got.begin(), got.end(), -1.f);
-  cli::decode_csr_rows(*m, csr.indptr.data(), csr.indices.data(), csr.values.data(), kRows, got.data(), 100);
-  EXPECT_TRUE(same_bits(got.data(), ref.data(), ref.size() * 4));
+  for (cli::CsrDecode how : {cli::CsrDecode::automatic, cli::CsrDecode::native, cli::CsrDecode::as_pairs}) {
+    std::fill(got.begin(), got.end(), -1.f);
+    cli::decode_csr_rows(*m, csr.indptr.data(), csr.indices.data(), csr.values.data(), kRows, got.data(), 100, how);
+    EXPECT_TRUE(same_bits(got.data(), ref.data(), ref.size() * 4)) << int(how);
+  }
 
   // width 0 decodes to b_dec (the API itself needs a width >= 1)
   cli::decode_topk_rows(*m, nullptr, nullptr, 3, 0, got.data(), 100);
@@ -129,6 +131,10 @@ TEST(CliInference, CpuDecodeIsTheTwinsBitForBit) {
   bad = csr.indptr;
   bad[0] = 1;
   EXPECT_THROW(cli::decode_csr_rows(*m, bad.data(), csr.indices.data(), csr.values.data(), kRows, got.data(), 100),
+               Error);
+  std::vector<int32_t> bad_idx = csr.indices;
+  bad_idx.back() = int32_t(kDsae);
+  EXPECT_THROW(cli::decode_csr_rows(*m, csr.indptr.data(), bad_idx.data(), csr.values.data(), kRows, got.data(), 100),
                Error);
 }
 
@@ -191,9 +197,15 @@ TEST(CudaCli, DecodeMatchesTheCpu) {
   cli::decode_topk_rows(*gpu_model, codes.indices.data(), codes.values.data(), kRows, kK, got.data(), 100);
   EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), 1e-5, 1e-5);
   EXPECT_NONZERO(got);
-  std::fill(got.begin(), got.end(), 0.f);
-  cli::decode_csr_rows(*gpu_model, csr.indptr.data(), csr.indices.data(), csr.values.data(), kRows, got.data(), 100);
-  EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), 1e-5, 1e-5);
+  // A CSR file decodes bit for bit as the top-k file it came from (`topksae decode` on either).
+  std::vector<float> from_csr(ref.size(), 0.f);
+  cli::decode_csr_rows(*gpu_model, csr.indptr.data(), csr.indices.data(), csr.values.data(), kRows, from_csr.data(),
+                       100);
+  EXPECT_TRUE(std::memcmp(from_csr.data(), got.data(), got.size() * 4) == 0);
+  // The API's own CSR decode (cuSPARSE) agrees to rounding.
+  cli::decode_csr_rows(*gpu_model, csr.indptr.data(), csr.indices.data(), csr.values.data(), kRows, from_csr.data(),
+                       100, cli::CsrDecode::native);
+  EXPECT_ALLCLOSE(from_csr.data(), ref.data(), ref.size(), 1e-5, 1e-5);
 }
 
 TEST(CudaCli, EvalMatchesTheCpu) {

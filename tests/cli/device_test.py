@@ -6,7 +6,8 @@ usage: device_test.py TOPKSAE_BINARY
 Everywhere: --precision tf32 / bf16 with --device cpu is refused with the reason (nothing written);
 --device auto --precision bf16 on a machine without a GPU runs on the CPU with a note; --device cuda
 without a usable GPU is refused with the reason. With a GPU: encode (top-k and CSR), decode and eval
-on --device cuda agree with --device cpu (the same indices, values within 1e-5).
+on --device cuda agree with --device cpu (the same indices, values within 1e-5), and a CSR file
+decodes bit for bit as the top-k file on the GPU too.
 """
 import json
 import os
@@ -126,6 +127,9 @@ def main():
                 close(got["values"], ref_csr["values"]), "encode --format csr --device cuda differs from cpu")
     run("decode", "--sae", sae, "--input", f"{tmp}/cpu_topk.safetensors", "--out", f"{tmp}/gpu_x.npy", "--device", "cuda")
     fail_unless(close(read_npy_f32(f"{tmp}/gpu_x.npy"), read_npy_f32(f"{tmp}/cpu_x.npy")), "decode on cuda differs")
+    run("decode", "--sae", sae, "--input", f"{tmp}/cpu_csr.safetensors", "--out", f"{tmp}/gpu_y.npy", "--device", "cuda")
+    with open(f"{tmp}/gpu_x.npy", "rb") as f, open(f"{tmp}/gpu_y.npy", "rb") as g:
+        fail_unless(f.read() == g.read(), "decode --device cuda: top-k and CSR features decode differently")
     gpu_eval = json.loads(run("eval", "--sae", sae, "--input", data, "--json", "--device", "cuda"))
     for key in ("l0", "mse", "explained_variance", "cosine_similarity"):
         fail_unless(abs(gpu_eval[key] - cpu_eval[key]) <= 1e-5 + 1e-4 * abs(cpu_eval[key]),

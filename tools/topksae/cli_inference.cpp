@@ -51,18 +51,37 @@ void decode_topk_rows(const Model& model, const int32_t* idx, const float* val, 
 }
 
 void decode_csr_rows(const Model& model, const int64_t* indptr, const int32_t* idx, const float* val, int64_t rows,
-                     float* out, int64_t batch) {
+                     float* out, int64_t batch, CsrDecode how) {
   TOPKSAE_CHECK(batch >= 1, "decode: batch size must be >= 1, got ", batch);
   // The whole indptr is checked first: each batch is rebased to start at 0, which would hide a bad
   // indptr[0], and a value past indptr[rows] in an early batch would read past indices.
   TOPKSAE_CHECK(rows == 0 || indptr[0] == 0, "decode: CSR indptr[0] must be 0, got ", indptr[0]);
   for (int64_t b = 0; b < rows; ++b)
     TOPKSAE_CHECK(indptr[b] <= indptr[b + 1], "decode: CSR indptr decreases at row ", b);
+  for (int64_t p = 0; p < (rows == 0 ? 0 : indptr[rows]); ++p)
+    TOPKSAE_CHECK(idx[p] >= 0 && idx[p] < model.d_sae(), "decode: CSR latent index ", idx[p], " (entry ", p,
+                  ") out of range [0, ", model.d_sae(), ")");
+  if (how == CsrDecode::automatic) how = model.device() == Device::cuda ? CsrDecode::as_pairs : CsrDecode::native;
   Workspace ws;
   const int64_t d = model.d_in();
   std::vector<int64_t> local(static_cast<size_t>(std::min(batch, rows) + 1));  // [n + 1] this batch's indptr
+  std::vector<int32_t> pair_idx;  // [n, width] the batch as zero-padded pairs
+  std::vector<float> pair_val;
   for (int64_t b0 = 0; b0 < rows; b0 += batch) {
     const int64_t n = std::min(batch, rows - b0), base = indptr[b0];
+    int64_t width = 0;
+    for (int64_t b = 0; b < n; ++b) width = std::max(width, indptr[b0 + b + 1] - indptr[b0 + b]);
+    if (how == CsrDecode::as_pairs && width >= 1 && width <= model.k()) {
+      pair_idx.assign(size_t(n * width), 0);
+      pair_val.assign(size_t(n * width), 0.f);
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t p = indptr[b0 + b]; p < indptr[b0 + b + 1]; ++p) {
+          pair_idx[size_t(b * width + p - indptr[b0 + b])] = idx[p];
+          pair_val[size_t(b * width + p - indptr[b0 + b])] = val[p];
+        }
+      model.decode_topk(ws, {pair_idx.data(), n, width}, {pair_val.data(), n, width}, {out + b0 * d, n, d});
+      continue;
+    }
     for (int64_t b = 0; b <= n; ++b) local[size_t(b)] = indptr[b0 + b] - base;
     model.decode_csr(ws, CsrIn{local.data(), idx + base, val + base, n}, {out + b0 * d, n, d});
   }

@@ -37,8 +37,14 @@ class FeatureEncoder {
 void decode_topk_rows(const Model& model, const int32_t* idx, const float* val, int64_t rows, int64_t width,
                       float* out, int64_t batch);
 // CSR indptr [rows + 1] (from 0, non-decreasing), indices/values [indptr[rows]] -> out [rows, d_in].
+// as_pairs: each batch goes to decode_topk as pairs of width (its longest row), padded with zeros,
+// when that width is at most k (as in every file `topksae encode` writes). Decode skips zero codes,
+// so a CSR file then decodes bit for bit as the top-k file it was made from, on the GPU too (whose
+// CSR decode, cuSPARSE, sums in another order than its top-k gather). automatic: as_pairs on a CUDA
+// model; the CPU's CSR and top-k decodes already agree.
+enum class CsrDecode : uint8_t { automatic, native, as_pairs };
 void decode_csr_rows(const Model& model, const int64_t* indptr, const int32_t* idx, const float* val, int64_t rows,
-                     float* out, int64_t batch);
+                     float* out, int64_t batch, CsrDecode how = CsrDecode::automatic);
 
 // eval: the metrics of MetricsAccumulator on the unscaled input and forward's output, batch by batch.
 class EvalRunner {
