@@ -33,6 +33,26 @@ void add_device_option(CLI::App* cmd, std::string* flag) {
       ->capture_default_str();
 }
 
+void add_precision_option(CLI::App* cmd, std::string* precision) {
+  cmd->add_option("--precision", *precision,
+                  "GPU encoder GEMM: fp32 (matches the CPU), tf32 or bf16 (faster, looser: a latent whose "
+                  "pre-activation nearly ties may differ); the CPU always runs fp32")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))
+      ->capture_default_str();
+}
+
+ModelOptions model_options(const std::string& device_flag, const std::string& precision, const std::string& what) {
+  ModelOptions o;
+  o.device = resolve_device(device_flag, true, what);
+  TOPKSAE_CHECK(o.device == Device::cuda || precision == "fp32" || device_flag == "auto", "--precision ", precision,
+                " applies to the GPU's encoder GEMM; --device cpu computes in fp32");
+  if (o.device == Device::cpu && precision != "fp32")
+    std::cerr << "note: no GPU here (" << cuda_unavailable_reason() << "); " << what << " runs on the CPU in fp32, "
+              << "--precision " << precision << " ignored\n";
+  if (o.device == Device::cuda) o.cuda_precision = precision;
+  return o;
+}
+
 void check_d_in(const Sae& sae, int64_t d_in, const std::string& data_name) {
   TOPKSAE_CHECK(d_in == sae.cfg.d_in, data_name, " has rows of d_in ", d_in, " but the SAE expects d_in ", sae.cfg.d_in);
 }

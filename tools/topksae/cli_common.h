@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "topksae/api.h"
 #include "topksae/device.h"
 #include "topksae/file_source.h"
 #include "topksae/sae.h"
@@ -19,6 +20,13 @@ namespace topksae::cli {
 // on stderr when a GPU is there but unused). cuda: Error with the reason when it cannot run.
 Device resolve_device(const std::string& flag, bool cuda_backend, const std::string& what);
 void add_device_option(CLI::App* cmd, std::string* flag);
+
+// --precision fp32|tf32|bf16: the GPU's encoder GEMM (ModelOptions::cuda_precision).
+void add_precision_option(CLI::App* cmd, std::string* precision);
+// --device and --precision of a command that runs on the inference API (encode, decode, eval):
+// the ModelOptions to load its SAE with. tf32 / bf16 with --device cpu is an Error (the CPU computes
+// in fp32); with auto on a machine without a GPU it is ignored with a note on stderr.
+ModelOptions model_options(const std::string& device_flag, const std::string& precision, const std::string& what);
 
 // Checks that data of width d_in fits the SAE (Error naming both when not).
 void check_d_in(const Sae& sae, int64_t d_in, const std::string& data_name);

@@ -6,14 +6,14 @@
 #include "cli_common.h"
 #include "command.h"
 #include "topksae/npy.h"
-#include "topksae/ops_cpu.h"
-#include "topksae/sae_dir.h"
+#include "cli_inference.h"
 #include "topksae/safetensors.h"
 
 namespace topksae::cli {
 namespace {
 struct DecodeArgs {
   std::string sae, input, out, out_tensor = "activations", device = "auto";
+  int64_t batch = 4096;
   bool overwrite = false;
 };
 
@@ -26,11 +26,12 @@ std::vector<int32_t> read_i32(const SafetensorsFile& f, const std::string& name)
 }
 
 void run_decode(const DecodeArgs& a) {
-  resolve_device(a.device, false, "decode");
+  const ModelOptions opts = model_options(a.device, "fp32", "decode");  // no encoder GEMM: no --precision
   TOPKSAE_CHECK(a.overwrite || !std::filesystem::exists(a.out), a.out, " exists; pass --overwrite to replace it");
   std::string ext = std::filesystem::path(a.out).extension().string();
   TOPKSAE_CHECK(ext == ".npy" || ext == ".safetensors", a.out, ": the output must end in .npy or .safetensors");
-  Sae sae = load_sae_dir(a.sae);
+  auto model = Model::load(a.sae, opts);
+  const Sae& sae = model->sae();
   SafetensorsFile f = SafetensorsFile::open(a.input);
   auto meta = f.metadata();
   if (meta.count("d_sae"))
@@ -42,33 +43,26 @@ void run_decode(const DecodeArgs& a) {
     const ArrayView& ip = f.at("indptr");
     TOPKSAE_CHECK(ip.dtype == DType::i64 && ip.shape.size() == 1 && ip.shape[0] >= 1, a.input,
                   ": 'indptr' must be int64 [N+1]");
-    cpu::Csr s;
-    s.rows = ip.shape[0] - 1;
-    s.cols = sae.cfg.d_sae;
-    s.indptr.resize(size_t(ip.shape[0]));
-    std::memcpy(s.indptr.data(), ip.data, ip.nbytes);
-    s.indices = read_i32(f, "indices");
-    s.values = f.read_f32("values");
-    TOPKSAE_CHECK(s.indices.size() == s.values.size() && int64_t(s.indices.size()) == s.indptr.back(), a.input,
-                  ": CSR 'indices' and 'values' must both hold indptr[N] = ", s.indptr.back(), " entries");
-    rows = s.rows;
+    rows = ip.shape[0] - 1;
+    std::vector<int64_t> indptr(size_t(ip.shape[0]));  // [N + 1]
+    std::memcpy(indptr.data(), ip.data, ip.nbytes);
+    const std::vector<int32_t> indices = read_i32(f, "indices");  // [nnz]
+    const std::vector<float> values = f.read_f32("values");       // [nnz]
+    TOPKSAE_CHECK(indices.size() == values.size() && int64_t(indices.size()) == indptr.back(), a.input,
+                  ": CSR 'indices' and 'values' must both hold indptr[N] = ", indptr.back(), " entries");
     xhat.resize(size_t(rows * sae.cfg.d_in));
-    cpu::decode_csr(sae, s, xhat.data());
+    decode_csr_rows(*model, indptr.data(), indices.data(), values.data(), rows, xhat.data(), a.batch);
   } else {
     TOPKSAE_CHECK(f.contains("indices") && f.contains("values"), a.input,
                   ": holds neither top-k features (indices, values) nor CSR (indptr, indices, values)");
     const ArrayView& iv = f.at("indices");
     TOPKSAE_CHECK(iv.shape.size() == 2 && f.at("values").shape == iv.shape, a.input,
                   ": top-k 'indices' and 'values' must both be [N, k]");
-    cpu::TopKCodes c;
-    c.rows = iv.shape[0];
-    c.k = iv.shape[1];
-    c.d_sae = sae.cfg.d_sae;
-    c.indices = read_i32(f, "indices");
-    c.values = f.read_f32("values");
-    rows = c.rows;
+    rows = iv.shape[0];
+    const std::vector<int32_t> indices = read_i32(f, "indices");  // [N, k]
+    const std::vector<float> values = f.read_f32("values");       // [N, k]
     xhat.resize(size_t(rows * sae.cfg.d_in));
-    cpu::decode_topk(sae, c, xhat.data());
+    decode_topk_rows(*model, indices.data(), values.data(), rows, iv.shape[1], xhat.data(), a.batch);
   }
   if (sae.cfg.normalize == Normalize::constant_norm_rescale || sae.cfg.normalize == Normalize::layer_norm)
     std::cerr << "note: this SAE normalises each input row (" << normalize_name(sae.cfg.normalize)
@@ -93,6 +87,7 @@ CommandRegistration reg([](CLI::App& app) {
   cmd->add_option("--out", a->out, "output .npy or .safetensors")->required();
   cmd->add_option("--out-tensor", a->out_tensor, "tensor name in a .safetensors output")->capture_default_str();
   cmd->add_flag("--overwrite", a->overwrite, "replace --out if it exists");
+  cmd->add_option("--batch-size", a->batch, "rows per decode call")->check(CLI::PositiveNumber)->capture_default_str();
   add_device_option(cmd, &a->device);
   cmd->callback([a] { run_decode(*a); });
 });

@@ -5,42 +5,34 @@
 
 #include "cli_common.h"
 #include "command.h"
-#include "topksae/ops_cpu.h"
-#include "topksae/sae_dir.h"
+#include "cli_inference.h"
 #include "topksae/safetensors.h"
 
 namespace topksae::cli {
 namespace {
 struct EncodeArgs {
-  std::string sae, input, tensor, out, format = "topk", values_dtype = "float32", device = "auto";
+  std::string sae, input, tensor, out, format = "topk", values_dtype = "float32", device = "auto",
+              precision = "fp32";
   int64_t batch = 4096, max_tokens = -1;
   bool skip_nonfinite = false, overwrite = false;
 };
 
 void run_encode(const EncodeArgs& a) {
-  resolve_device(a.device, false, "encode");
+  const ModelOptions opts = model_options(a.device, a.precision, "encode");
   TOPKSAE_CHECK(a.overwrite || !std::filesystem::exists(a.out), a.out, " exists; pass --overwrite to replace it");
-  Sae sae = load_sae_dir(a.sae);
+  auto model = Model::load(a.sae, opts);
+  const Sae& sae = model->sae();
   auto src = open_file_source(a.input, a.tensor, {.skip_nonfinite = a.skip_nonfinite});
   check_d_in(sae, src->d_in(), a.input);
   const DType vdt = dtype_from_torch_name(a.values_dtype);
   const int64_t k = sae.cfg.k;
   // Everything is gathered in memory, then written once (N * k * 8 bytes for top-k).
-  std::vector<int32_t> idx;
-  std::vector<float> val;
-  std::vector<int64_t> indptr{0};
-  int64_t rows = for_each_batch(*src, a.batch, a.max_tokens, [&](const float* x, int64_t n) {
-    cpu::TopKCodes c = cpu::encode_topk(sae, x, n);
-    if (a.format == "topk") {
-      idx.insert(idx.end(), c.indices.begin(), c.indices.end());
-      val.insert(val.end(), c.values.begin(), c.values.end());
-    } else {
-      cpu::Csr s = cpu::topk_to_csr(c);
-      for (int64_t b = 0; b < n; ++b) indptr.push_back(indptr.back() + (s.indptr[size_t(b + 1)] - s.indptr[size_t(b)]));
-      idx.insert(idx.end(), s.indices.begin(), s.indices.end());
-      val.insert(val.end(), s.values.begin(), s.values.end());
-    }
-  });
+  FeatureEncoder enc(*model, a.format == "csr");
+  const int64_t rows = for_each_batch(*src, a.batch, a.max_tokens, [&](const float* x, int64_t n) { enc.add(x, n); });
+  const Features& f = enc.features();
+  const std::vector<int32_t>& idx = f.indices;
+  const std::vector<float>& val = f.values;
+  const std::vector<int64_t>& indptr = f.indptr;
   SafetensorsWriter w;
   if (a.format == "topk") {
     w.add("indices", DType::i32, {rows, k}, idx.data());
@@ -81,6 +73,7 @@ CommandRegistration reg([](CLI::App& app) {
   cmd->add_flag("--skip-nonfinite", a->skip_nonfinite, "skip (and count) rows holding NaN or Inf instead of failing");
   cmd->add_flag("--overwrite", a->overwrite, "replace --out if it exists");
   add_device_option(cmd, &a->device);
+  add_precision_option(cmd, &a->precision);
   cmd->callback([a] { run_encode(*a); });
 });
 }  // namespace

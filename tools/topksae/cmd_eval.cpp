@@ -7,31 +7,26 @@
 #include "command.h"
 #include "topksae/atomic_file.h"
 #include "topksae/metrics.h"
-#include "topksae/ops_cpu.h"
-#include "topksae/sae_dir.h"
+#include "cli_inference.h"
 
 namespace topksae::cli {
 namespace {
 struct EvalArgs {
-  std::string sae, input, tensor, json_out, device = "auto";
+  std::string sae, input, tensor, json_out, device = "auto", precision = "fp32";
   int64_t batch = 4096, max_tokens = -1;
   int bins = 20;
   bool json = false, skip_nonfinite = false;
 };
 
 void run_eval(const EvalArgs& a) {
-  resolve_device(a.device, false, "eval");
-  Sae sae = load_sae_dir(a.sae);
+  const ModelOptions opts = model_options(a.device, a.precision, "eval");
+  auto model = Model::load(a.sae, opts);
+  const Sae& sae = model->sae();
   auto src = open_file_source(a.input, a.tensor, {.skip_nonfinite = a.skip_nonfinite});
   check_d_in(sae, src->d_in(), a.input);
-  MetricsAccumulator acc(sae.cfg.d_in, sae.cfg.d_sae);
-  std::vector<float> xhat;
-  for_each_batch(*src, a.batch, a.max_tokens, [&](const float* x, int64_t n) {
-    xhat.resize(size_t(n * sae.cfg.d_in));
-    cpu::forward(sae, x, n, xhat.data());  // undoes any input normalisation: xhat is unscaled
-    acc.add(x, xhat.data(), cpu::encode_topk(sae, x, n));
-  });
-  EvalMetrics m = acc.result(a.bins);
+  EvalRunner runner(*model);
+  for_each_batch(*src, a.batch, a.max_tokens, [&](const float* x, int64_t n) { runner.add(x, n); });
+  EvalMetrics m = runner.result(a.bins);
   if (src->skipped()) std::cerr << "skipped " << src->skipped() << " rows holding NaN or Inf\n";
   if (!a.json_out.empty()) write_file_atomic(a.json_out, m.to_json() + "\n");
   if (a.json) std::cout << m.to_json() << "\n";
@@ -56,6 +51,7 @@ CommandRegistration reg([](CLI::App& app) {
   cmd->add_option("--json-out", a->json_out, "also write the JSON to this file");
   cmd->add_flag("--skip-nonfinite", a->skip_nonfinite, "skip (and count) rows holding NaN or Inf instead of failing");
   add_device_option(cmd, &a->device);
+  add_precision_option(cmd, &a->precision);
   cmd->callback([a] { run_eval(*a); });
 });
 }  // namespace
