@@ -5,11 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 
 #include "cli_inference.h"
 #include "test_util.h"
 #include "topksae/ops_cpu.h"
+#include "topksae/safetensors.h"
 
 namespace topksae::test {
 namespace {
@@ -100,6 +104,48 @@ TEST(CliInference, CpuEncodeIsTheTwinsBitForBit) {
   EXPECT_EQ(csr.indices, sref.indices);
   ASSERT_EQ(csr.values.size(), sref.values.size());
   EXPECT_TRUE(same_bits(csr.values.data(), sref.values.data(), sref.values.size() * 4));
+}
+
+// `topksae encode` streams its file (FeatureFileWriter): the bytes are those it wrote when it
+// gathered every row and wrote them with SafetensorsWriter, for both formats and every values dtype.
+TEST(CliInference, StreamedFeatureFileIsTheGatheredOneByteForByte) {
+  Case c = make_case();
+  auto m = Model::from_sae(c.sae);
+  TempDir tmp("topksae_feats");
+  for (bool csr : {false, true})
+    for (DType vdt : {DType::f32, DType::f16, DType::bf16}) {
+      SCOPED_TRACE(std::string(csr ? "csr " : "topk ") + std::string(dtype_name(vdt)));
+      // The writing `topksae encode` did before it streamed.
+      const cli::Features f = encode_in_batches(*m, c.x, csr);
+      SafetensorsWriter ref;
+      if (!csr) {
+        ref.add("indices", DType::i32, {f.rows, kK}, f.indices.data());
+        ref.add_f32("values", {f.rows, kK}, f.values.data(), vdt);
+      } else {
+        ref.add("indptr", DType::i64, {f.rows + 1}, f.indptr.data());
+        ref.add("indices", DType::i32, {int64_t(f.indices.size())}, f.indices.data());
+        ref.add_f32("values", {int64_t(f.values.size())}, f.values.data(), vdt);
+      }
+      ref.set_metadata("format", csr ? "csr" : "topk");
+      ref.set_metadata("k", std::to_string(kK));
+
+      const auto path = tmp.path / "f.safetensors";
+      cli::FeatureFileWriter out(path, csr, kK, vdt);
+      cli::FeatureEncoder enc(*m, csr, [&](const cli::Features& b) { out.append(b); });
+      for (int64_t b0 = 0; b0 < kRows; b0 += kBatch) enc.add(c.x.data() + b0 * kDin, std::min(kBatch, kRows - b0));
+      EXPECT_EQ(enc.features().rows, 0) << "a streaming encoder gathers nothing";
+      out.set_metadata("k", std::to_string(kK));
+      out.set_metadata("format", csr ? "csr" : "topk");
+      out.finish();
+      EXPECT_EQ(out.rows(), kRows);
+      EXPECT_EQ(out.entries(), int64_t(f.indices.size()));
+      std::ifstream in(path, std::ios::binary);
+      const std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string want = ref.to_bytes();
+      ASSERT_GT(want.size(), size_t(kRows * 4));
+      EXPECT_TRUE(got == want) << got.size() << " bytes vs " << want.size();
+      EXPECT_NONZERO(f.values);
+    }
 }
 
 TEST(CliInference, CpuDecodeIsTheTwinsBitForBit) {

@@ -77,4 +77,63 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
+// Writes one safetensors file whose tensors grow by rows, without holding their data in memory:
+// tensors are declared up front (name, dtype, the shape of one row), rows are appended in chunks,
+// and their bytes go to spill files in the output's directory, one per tensor. finish() writes the
+// header (each tensor's leading dimension is the rows appended) and copies the spills after it
+// into a temporary file renamed into place. The file is byte for byte what SafetensorsWriter
+// writes for the same tensors (added in declaration order) and metadata.
+//
+// Spill files are unlinked as soon as they are created (their open descriptors keep the data), so
+// none is ever left behind: not after finish(), an exception, or a killed process. Any failure
+// (unwritable directory, disk full) throws Error naming the output file and leaves no output and
+// no temporary file. Memory: a buffer of kBufferBytes per tensor, whatever the number of rows.
+// Disk: the spills, plus during finish() the output growing as the spills are copied (each spill
+// is closed, freeing its space, once copied).
+class SafetensorsStreamWriter {
+ public:
+  static constexpr size_t kBufferBytes = size_t(1) << 20;
+
+  explicit SafetensorsStreamWriter(std::filesystem::path path);  // the output; nothing is created yet
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  // A tensor of shape [rows, row_shape...] (row_shape empty: 1-D [rows]); creates its spill file
+  // (Error naming the output when the directory is missing or unwritable). Returns its handle for
+  // append(). Duplicate or invalid names throw Error.
+  size_t declare(const std::string& name, DType dtype, Shape row_shape = {});
+  // `rows` rows already in the tensor's dtype: rows * (bytes per row) bytes at data.
+  void append(size_t tensor, const void* data, int64_t rows);
+  // `rows` rows of float32 converted to the tensor's dtype (f32, f16, bf16 or f64), as add_f32 does.
+  void append_f32(size_t tensor, const float* data, int64_t rows);
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  int64_t rows(size_t tensor) const;
+  // Writes the file; afterwards (or after it throws) the writer takes no more rows.
+  void finish();
+
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  struct Spill {
+    std::string name;
+    DType dtype;
+    Shape row_shape;
+    size_t row_bytes = 0;
+    int64_t rows = 0;
+    int fd = -1;
+    std::vector<uint8_t> buf;  // bytes not yet written to fd (at most kBufferBytes)
+  };
+  Spill& at(size_t tensor, const char* what);
+  void put(Spill& s, const void* data, size_t bytes);  // through buf
+  void flush(Spill& s);
+  void write_fd(Spill& s, const void* data, size_t bytes);
+  void close_spills();
+
+  std::filesystem::path path_;
+  std::vector<Spill> spills_;
+  std::map<std::string, std::string> metadata_;
+  bool done_ = false;
+};
+
 }  // namespace topksae

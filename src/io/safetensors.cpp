@@ -1,6 +1,12 @@
 #include "topksae/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -44,6 +50,47 @@ uint64_t checked_offset(const json& v, const std::string& src, const std::string
   if (!v.is_number_unsigned())
     TOPKSAE_FAIL(src, ": tensor '", name, "': data_offsets must be non-negative integers, got ", v.dump());
   return v.get<uint64_t>();
+}
+
+// The writers' shared layout, so that SafetensorsStreamWriter's files are SafetensorsWriter's to
+// the byte: tensors largest itemsize first (a stable sort: insertion order otherwise), so every
+// tensor stays aligned.
+bool layout_before(DType a, DType b) { return itemsize(a) > itemsize(b); }
+
+struct HeaderEntry {
+  const std::string* name;
+  DType dtype;
+  const Shape* shape;
+  size_t nbytes;
+};
+
+// The header JSON for tensors in layout order, padded with spaces so that 8 + its length is a
+// multiple of 8: the data starts aligned.
+std::string padded_header(const std::vector<HeaderEntry>& order, const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json h = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    h["__metadata__"] = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) h["__metadata__"][k] = v;
+  }
+  uint64_t off = 0;
+  for (const HeaderEntry& e : order) {
+    nlohmann::ordered_json t;
+    t["dtype"] = std::string(safetensors_dtype_name(e.dtype));
+    t["shape"] = *e.shape;
+    t["data_offsets"] = {off, off + e.nbytes};
+    off += e.nbytes;
+    h[*e.name] = std::move(t);
+  }
+  std::string s = h.dump();
+  s.append((8 - s.size() % 8) % 8, ' ');
+  return s;
+}
+
+// The 8-byte little-endian header length.
+std::array<uint8_t, 8> le64(uint64_t n) {
+  std::array<uint8_t, 8> b{};
+  for (int i = 0; i < 8; ++i) b[size_t(i)] = uint8_t((n >> (8 * i)) & 0xff);
+  return b;
 }
 
 }  // namespace
@@ -195,35 +242,20 @@ std::vector<const SafetensorsWriter::Entry*> SafetensorsWriter::layout() const {
   std::vector<const Entry*> order;
   for (const auto& e : entries_) order.push_back(&e);
   std::stable_sort(order.begin(), order.end(),
-                   [](const Entry* a, const Entry* b) { return itemsize(a->dtype) > itemsize(b->dtype); });
+                   [](const Entry* a, const Entry* b) { return layout_before(a->dtype, b->dtype); });
   return order;
 }
 
 std::string SafetensorsWriter::header() const {
-  nlohmann::ordered_json h = nlohmann::ordered_json::object();
-  if (!metadata_.empty()) {
-    h["__metadata__"] = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : metadata_) h["__metadata__"][k] = v;
-  }
-  uint64_t off = 0;
-  for (const Entry* e : layout()) {
-    nlohmann::ordered_json t;
-    t["dtype"] = std::string(safetensors_dtype_name(e->dtype));
-    t["shape"] = e->shape;
-    t["data_offsets"] = {off, off + e->nbytes};
-    off += e->nbytes;
-    h[e->name] = std::move(t);
-  }
-  std::string s = h.dump();
-  s.append((8 - s.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8: the data starts aligned
-  return s;
+  std::vector<HeaderEntry> h;
+  for (const Entry* e : layout()) h.push_back(HeaderEntry{&e->name, e->dtype, &e->shape, e->nbytes});
+  return padded_header(h, metadata_);
 }
 
 std::string SafetensorsWriter::to_bytes() const {
   std::string hdr = header();
-  std::string out(8, '\0');
-  uint64_t n = hdr.size();
-  for (int i = 0; i < 8; ++i) out[size_t(i)] = char((n >> (8 * i)) & 0xff);
+  const auto len = le64(hdr.size());
+  std::string out(reinterpret_cast<const char*>(len.data()), len.size());
   out += hdr;
   for (const Entry* e : layout())
     if (e->nbytes > 0) out.append(static_cast<const char*>(e->data), e->nbytes);
@@ -232,15 +264,185 @@ std::string SafetensorsWriter::to_bytes() const {
 
 void SafetensorsWriter::write(const std::filesystem::path& path) const {
   std::string hdr = header();
-  uint8_t len[8];
-  uint64_t n = hdr.size();
-  for (int i = 0; i < 8; ++i) len[i] = uint8_t((n >> (8 * i)) & 0xff);
+  const auto len = le64(hdr.size());
   AtomicFile f(path);
-  f.write(len, 8);
+  f.write(len.data(), len.size());
   f.write(hdr);
   for (const Entry* e : layout())
     if (e->nbytes > 0) f.write(e->data, e->nbytes);
   f.commit();
+}
+
+// ---- streaming writer ----------------------------------------------------------------------------
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::filesystem::path path) : path_(std::move(path)) {}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() { close_spills(); }
+
+void SafetensorsStreamWriter::close_spills() {
+  for (Spill& s : spills_)
+    if (s.fd >= 0) {
+      ::close(s.fd);  // the file was unlinked when created: closing frees its space
+      s.fd = -1;
+    }
+}
+
+size_t SafetensorsStreamWriter::declare(const std::string& name, DType dtype, Shape row_shape) {
+  TOPKSAE_CHECK(!done_, path_.string(), ": tensor '", name, "' declared after finish() or a failed write");
+  TOPKSAE_CHECK(name != "__metadata__" && !name.empty(), path_.string(), ": invalid tensor name '", name, "'");
+  for (const Spill& s : spills_) TOPKSAE_CHECK(s.name != name, path_.string(), ": tensor '", name, "' declared twice");
+  for (int64_t dim : row_shape)
+    TOPKSAE_CHECK(dim >= 0, path_.string(), ": tensor '", name, "': negative dimension in row shape ", shape_str(row_shape));
+  Spill s;
+  s.name = name;
+  s.dtype = dtype;
+  s.row_bytes = size_t(shape_numel(row_shape)) * itemsize(dtype);  // shape_numel refuses negative dims
+  s.row_shape = std::move(row_shape);
+  const std::filesystem::path dir = path_.parent_path();
+  std::string file = ".";  // built in steps (GCC 12 -Wrestrict, as in atomic_file.cpp)
+  file += path_.filename().string();
+  file += ".spill";
+  file += std::to_string(spills_.size());
+  file += ".XXXXXX";
+  std::string templ = (dir / file).string();
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  s.fd = ::mkstemp(buf.data());
+  if (s.fd < 0)
+    TOPKSAE_FAIL(path_.string(), ": cannot create a spill file for tensor '", name, "' in '",
+                 dir.empty() ? std::string(".") : dir.string(), "': ", std::strerror(errno));
+  // Unlinked at once: the descriptor keeps the data, and nothing is left behind however we stop.
+  ::unlink(buf.data());
+  spills_.push_back(std::move(s));
+  return spills_.size() - 1;
+}
+
+SafetensorsStreamWriter::Spill& SafetensorsStreamWriter::at(size_t tensor, const char* what) {
+  TOPKSAE_CHECK(tensor < spills_.size(), path_.string(), ": ", what, " to undeclared tensor #", tensor);
+  TOPKSAE_CHECK(!done_, path_.string(), ": ", what, " to tensor '", spills_[tensor].name,
+                "' after finish() or a failed write");
+  return spills_[tensor];
+}
+
+int64_t SafetensorsStreamWriter::rows(size_t tensor) const {
+  TOPKSAE_CHECK(tensor < spills_.size(), path_.string(), ": no tensor #", tensor);
+  return spills_[tensor].rows;
+}
+
+void SafetensorsStreamWriter::write_fd(Spill& s, const void* data, size_t bytes) {
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    ssize_t n = ::write(s.fd, p, std::min(bytes, size_t(1) << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      done_ = true;  // the spill lost bytes: the file can no longer be written
+      close_spills();
+      const std::filesystem::path dir = path_.parent_path();
+      TOPKSAE_FAIL(path_.string(), ": cannot write the spill file of tensor '", s.name, "' in '",
+                   dir.empty() ? std::string(".") : dir.string(), "': ", std::strerror(err));
+    }
+    p += n;
+    bytes -= size_t(n);
+  }
+}
+
+void SafetensorsStreamWriter::flush(Spill& s) {
+  if (s.buf.empty()) return;
+  write_fd(s, s.buf.data(), s.buf.size());
+  s.buf.clear();
+}
+
+void SafetensorsStreamWriter::put(Spill& s, const void* data, size_t bytes) {
+  if (s.buf.size() + bytes > kBufferBytes) flush(s);
+  if (bytes >= kBufferBytes) return write_fd(s, data, bytes);  // large appends skip the buffer
+  if (s.buf.capacity() < kBufferBytes) s.buf.reserve(kBufferBytes);
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  s.buf.insert(s.buf.end(), p, p + bytes);
+}
+
+void SafetensorsStreamWriter::append(size_t tensor, const void* data, int64_t rows) {
+  Spill& s = at(tensor, "append");
+  TOPKSAE_CHECK(rows >= 0, path_.string(), ": tensor '", s.name, "': cannot append ", rows, " rows");
+  TOPKSAE_CHECK(s.row_bytes == 0 || uint64_t(rows) <= std::numeric_limits<size_t>::max() / s.row_bytes,
+                path_.string(), ": tensor '", s.name, "': ", rows, " rows overflow the byte count");
+  const size_t bytes = size_t(rows) * s.row_bytes;
+  TOPKSAE_CHECK(data != nullptr || bytes == 0, path_.string(), ": tensor '", s.name, "': no data to append");
+  if (bytes > 0) put(s, data, bytes);
+  s.rows += rows;
+}
+
+void SafetensorsStreamWriter::append_f32(size_t tensor, const float* data, int64_t rows) {
+  Spill& s = at(tensor, "append");
+  if (s.dtype == DType::f32) return append(tensor, data, rows);
+  TOPKSAE_CHECK(s.dtype == DType::f16 || s.dtype == DType::bf16 || s.dtype == DType::f64, path_.string(),
+                ": tensor '", s.name, "' holds ", dtype_name(s.dtype), ", which float32 rows cannot be converted to");
+  TOPKSAE_CHECK(rows >= 0, path_.string(), ": tensor '", s.name, "': cannot append ", rows, " rows");
+  const size_t isz = itemsize(s.dtype), per_row = s.row_bytes / isz;
+  TOPKSAE_CHECK(per_row == 0 || uint64_t(rows) <= std::numeric_limits<size_t>::max() / s.row_bytes,
+                path_.string(), ": tensor '", s.name, "': ", rows, " rows overflow the byte count");
+  size_t left = size_t(rows) * per_row;  // elements
+  TOPKSAE_CHECK(data != nullptr || left == 0, path_.string(), ": tensor '", s.name, "': no data to append");
+  // Converted straight into the buffer, a buffer's worth at a time.
+  while (left > 0) {
+    if (s.buf.size() + isz > kBufferBytes) flush(s);
+    if (s.buf.capacity() < kBufferBytes) s.buf.reserve(kBufferBytes);
+    const size_t n = std::min(left, (kBufferBytes - s.buf.size()) / isz), old = s.buf.size();
+    s.buf.resize(old + n * isz);
+    convert_from_f32(s.dtype, data, s.buf.data() + old, n);
+    data += n;
+    left -= n;
+  }
+  s.rows += rows;
+}
+
+void SafetensorsStreamWriter::finish() {
+  TOPKSAE_CHECK(!done_, path_.string(), ": finish() after finish() or a failed write");
+  try {
+    for (Spill& s : spills_) flush(s);
+    done_ = true;
+    std::vector<Shape> shapes;  // [rows, row_shape...] per tensor
+    for (const Spill& s : spills_) {
+      Shape sh{s.rows};
+      sh.insert(sh.end(), s.row_shape.begin(), s.row_shape.end());
+      shapes.push_back(std::move(sh));
+    }
+    std::vector<size_t> order(spills_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return layout_before(spills_[a].dtype, spills_[b].dtype); });
+    std::vector<HeaderEntry> h;
+    for (size_t i : order)
+      h.push_back(HeaderEntry{&spills_[i].name, spills_[i].dtype, &shapes[i], size_t(spills_[i].rows) * spills_[i].row_bytes});
+    const std::string hdr = padded_header(h, metadata_);
+    const auto len = le64(hdr.size());
+
+    AtomicFile f(path_);  // removes its temporary file if anything below throws
+    f.write(len.data(), len.size());
+    f.write(hdr);
+    std::vector<uint8_t> chunk(size_t(4) << 20);
+    for (size_t j = 0; j < order.size(); ++j) {
+      Spill& s = spills_[order[j]];
+      const size_t nbytes = h[j].nbytes;
+      for (size_t off = 0; off < nbytes;) {
+        const ssize_t n = ::pread(s.fd, chunk.data(), std::min(chunk.size(), nbytes - off), off_t(off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) TOPKSAE_FAIL(path_.string(), ": cannot read back the spill file of tensor '", s.name, "': ", std::strerror(errno));
+        if (n == 0)
+          TOPKSAE_FAIL(path_.string(), ": the spill file of tensor '", s.name, "' holds ", off, " bytes, not ", nbytes);
+        f.write(chunk.data(), size_t(n));
+        off += size_t(n);
+      }
+      ::close(s.fd);  // copied: free its space before the next one
+      s.fd = -1;
+    }
+    f.commit();
+  } catch (...) {
+    done_ = true;
+    close_spills();
+    throw;
+  }
+  close_spills();
 }
 
 }  // namespace topksae

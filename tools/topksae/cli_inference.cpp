@@ -7,27 +7,77 @@
 
 namespace topksae::cli {
 
-FeatureEncoder::FeatureEncoder(const Model& model, bool csr) : model_(model) { f_.csr = csr; }
+FeatureEncoder::FeatureEncoder(const Model& model, bool csr, Sink sink) : model_(model), sink_(std::move(sink)) {
+  batch_.csr = csr;
+  all_.csr = csr;
+}
+
+FeatureEncoder::FeatureEncoder(const Model& model, bool csr)
+    : FeatureEncoder(model, csr, [this](const Features& b) {
+        const int64_t old = int64_t(all_.indices.size());
+        all_.indices.insert(all_.indices.end(), b.indices.begin(), b.indices.end());
+        all_.values.insert(all_.values.end(), b.values.begin(), b.values.end());
+        if (b.csr)
+          for (int64_t r = 0; r < b.rows; ++r) all_.indptr.push_back(old + b.indptr[size_t(r + 1)]);
+        all_.rows += b.rows;
+      }) {}
 
 void FeatureEncoder::add(const float* x, int64_t n) {
   if (n == 0) return;  // the API refuses empty batches
   const int64_t k = model_.k();
   const View<const float> xv{x, n, model_.d_in()};
-  const size_t old = f_.indices.size();
   // A batch holds at most n * k codes (no hooks here); CSR gives back what the zeros leave.
-  f_.indices.resize(old + size_t(n * k));
-  f_.values.resize(old + size_t(n * k));
-  if (!f_.csr) {
-    model_.encode_topk(ws_, xv, {f_.indices.data() + old, n, k}, {f_.values.data() + old, n, k});
+  batch_.rows = n;
+  batch_.indices.resize(size_t(n * k));
+  batch_.values.resize(size_t(n * k));
+  if (!batch_.csr) {
+    model_.encode_topk(ws_, xv, {batch_.indices.data(), n, k}, {batch_.values.data(), n, k});
   } else {
-    batch_indptr_.resize(size_t(n + 1));
+    batch_.indptr.resize(size_t(n + 1));
     const int64_t nnz =
-        model_.encode_csr(ws_, xv, CsrOut{batch_indptr_.data(), f_.indices.data() + old, f_.values.data() + old, n * k});
-    f_.indices.resize(old + size_t(nnz));
-    f_.values.resize(old + size_t(nnz));
-    for (int64_t b = 0; b < n; ++b) f_.indptr.push_back(int64_t(old) + batch_indptr_[size_t(b + 1)]);
+        model_.encode_csr(ws_, xv, CsrOut{batch_.indptr.data(), batch_.indices.data(), batch_.values.data(), n * k});
+    batch_.indices.resize(size_t(nnz));
+    batch_.values.resize(size_t(nnz));
   }
-  f_.rows += n;
+  sink_(batch_);
+}
+
+FeatureFileWriter::FeatureFileWriter(const std::filesystem::path& out, bool csr, int64_t k, DType values_dtype)
+    : w_(out), csr_(csr), k_(k) {
+  // Declared in the order the in-memory writer was given them: the layout (and bytes) follow it.
+  if (!csr_) {
+    indices_ = w_.declare("indices", DType::i32, {k});
+    values_ = w_.declare("values", values_dtype, {k});
+  } else {
+    indptr_ = w_.declare("indptr", DType::i64);
+    indices_ = w_.declare("indices", DType::i32);
+    values_ = w_.declare("values", values_dtype);
+    const int64_t zero = 0;
+    w_.append(indptr_, &zero, 1);
+  }
+}
+
+void FeatureFileWriter::append(const Features& b) {
+  TOPKSAE_CHECK(b.csr == csr_, w_.path().string(), ": a ", b.csr ? "CSR" : "top-k", " batch for a ",
+                csr_ ? "CSR" : "top-k", " file");
+  if (!csr_) {
+    TOPKSAE_CHECK(int64_t(b.indices.size()) == b.rows * k_ && b.values.size() == b.indices.size(),
+                  w_.path().string(), ": a top-k batch of ", b.rows, " rows needs ", b.rows * k_, " pairs");
+    w_.append(indices_, b.indices.data(), b.rows);
+    w_.append_f32(values_, b.values.data(), b.rows);
+  } else {
+    const int64_t nnz = int64_t(b.indices.size());
+    TOPKSAE_CHECK(int64_t(b.indptr.size()) == b.rows + 1 && b.indptr.front() == 0 && b.indptr.back() == nnz &&
+                      b.values.size() == b.indices.size(),
+                  w_.path().string(), ": malformed CSR batch");
+    indptr_buf_.resize(size_t(b.rows));
+    for (int64_t r = 0; r < b.rows; ++r) indptr_buf_[size_t(r)] = entries_ + b.indptr[size_t(r + 1)];
+    w_.append(indptr_, indptr_buf_.data(), b.rows);
+    w_.append(indices_, b.indices.data(), nnz);
+    w_.append_f32(values_, b.values.data(), nnz);
+  }
+  rows_ += b.rows;
+  entries_ += int64_t(b.indices.size());
 }
 
 namespace {

@@ -3,34 +3,68 @@
 // run, on the CPU and on the GPU. Every pointer here is host memory: a CUDA model stages it.
 #pragma once
 #include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "topksae/api.h"
 #include "topksae/metrics.h"
+#include "topksae/safetensors.h"
 
 namespace topksae::cli {
 
-// Sparse features as `topksae encode` writes them (FORMATS.md "Sparse features written by encode").
+// Sparse features as `topksae encode` writes them (FORMATS.md "Sparse features written by encode"):
+// one batch's, or every row's when gathered.
 struct Features {
   bool csr = false;
   int64_t rows = 0;
   std::vector<int32_t> indices;     // topk [rows, k] by value descending; csr [nnz]
   std::vector<float> values;        // as indices
-  std::vector<int64_t> indptr{0};   // csr [rows + 1]; topk: just {0}
+  std::vector<int64_t> indptr{0};   // csr [rows + 1], from 0; topk: just {0}
 };
 
-// encode: batches of rows in, the features of every row gathered in memory.
+// encode, batch by batch: each batch's features go to a sink (memory: one batch), or are gathered.
 class FeatureEncoder {
  public:
+  using Sink = std::function<void(const Features& batch)>;
+  FeatureEncoder(const Model& model, bool csr, Sink sink);
+  // Gathers every row into features(): memory grows with the rows (tests, small inputs).
   FeatureEncoder(const Model& model, bool csr);
+  FeatureEncoder(const FeatureEncoder&) = delete;  // the gathering sink points at this one
+  FeatureEncoder& operator=(const FeatureEncoder&) = delete;
   void add(const float* x, int64_t n);  // x [n, d_in]
-  const Features& features() const { return f_; }
+  const Features& features() const { return all_; }  // gathered rows (none when streaming to a sink)
 
  private:
   const Model& model_;
   Workspace ws_;
-  Features f_;
-  std::vector<int64_t> batch_indptr_;  // [n + 1] one batch's CSR row pointers
+  Features batch_;  // the last batch, reused
+  Features all_;    // gathered
+  Sink sink_;
+};
+
+// The file `topksae encode` writes, appended batch by batch through a SafetensorsStreamWriter, so
+// memory does not grow with the rows: top-k indices int32 [N, k] and values [N, k]; CSR indptr int64
+// [N + 1], indices int32 [nnz], values [nnz]; values stored as `values_dtype`. The bytes are those
+// SafetensorsWriter would write for the gathered features (tests/test_cli_inference.cpp checks).
+// Errors name the output file; a failed or unfinished file leaves nothing behind.
+class FeatureFileWriter {
+ public:
+  FeatureFileWriter(const std::filesystem::path& out, bool csr, int64_t k, DType values_dtype);
+  void append(const Features& batch);  // batch.csr as this file's format; CSR indptr from 0
+  void set_metadata(const std::string& key, const std::string& value) { w_.set_metadata(key, value); }
+  void finish() { w_.finish(); }
+  int64_t rows() const { return rows_; }
+  int64_t entries() const { return entries_; }  // indices written: rows * k, or nnz
+
+ private:
+  SafetensorsStreamWriter w_;
+  bool csr_;
+  int64_t k_;
+  size_t indptr_ = 0, indices_ = 0, values_ = 0;  // tensor handles
+  int64_t rows_ = 0, entries_ = 0;
+  std::vector<int64_t> indptr_buf_;  // [batch rows] the batch's row ends, offset to the whole file
 };
 
 // decode, `batch` rows per call: top-k pairs idx/val [rows, width] -> out [rows, d_in].

@@ -6,7 +6,6 @@
 #include "cli_common.h"
 #include "command.h"
 #include "cli_inference.h"
-#include "topksae/safetensors.h"
 
 namespace topksae::cli {
 namespace {
@@ -26,31 +25,19 @@ void run_encode(const EncodeArgs& a) {
   check_d_in(sae, src->d_in(), a.input);
   const DType vdt = dtype_from_torch_name(a.values_dtype);
   const int64_t k = sae.cfg.k;
-  // Everything is gathered in memory, then written once (N * k * 8 bytes for top-k).
-  FeatureEncoder enc(*model, a.format == "csr");
+  // Batch by batch into spill files beside --out: memory holds one batch, however many rows.
+  FeatureFileWriter out(a.out, a.format == "csr", k, vdt);
+  FeatureEncoder enc(*model, a.format == "csr", [&](const Features& batch) { out.append(batch); });
   const int64_t rows = for_each_batch(*src, a.batch, a.max_tokens, [&](const float* x, int64_t n) { enc.add(x, n); });
-  const Features& f = enc.features();
-  const std::vector<int32_t>& idx = f.indices;
-  const std::vector<float>& val = f.values;
-  const std::vector<int64_t>& indptr = f.indptr;
-  SafetensorsWriter w;
-  if (a.format == "topk") {
-    w.add("indices", DType::i32, {rows, k}, idx.data());
-    w.add_f32("values", {rows, k}, val.data(), vdt);
-  } else {
-    w.add("indptr", DType::i64, {rows + 1}, indptr.data());
-    w.add("indices", DType::i32, {int64_t(idx.size())}, idx.data());
-    w.add_f32("values", {int64_t(val.size())}, val.data(), vdt);
-  }
-  w.set_metadata("format", a.format);
-  w.set_metadata("d_sae", std::to_string(sae.cfg.d_sae));
-  w.set_metadata("d_in", std::to_string(sae.cfg.d_in));
-  w.set_metadata("k", std::to_string(k));
-  w.set_metadata("sae", a.sae);
-  w.set_metadata("source", a.input);
-  w.write(a.out);
+  out.set_metadata("format", a.format);
+  out.set_metadata("d_sae", std::to_string(sae.cfg.d_sae));
+  out.set_metadata("d_in", std::to_string(sae.cfg.d_in));
+  out.set_metadata("k", std::to_string(k));
+  out.set_metadata("sae", a.sae);
+  out.set_metadata("source", a.input);
+  out.finish();
   std::cout << "encoded " << rows << " rows of " << src->describe() << " into " << a.out << " (" << a.format
-            << ", " << idx.size() << " entries";
+            << ", " << out.entries() << " entries";
   if (src->skipped()) std::cout << "; skipped " << src->skipped() << " rows holding NaN or Inf";
   std::cout << ")\n";
 }
