@@ -4,6 +4,7 @@
 // behind: no output, no temporary file, no spill file, with messages naming the output.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -186,6 +187,17 @@ TEST(SafetensorsStream, MissingDirectoryIsNamedAndNothingIsCreated) {
   SafetensorsStreamWriter w(t.dir / "no" / "such" / "f.safetensors");
   expect_error([&] { w.declare("a", DType::f32); }, {"f.safetensors", "cannot create a spill file", "no/such"});
   EXPECT_TRUE(t.entries().empty());
+}
+
+TEST(SafetensorsStream, UnwritableDirectoryIsNamed) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
+  Dir t;
+  fs::create_directory(t.dir / "ro");
+  fs::permissions(t.dir / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+  SafetensorsStreamWriter w(t.dir / "ro" / "f.safetensors");
+  expect_error([&] { w.declare("a", DType::f32); }, {"f.safetensors", "cannot create a spill file", "ro"});
+  fs::permissions(t.dir / "ro", fs::perms::owner_all);
+  EXPECT_TRUE(fs::is_empty(t.dir / "ro"));
 }
 
 TEST(SafetensorsStream, AbandonedWriterLeavesNothing) {
