@@ -35,6 +35,10 @@ void exclusive_scan_i64(Context& ctx, const int64_t* in, int64_t* out, int64_t n
 // Dense cuBLAS GEMM, row-major: C[M,N] = alpha*A[M,K] @ B[K,N] + beta*C, f32 in/out.
 void gemm_rowmajor(Context& ctx, const float* A, const float* B, float* C, int64_t M, int64_t K, int64_t N,
                    float beta, Precision p);
+// The general form: C[M,N] = op(A) @ op(B) + beta*C, op(A) [M,K] (A stored [K,M] when tA), op(B)
+// [K,N] (B stored [N,K] when tB); lda / ldb / ldc are the stored rows' lengths. fp32 or tf32.
+void gemm_rowmajor_ex(Context& ctx, bool tA, bool tB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p);
 // out[b, :] = bias (or 0 when bias is null), out [B, d].
 void fill_rows(Context& ctx, float* out, const float* bias, int64_t B, int64_t d);
 

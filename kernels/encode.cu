@@ -56,15 +56,22 @@ void fill_rows(Context& ctx, float* out, const float* bias, int64_t B, int64_t d
 
 void gemm_rowmajor(Context& ctx, const float* A, const float* B, float* C, int64_t M, int64_t K, int64_t N,
                    float beta, Precision p) {
+  gemm_rowmajor_ex(ctx, false, false, M, N, K, A, K, B, N, beta, C, N, p);
+}
+
+void gemm_rowmajor_ex(Context& ctx, bool tA, bool tB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p) {
   TOPKSAE_CHECK(p != Precision::bf16, "gemm_rowmajor: bf16 operands need the bf16 path");
   TOPKSAE_CHECK(M < (int64_t(1) << 31) && K < (int64_t(1) << 31) && N < (int64_t(1) << 31),
                 "GEMM dims must be < 2^31");
   if (M == 0 || N == 0) return;
   const float alpha = 1.f;
-  // Row-major C[M,N] = A[M,K] B[K,N] is column-major C^T[N,M] = B^T[N,K] A^T[K,M].
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: B first, each stored row-major
+  // matrix being its own transpose to cuBLAS.
   const cublasComputeType_t ct = p == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  CUBLAS_CHECK(cublasGemmEx(cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, B, CUDA_R_32F,
-                            int(N), A, CUDA_R_32F, int(K), &beta, C, CUDA_R_32F, int(N), ct, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK(cublasGemmEx(cublas(ctx), tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N, int(N),
+                            int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F, int(lda), &beta, C,
+                            CUDA_R_32F, int(ldc), ct, CUBLAS_GEMM_DEFAULT));
 }
 
 void exclusive_scan_i64(Context& ctx, const int64_t* in, int64_t* out, int64_t n) {

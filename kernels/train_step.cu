@@ -621,19 +621,6 @@ void download_bytes(void* dst, const DeviceBuffer& src, size_t bytes, size_t off
   topksae::detail::copy_bytes(dst, Device::cpu, static_cast<const char*>(src.data()) + offset, Device::cuda, bytes);
 }
 
-// Row-major C[M,N] = op(A) @ op(B) + beta*C, f32 in and out; op(A) is [M,K] (A stored [K,M] when
-// tA), op(B) is [K,N] (B stored [N,K] when tB); lda/ldb/ldc are the stored rows' lengths.
-// Column-major, that is C^T = op(B)^T op(A)^T, hence B first.
-void gemm_rm(Context& ctx, bool tA, bool tB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-             const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p) {
-  if (M == 0 || N == 0) return;
-  const float alpha = 1.f;
-  const cublasComputeType_t ct = p == Precision::fp32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
-  CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
-                            int(N), int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F, int(lda), &beta, C,
-                            CUDA_R_32F, int(ldc), ct, CUBLAS_GEMM_DEFAULT));
-}
-
 // The per-entry arrays of the backward (w, dh, sort keys and values, double-buffered), `per`
 // entries each, carved from the arena.
 struct EntryArrays {
@@ -968,7 +955,7 @@ struct TrainStep::Impl {
       CUDA_CHECK_LAUNCH();
       // ehat [B, d] = b_dec + Zd @ W_dec[dead]
       detail::fill_rows(ctx, as<float>(ehat), prm + oBdec, B, d);
-      gemm_rm(ctx, false, false, B, d, ndc, Zd, ndc, as<float>(X), d, 1.f, as<float>(ehat), d, aux_prec);
+      detail::gemm_rowmajor_ex(ctx, false, false, B, d, ndc, Zd, ndc, as<float>(X), d, 1.f, as<float>(ehat), d, aux_prec);
     } else if (path == AuxPath::gather) {
       TopKOptions oa;
       oa.bias = prm + oBenc;
@@ -1003,8 +990,8 @@ struct TrainStep::Impl {
     float* G = as<float>(h);  // dense AuxK: [B, ndc], h is no longer needed
     if (path == AuxPath::dense) {
       // G = ga @ W_dec[dead]^T; then X (W_dec[dead], read) becomes dW_dec[dead] = Zd^T @ ga.
-      gemm_rm(ctx, false, true, B, ndc, d, as<float>(ga), d, as<float>(X), d, 0.f, G, ndc, aux_prec);
-      gemm_rm(ctx, true, false, ndc, d, B, Zd, ndc, as<float>(ga), d, 0.f, as<float>(X), d, aux_prec);
+      detail::gemm_rowmajor_ex(ctx, false, true, B, ndc, d, as<float>(ga), d, as<float>(X), d, 0.f, G, ndc, aux_prec);
+      detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, Zd, ndc, as<float>(ga), d, 0.f, as<float>(X), d, aux_prec);
       mask_aux_grad_kernel<<<unsigned(B), kThreads, size_t(kc) * 4, s>>>(as<int32_t>(idxT), kc, ndc, M, G);
       CUDA_CHECK_LAUNCH();
       // db_enc's dead part: column sums of dza.
@@ -1048,7 +1035,7 @@ struct TrainStep::Impl {
         grd + oWdec, M);
     CUDA_CHECK_LAUNCH();
     if (path == AuxPath::dense)  // X: dW_enc[:, dead]^T = dza^T @ u, [ndc, d] (dW_dec[dead] was consumed above)
-      gemm_rm(ctx, true, false, ndc, d, B, G, ndc, as<float>(u), d, 0.f, as<float>(X), d, aux_prec);
+      detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, G, ndc, as<float>(u), d, 0.f, as<float>(X), d, aux_prec);
     grad_enc_kernel<<<unsigned((n + 31) / 32), dim3{32u, 8u, 1u}, 0, s>>>(
         as<int32_t>(start), order, ea.dh, as<float>(u), B, d, n, k, kT, pos_of_or_null, as<float>(X), as<float>(dbe),
         grd + oWenc, grd + oBenc, M);
