@@ -166,7 +166,8 @@ int main(int argc, char** argv) {
 
       // ---- GPU variants
       if (!gpu) {
-        for (const char* v : {"gpu_gather_topk", "gpu_cusparse_csr", "gpu_cusparse_coo", "gpu_dense_cublas_fp32"}) {
+        for (const char* v : {"gpu_gather_topk", "gpu_gather_slab64", "gpu_gather_slab128", "gpu_gather_slab256",
+                              "gpu_gather_slab512", "gpu_cusparse_csr", "gpu_cusparse_coo", "gpu_dense_cublas_fp32"}) {
           nlohmann::json r = base_row(v);
           r["skipped"] = a.no_gpu ? std::string("--no-gpu") : cuda_unavailable_reason();
           rep.add(r);
