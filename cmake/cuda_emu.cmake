@@ -1,0 +1,39 @@
+# TOPKSAE_CUDA_EMU: the CUDA build of topksae with CUDA itself emulated on the CPU, so the GPU tests
+# (Cuda*) run on machines without a GPU (tests/cuda_emu/README.md). A test tool, never a backend:
+# a result of this build never counts as "ran on a GPU". The library is the CUDA build's (src/
+# minus src/no_cuda, kernels/*.cpp, TOPKSAE_HAS_CUDA=1), but each kernels/*.cu is rewritten into
+# C++ (tests/cuda_emu/rewrite_cu.py) and compiled with the emulation headers first on the include
+# path; tests/cuda_emu/src/*.cpp replace cudart, cuBLAS and cuSPARSE.
+option(TOPKSAE_CUDA_EMU "Build the CUDA backend against the CPU emulation of CUDA (tests only)" OFF)
+if(TOPKSAE_CUDA_EMU)
+  if(TOPKSAE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "TOPKSAE_CUDA_EMU=ON replaces nvcc and the CUDA libraries: use it with TOPKSAE_CUDA=OFF")
+  endif()
+  set(TOPKSAE_CUDA OFF CACHE STRING "CUDA backend: AUTO (on when nvcc is found), ON, OFF" FORCE)
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  message(STATUS "topksae: CUDA emulation ON (tests/cuda_emu: kernels run on the CPU, for tests only)")
+endif()
+
+# Turns target `tgt` (the library, made from the CPU build's sources) into the emulated CUDA build.
+function(topksae_cuda_emu_target tgt)
+  set(emu ${PROJECT_SOURCE_DIR}/tests/cuda_emu)
+  get_target_property(srcs ${tgt} SOURCES)
+  list(FILTER srcs EXCLUDE REGEX "/src/no_cuda/")
+  file(GLOB kernel_cpp CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/*.cpp)
+  file(GLOB kernel_cu CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/*.cu)
+  file(GLOB emu_src CONFIGURE_DEPENDS ${emu}/src/*.cpp)
+  set(rewritten)
+  foreach(cu ${kernel_cu})
+    get_filename_component(name ${cu} NAME_WE)
+    set(out ${PROJECT_BINARY_DIR}/cuda_emu_kernels/${name}.cu.cpp)
+    add_custom_command(OUTPUT ${out}
+                       COMMAND Python3::Interpreter ${emu}/rewrite_cu.py ${cu} ${out}
+                       DEPENDS ${cu} ${emu}/rewrite_cu.py
+                       COMMENT "cuda_emu: rewriting kernels/${name}.cu" VERBATIM)
+    list(APPEND rewritten ${out})
+  endforeach()
+  set_source_files_properties(${rewritten} PROPERTIES COMPILE_OPTIONS "-include;${emu}/include/cuda_emu/kernel.h")
+  set_property(TARGET ${tgt} PROPERTY SOURCES ${srcs} ${kernel_cpp} ${rewritten} ${emu_src})
+  target_include_directories(${tgt} BEFORE PUBLIC $<BUILD_INTERFACE:${emu}/include>)
+  target_compile_definitions(${tgt} PUBLIC TOPKSAE_HAS_CUDA=1 TOPKSAE_CUDA_EMU=1)
+endfunction()

@@ -1,0 +1,501 @@
+// The CUDA runtime API emulated on the host (tests/cuda_emu/README.md): allocations, copies,
+// streams, events, device queries, launch validation and the last-error state. Every operation
+// completes before it returns, so streams and events only need validating, never scheduling.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "cuda_emu/kernel.h"
+
+struct CUstream_st {
+  int device;
+  unsigned flags;
+};
+struct CUevent_st {
+  int device;
+  unsigned flags;
+  bool recorded = false;
+  std::chrono::steady_clock::time_point at{};
+};
+
+namespace cuda_emu {
+namespace {
+
+constexpr size_t kGlobalMem = size_t(80) << 30;
+constexpr int kSmCount = 132;
+constexpr int kL2Bytes = 50 << 20;
+constexpr int kSmemDefault = 48 << 10;
+constexpr int kSmemOptin = 227 << 10;
+constexpr int kSmemPerSm = 228 << 10;
+
+struct Alloc {
+  size_t bytes;
+  int device;
+  bool pinned;  // cudaMallocHost: host memory the device may read
+};
+
+std::mutex g_mu;  // guards everything below but the thread-local state
+std::map<uintptr_t, Alloc> g_allocs;
+size_t g_used[8] = {};
+std::set<CUstream_st*> g_streams;
+std::set<CUevent_st*> g_events;
+std::map<const void*, int> g_max_dyn_smem;
+thread_local cudaError_t t_last = cudaSuccess;
+thread_local int t_device = 0;
+
+int device_count() {
+  static const int n = [] {
+    int v = 1;
+    if (const char* e = std::getenv("CUDA_EMU_DEVICES")) v = std::atoi(e);
+    return v < 0 ? 0 : (v > 8 ? 8 : v);
+  }();
+  return n;
+}
+bool fill_garbage() {
+  static const bool f = [] {
+    const char* e = std::getenv("CUDA_EMU_FILL");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return f;
+}
+
+cudaError_t fail(cudaError_t e) {
+  t_last = e;
+  return e;
+}
+void warn(const std::string& msg) { std::fprintf(stderr, "cuda_emu: %s\n", msg.c_str()); }
+std::string ptr_str(const void* p) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%p", p);
+  return b;
+}
+
+// The allocation containing [p, p + bytes) (bytes 0: p may be one past the end); g_mu held.
+const Alloc* find_alloc(const void* p, size_t bytes, uintptr_t* base = nullptr) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  auto it = g_allocs.upper_bound(a);
+  if (it == g_allocs.begin()) return nullptr;
+  --it;
+  const uintptr_t lo = it->first, hi = lo + it->second.bytes;
+  if (a < lo || a > hi || (bytes > 0 && (a == hi || bytes > hi - a))) return nullptr;
+  if (base) *base = lo;
+  return &it->second;
+}
+
+bool stream_ok(cudaStream_t s, int* dev = nullptr) {
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) {
+    if (dev) *dev = t_device;
+    return true;
+  }
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_streams.count(s)) return false;
+  if (dev) *dev = s->device;
+  return true;
+}
+bool event_ok(cudaEvent_t e) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return e != nullptr && g_events.count(e) != 0;
+}
+
+// A copy's device side: inside one live allocation (device memory, or pinned host memory).
+bool device_range(const char* api, const char* side, const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (find_alloc(p, bytes)) return true;
+  warn(std::string(api) + ": the " + side + " [" + ptr_str(p) + ", +" + std::to_string(bytes) +
+       ") is not inside one live device allocation");
+  return false;
+}
+
+cudaError_t do_copy(const char* api, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  if (dst == nullptr || src == nullptr) return fail(cudaErrorInvalidValue);
+  bool dst_dev = false, src_dev = false;
+  switch (kind) {
+    case cudaMemcpyHostToHost: break;
+    case cudaMemcpyHostToDevice: dst_dev = true; break;
+    case cudaMemcpyDeviceToHost: src_dev = true; break;
+    case cudaMemcpyDeviceToDevice: dst_dev = src_dev = true; break;
+    case cudaMemcpyDefault: break;  // unified addressing: either side may be anything
+    default: return fail(cudaErrorInvalidValue);
+  }
+  if (dst_dev && !device_range(api, "destination", dst, bytes)) return fail(cudaErrorInvalidValue);
+  if (src_dev && !device_range(api, "source", src, bytes)) return fail(cudaErrorInvalidValue);
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+void* aligned(size_t bytes, size_t align) {
+  void* p = nullptr;
+  if (posix_memalign(&p, align, bytes) != 0) return nullptr;
+  return p;
+}
+}  // namespace
+
+// ---- launch support (kernel.h) -------------------------------------------------------------------
+bool launch_begin(const LaunchCfg& c, const char* name, const void* func, int max_threads) {
+  const dim3 g = c.grid, b = c.block;
+  const unsigned long long threads = 1ull * b.x * b.y * b.z;
+  if (g.x == 0 || g.y == 0 || g.z == 0 || b.x == 0 || b.y == 0 || b.z == 0 || g.x > 2147483647u || g.y > 65535u ||
+      g.z > 65535u || b.x > 1024u || b.y > 1024u || b.z > 64u || threads > 1024u) {
+    fail(cudaErrorInvalidConfiguration);
+    return false;
+  }
+  if (threads > unsigned(max_threads)) {  // more threads than __launch_bounds__ promised
+    fail(cudaErrorLaunchOutOfResources);
+    return false;
+  }
+  int limit = kSmemDefault;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_max_dyn_smem.find(func);
+    if (it != g_max_dyn_smem.end() && it->second > limit) limit = it->second;
+  }
+  if (c.smem > size_t(limit)) {
+    fail(cudaErrorInvalidValue);
+    return false;
+  }
+  int sdev = 0;
+  if (!stream_ok(c.stream, &sdev) || sdev != t_device) {
+    fail(cudaErrorInvalidResourceHandle);
+    return false;
+  }
+  (void)name;
+  return true;
+}
+
+void check_pointer_arg(const char* kernel, int index, const void* p) {
+  static const bool off = std::getenv("CUDA_EMU_NO_ARG_CHECK") != nullptr;
+  if (p == nullptr || off) return;
+  std::lock_guard<std::mutex> lock(g_mu);
+  const Alloc* a = find_alloc(p, 0);
+  std::string why;
+  if (a == nullptr)
+    why = "is not inside any live device allocation (host memory, freed memory or a wild pointer)";
+  else if (!a->pinned && a->device != t_device)
+    why = "is memory of CUDA device " + std::to_string(a->device) + ", the launch is on device " + std::to_string(t_device);
+  if (why.empty()) return;
+  std::fprintf(stderr, "\ncuda_emu: kernel %s: pointer argument #%d = %s %s\n", kernel, index, ptr_str(p).c_str(),
+               why.c_str());
+  std::abort();
+}
+
+cudaError_t func_set_attribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || value > kSmemOptin) return fail(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> lock(g_mu);
+    g_max_dyn_smem[func] = value;
+    return cudaSuccess;
+  }
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout) return cudaSuccess;
+  return fail(cudaErrorInvalidValue);
+}
+
+cudaError_t memcpy_to_symbol(void* symbol, size_t symbol_bytes, const void* src, size_t bytes, size_t offset) {
+  if (offset > symbol_bytes || bytes > symbol_bytes - offset) return fail(cudaErrorInvalidValue);
+  std::memcpy(static_cast<char*>(symbol) + offset, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t memcpy_from_symbol(void* dst, const void* symbol, size_t symbol_bytes, size_t bytes, size_t offset) {
+  if (offset > symbol_bytes || bytes > symbol_bytes - offset) return fail(cudaErrorInvalidValue);
+  std::memcpy(dst, static_cast<const char*>(symbol) + offset, bytes);
+  return cudaSuccess;
+}
+
+const char* check_device_range(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return find_alloc(p, bytes) ? nullptr : "not inside one live device allocation";
+}
+
+}  // namespace cuda_emu
+
+using namespace cuda_emu;
+
+// ---- errors ---------------------------------------------------------------------------------------
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "unknown error";
+  }
+}
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    default: return "cudaErrorUnknown";
+  }
+}
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = t_last;
+  t_last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return t_last; }
+
+// ---- devices -------------------------------------------------------------------------------------
+cudaError_t cudaGetDeviceCount(int* n) {
+  if (!n) return fail(cudaErrorInvalidValue);
+  *n = device_count();
+  if (*n == 0) return fail(cudaErrorNoDevice);
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* dev) {
+  if (!dev) return fail(cudaErrorInvalidValue);
+  if (device_count() == 0) return fail(cudaErrorNoDevice);
+  *dev = t_device;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int dev) {
+  if (dev < 0 || dev >= device_count()) return fail(cudaErrorInvalidDevice);
+  t_device = dev;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int dev) {
+  if (!value) return fail(cudaErrorInvalidValue);
+  if (dev < 0 || dev >= device_count()) return fail(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = kSmemDefault; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMultiProcessorCount: *value = kSmCount; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = kSmemPerSm; break;
+    case cudaDevAttrL2CacheSize: *value = kL2Bytes; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kSmemOptin; break;
+    default: return fail(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
+  if (!p) return fail(cudaErrorInvalidValue);
+  if (dev < 0 || dev >= device_count()) return fail(cudaErrorInvalidDevice);
+  *p = cudaDeviceProp{};
+  std::snprintf(p->name, sizeof p->name, "cuda_emu (CPU emulation, H100-like)");
+  p->totalGlobalMem = kGlobalMem;
+  p->sharedMemPerBlock = kSmemDefault;
+  p->regsPerBlock = 65536;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->maxThreadsDim[0] = 1024;
+  p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 2147483647;
+  p->maxGridSize[1] = 65535;
+  p->maxGridSize[2] = 65535;
+  p->clockRate = 1980000;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = kSmCount;
+  p->l2CacheSize = kL2Bytes;
+  p->maxThreadsPerMultiProcessor = 2048;
+  p->sharedMemPerBlockOptin = kSmemOptin;
+  p->sharedMemPerMultiprocessor = kSmemPerSm;
+  p->memoryBusWidth = 5120;
+  p->memoryClockRate = 2619000;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return device_count() ? cudaSuccess : fail(cudaErrorNoDevice); }
+cudaError_t cudaDeviceReset() { return cudaSuccess; }
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(g_mu);
+  *total_bytes = kGlobalMem;
+  *free_bytes = kGlobalMem - g_used[t_device];
+  return cudaSuccess;
+}
+
+// ---- memory --------------------------------------------------------------------------------------
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (!p) return fail(cudaErrorInvalidValue);
+  *p = nullptr;
+  if (device_count() == 0) return fail(cudaErrorNoDevice);
+  if (bytes == 0) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (bytes > kGlobalMem - g_used[t_device]) return fail(cudaErrorMemoryAllocation);
+  }
+  // Exactly `bytes`, its own heap block: AddressSanitizer sees a kernel or copy running past it.
+  void* m = aligned(bytes, 256);
+  if (!m) return fail(cudaErrorMemoryAllocation);
+  if (fill_garbage()) std::memset(m, 0xFF, bytes);  // fresh device memory is not zero: NaN / -1
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_allocs[reinterpret_cast<uintptr_t>(m)] = Alloc{bytes, t_device, false};
+  g_used[t_device] += bytes;
+  *p = m;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  if (p == nullptr) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
+    if (it != g_allocs.end() && !it->second.pinned) {
+      g_used[it->second.device] -= it->second.bytes;
+      g_allocs.erase(it);
+      std::free(p);
+      return cudaSuccess;
+    }
+  }
+  warn("cudaFree(" + ptr_str(p) + "): not the start of a live device allocation (double free?)");
+  return fail(cudaErrorInvalidDevicePointer);
+}
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  if (!p) return fail(cudaErrorInvalidValue);
+  void* m = aligned(bytes == 0 ? 1 : bytes, 4096);
+  if (!m) return fail(cudaErrorMemoryAllocation);
+  if (fill_garbage()) std::memset(m, 0xFF, bytes);
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_allocs[reinterpret_cast<uintptr_t>(m)] = Alloc{bytes, t_device, true};
+  *p = m;
+  return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) { return cudaMallocHost(p, bytes); }
+cudaError_t cudaFreeHost(void* p) {
+  if (p == nullptr) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
+    if (it != g_allocs.end() && it->second.pinned) {
+      g_allocs.erase(it);
+      std::free(p);
+      return cudaSuccess;
+    }
+  }
+  warn("cudaFreeHost(" + ptr_str(p) + "): not a live cudaMallocHost allocation");
+  return fail(cudaErrorInvalidValue);
+}
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p) {
+  if (!attr) return fail(cudaErrorInvalidValue);
+  *attr = cudaPointerAttributes{cudaMemoryTypeUnregistered, -2, nullptr, nullptr};
+  std::lock_guard<std::mutex> lock(g_mu);
+  const Alloc* a = p ? find_alloc(p, 1) : nullptr;
+  if (a == nullptr) {
+    attr->hostPointer = const_cast<void*>(p);
+    return cudaSuccess;
+  }
+  attr->device = a->device;
+  attr->devicePointer = const_cast<void*>(p);
+  if (a->pinned) {
+    attr->type = cudaMemoryTypeHost;
+    attr->hostPointer = const_cast<void*>(p);
+  } else {
+    attr->type = cudaMemoryTypeDevice;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return do_copy("cudaMemcpy", dst, src, bytes, kind);
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  return do_copy("cudaMemcpyAsync", dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  if (!device_range("cudaMemset", "range", p, bytes)) return fail(cudaErrorInvalidValue);
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (bytes == 0) return cudaSuccess;
+  if (!device_range("cudaMemsetAsync", "range", p, bytes)) return fail(cudaErrorInvalidValue);
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+
+// ---- streams and events --------------------------------------------------------------------------
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
+  if (!s) return fail(cudaErrorInvalidValue);
+  if (device_count() == 0) return fail(cudaErrorNoDevice);
+  auto* st = new CUstream_st{t_device, flags};
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_streams.insert(st);
+  *s = st;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_streams.erase(s)) return fail(cudaErrorInvalidResourceHandle);
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  if (!stream_ok(s) || !event_ok(e)) return fail(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamGetDevice(cudaStream_t s, int* dev) {
+  if (!dev) return fail(cudaErrorInvalidValue);
+  return stream_ok(s, dev) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
+  if (!e) return fail(cudaErrorInvalidValue);
+  auto* ev = new CUevent_st{t_device, flags};
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_events.insert(ev);
+  *e = ev;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_events.erase(e)) return fail(cudaErrorInvalidResourceHandle);
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  int sdev = 0;
+  if (!event_ok(e) || !stream_ok(s, &sdev) || sdev != e->device) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  e->recorded = true;
+  e->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  return event_ok(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return event_ok(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  if (!ms) return fail(cudaErrorInvalidValue);
+  if (!event_ok(a) || !event_ok(b)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  if ((a->flags | b->flags) & cudaEventDisableTiming) return fail(cudaErrorInvalidResourceHandle);
+  if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
