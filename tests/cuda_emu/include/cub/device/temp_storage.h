@@ -1,0 +1,32 @@
+// CUDA emulation (tests/cuda_emu/README.md): CUB's two-call temporary-storage protocol. The first
+// call (d_temp_storage == nullptr) asks for a size that grows with the item count, as CUB's does; the
+// second must pass storage at least that large, else cudaErrorInvalidValue with a message, so a
+// caller that sized its storage for fewer items than it sorts or scans is caught.
+#pragma once
+#include <cstddef>
+#include <cstdio>
+
+#include "cuda_emu/base.h"
+
+namespace cub::emu {
+inline size_t temp_bytes_for(long long items, size_t item_bytes) {
+  return 256 + size_t(items > 0 ? items : 0) * item_bytes;
+}
+// True when the call was a size query (answered) or the storage is too small (reported in *err).
+inline bool temp_storage_protocol(void* d_temp_storage, size_t& temp_storage_bytes, long long items,
+                                  size_t item_bytes, const char* what, cudaError_t* err) {
+  const size_t need = temp_bytes_for(items, item_bytes);
+  *err = cudaSuccess;
+  if (d_temp_storage == nullptr) {
+    temp_storage_bytes = need;
+    return true;
+  }
+  if (temp_storage_bytes < need) {
+    std::fprintf(stderr, "cuda_emu: %s: %zu bytes of temporary storage for %lld items, needs %zu\n", what,
+                 temp_storage_bytes, items, need);
+    *err = cudaErrorInvalidValue;
+    return true;
+  }
+  return false;
+}
+}  // namespace cub::emu
