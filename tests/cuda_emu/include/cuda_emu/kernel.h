@@ -23,7 +23,6 @@
 #define __host__
 #define __constant__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __shared__ static  // one block runs at a time; `extern __shared__` is rewritten by rewrite_cu.py
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
