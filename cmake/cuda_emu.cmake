@@ -14,6 +14,26 @@ if(TOPKSAE_CUDA_EMU)
   message(STATUS "topksae: CUDA emulation ON (tests/cuda_emu: kernels run on the CPU, for tests only)")
 endif()
 
+# out_var = the C++ files made from the given .cu files (rewrite_cu.py), with their compile options.
+function(topksae_cuda_emu_rewrite out_var)
+  set(emu ${PROJECT_SOURCE_DIR}/tests/cuda_emu)
+  set(rewritten)
+  foreach(cu ${ARGN})
+    get_filename_component(name ${cu} NAME_WE)
+    file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR} ${cu})
+    set(out ${PROJECT_BINARY_DIR}/cuda_emu_kernels/${name}.cu.cpp)
+    add_custom_command(OUTPUT ${out}
+                       COMMAND Python3::Interpreter ${emu}/rewrite_cu.py ${cu} ${out}
+                       DEPENDS ${cu} ${emu}/rewrite_cu.py
+                       COMMENT "cuda_emu: rewriting ${rel}" VERBATIM)
+    list(APPEND rewritten ${out})
+  endforeach()
+  # nvcc does not warn about `threadIdx.x < int` or `#pragma unroll`.
+  set_source_files_properties(${rewritten} PROPERTIES COMPILE_OPTIONS
+                              "-include;${emu}/include/cuda_emu/kernel.h;-Wno-sign-compare;-Wno-unknown-pragmas")
+  set(${out_var} ${rewritten} PARENT_SCOPE)
+endfunction()
+
 # Turns target `tgt` (the library, made from the CPU build's sources) into the emulated CUDA build.
 function(topksae_cuda_emu_target tgt)
   set(emu ${PROJECT_SOURCE_DIR}/tests/cuda_emu)
@@ -22,27 +42,8 @@ function(topksae_cuda_emu_target tgt)
   file(GLOB kernel_cpp CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/*.cpp)
   file(GLOB kernel_cu CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/*.cu)
   file(GLOB emu_src CONFIGURE_DEPENDS ${emu}/src/*.cpp)
-  set(rewritten)
-  foreach(cu ${kernel_cu})
-    get_filename_component(name ${cu} NAME_WE)
-    set(out ${PROJECT_BINARY_DIR}/cuda_emu_kernels/${name}.cu.cpp)
-    add_custom_command(OUTPUT ${out}
-                       COMMAND Python3::Interpreter ${emu}/rewrite_cu.py ${cu} ${out}
-                       DEPENDS ${cu} ${emu}/rewrite_cu.py
-                       COMMENT "cuda_emu: rewriting kernels/${name}.cu" VERBATIM)
-    list(APPEND rewritten ${out})
-  endforeach()
-  set_source_files_properties(${rewritten} PROPERTIES COMPILE_OPTIONS "-include;${emu}/include/cuda_emu/kernel.h;-Wno-sign-compare;-Wno-unknown-pragmas")
+  topksae_cuda_emu_rewrite(rewritten ${kernel_cu})
   set_property(TARGET ${tgt} PROPERTY SOURCES ${srcs} ${kernel_cpp} ${rewritten} ${emu_src})
   target_include_directories(${tgt} BEFORE PUBLIC $<BUILD_INTERFACE:${emu}/include>)
   target_compile_definitions(${tgt} PUBLIC TOPKSAE_HAS_CUDA=1 TOPKSAE_CUDA_EMU=1)
-  # The emulation's own tests (tests/cuda_emu/test_*.cpp) join topksae_tests once tests/ made it.
-  cmake_language(DEFER DIRECTORY ${PROJECT_SOURCE_DIR} CALL topksae_cuda_emu_add_tests)
-endfunction()
-
-function(topksae_cuda_emu_add_tests)
-  if(TARGET topksae_tests)
-    file(GLOB emu_tests CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda_emu/test_*.cpp)
-    target_sources(topksae_tests PRIVATE ${emu_tests})
-  endif()
 endfunction()

@@ -5,6 +5,8 @@
     -> ::cuda_emu::launch(::cuda_emu::make_cfg(grid, block, smem, stream), "name<targs>", BOUND, name<targs>, args)
   extern __shared__ T name[];
     -> T* const name = reinterpret_cast<T*>(::cuda_emu::dynamic_smem());
+  __shared__ T a[N], b;   (static storage, kernel.h)
+    -> the same + ::cuda_emu::shared_decl(&a, sizeof(a)); ... (filled with garbage once per block)
 
 BOUND is the kernel's __launch_bounds__ expression (the launch fails, as on a GPU, when the block
 is larger), or 1024. Line numbers are kept (a `#line 1 "<source>"` first, and every newline of the
@@ -101,11 +103,42 @@ def launch_bounds(text):
     return out
 
 
+def split_top(s):
+    """s split at the commas outside brackets."""
+    parts, depth, cur = [], 0, ""
+    for c in s:
+        if c in "[(<{":
+            depth += 1
+        elif c in "])>}":
+            depth -= 1
+        if c == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+    parts.append(cur)
+    return parts
+
+
+def poison_shared(m):
+    """`__shared__ T a[..], b;` -> the same, then a call per variable that fills it with garbage
+    when the first thread of a block reaches it (shared memory starts undefined on a GPU)."""
+    decl = m.group(1)
+    calls = []
+    for part in split_top(decl):
+        n = re.search(r"([A-Za-z_][A-Za-z_0-9]*)\s*(?:\[.*)?$", part.strip(), re.S)
+        if not n:
+            return m.group(0)
+        calls.append(f" ::cuda_emu::shared_decl(&{n.group(1)}, sizeof({n.group(1)}));")
+    return f"__shared__ {decl};" + "".join(calls)
+
+
 def rewrite(text, path):
     bounds = launch_bounds(text)
     text = re.sub(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([^;\[\]]*?)\s*([A-Za-z_][A-Za-z_0-9]*)\s*\[\s*\]\s*;",
                   lambda m: f"{m.group(1)}* const {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::cuda_emu::dynamic_smem());",
                   text)
+    text = re.sub(r"__shared__\s+([^;{}()]*?);", poison_shared, text)
     out = []
     i = 0  # text[:i] is done: out holds its rewrite
     j = 0

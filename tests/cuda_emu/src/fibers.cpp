@@ -145,6 +145,8 @@ struct Scheduler {
   const char* kernel = "";
   void (*body)(void*) = nullptr;
   void* arg = nullptr;
+  std::vector<void*> shared_seen;  // the __shared__ variables already filled in this block
+  bool reverse = false;           // CUDA_EMU_ORDER=reverse: blocks and ready threads last to first
   std::unique_ptr<char[]> smem;  // the dynamic shared memory of the block, exactly the launch's size
   size_t smem_bytes = 0;
 #ifdef CUDA_EMU_ASAN
@@ -251,9 +253,17 @@ std::string describe(int t) {
     case Wait::ready: return thread_name(t) + " ready";
     case Wait::exited: return thread_name(t) + " exited";
     case Wait::sync: return thread_name(t) + " waits at __syncthreads";
-    case Wait::warp:
+    case Wait::warp: {
       std::snprintf(buf, sizeof buf, " waits at %s (mask 0x%08x)", op_name(s.op), s.mask);
-      return thread_name(t) + buf;
+      std::string d = thread_name(t) + buf;
+      const int warp0 = t & ~31;
+      for (int l = 0; l < 32; ++l)
+        if ((s.mask >> l & 1u) && warp0 + l < g.n_threads && g.ts[size_t(warp0 + l)].wait == Wait::exited) {
+          d += ", which names lane " + std::to_string(l) + ", which has exited";
+          break;
+        }
+      return d;
+    }
   }
   return "?";
 }
@@ -279,6 +289,13 @@ std::string describe(int t) {
 }  // namespace
 
 void* dynamic_smem() { return g.smem.get(); }
+
+void shared_decl(void* p, size_t bytes) {
+  for (void* q : g.shared_seen)
+    if (q == p) return;
+  g.shared_seen.push_back(p);
+  std::memset(p, 0xFF, bytes);
+}
 
 void device_trap(const char* what) {
   fail(std::string(what) + " in " + (g.cur >= 0 ? thread_name(g.cur) : std::string("?")));
@@ -318,6 +335,16 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width)
   s.param = param;
   s.width = width;
   s.value = value;
+  // A lane already waiting with a mask that names this lane must meet the same operation.
+  for (int l = 0; l < warp_lanes; ++l) {
+    const ThreadState& o = g.ts[size_t(warp0 + l)];
+    if (l == lane || o.wait != Wait::warp || !(o.mask >> lane & 1u)) continue;
+    if (o.mask != mask || o.op != op || o.width != width) {
+      std::snprintf(buf, sizeof buf, "%s (mask 0x%08x, width %d) meets lane %d waiting at %s (mask 0x%08x, width %d)",
+                    op_name(op), mask, width, l, op_name(o.op), o.mask, o.width);
+      fail(thread_name(me) + ": " + buf);
+    }
+  }
   // Has every lane of the mask arrived at the same operation with the same mask?
   bool complete = true;
   for (int l = 0; l < 32; ++l) {
@@ -379,6 +406,50 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width)
   return s.result;
 }
 
+namespace {
+// Runs the block blockIdx to completion: every thread until it returns.
+void run_block() {
+  const int n = g.n_threads;
+  g.shared_seen.clear();
+  // Shared memory starts as garbage on a GPU: NaN floats, -1 integers here.
+  if (g.smem) std::memset(g.smem.get(), 0xFF, g.smem_bytes);
+  g.ready.clear();
+  g.head = 0;
+  for (int t = 0; t < n; ++t) {
+    g.ts[size_t(t)].wait = Wait::ready;
+    prepare_fiber(t);
+    g.ready.push_back(t);
+  }
+  g.n_live = n;
+  g.n_at_sync = 0;
+  for (;;) {
+    // Forward: a FIFO (thread order); reverse: a LIFO (the last ready thread first), which makes
+    // a missing barrier between a writer and a lower-numbered reader show up.
+    while (g.head < g.ready.size()) {
+      int t;
+      if (g.reverse) {
+        t = g.ready.back();
+        g.ready.pop_back();
+      } else {
+        t = g.ready[g.head++];
+      }
+      run_fiber(t);
+    }
+    g.ready.clear();
+    g.head = 0;
+    if (g.n_live == 0) return;
+    if (g.n_at_sync != g.n_live) report_deadlock();
+    // The barrier completes: every waiting thread goes on, in thread order.
+    for (int t = 0; t < n; ++t)
+      if (g.ts[size_t(t)].wait == Wait::sync) {
+        g.ts[size_t(t)].wait = Wait::ready;
+        g.ready.push_back(t);
+      }
+    g.n_at_sync = 0;
+  }
+}
+}  // namespace
+
 void run_grid(const LaunchCfg& cfg, const char* name, void (*body)(void*), void* arg) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   const dim3 gd = cfg.grid, bd = cfg.block;
@@ -395,40 +466,17 @@ void run_grid(const LaunchCfg& cfg, const char* name, void (*body)(void*), void*
   blockDim = bd;
   for (int t = 0; t < n; ++t)
     g.ts[size_t(t)].tid = uint3{unsigned(t) % bd.x, (unsigned(t) / bd.x) % bd.y, unsigned(t) / (bd.x * bd.y)};
-  for (unsigned bz = 0; bz < gd.z; ++bz)
-    for (unsigned by = 0; by < gd.y; ++by)
-      for (unsigned bx = 0; bx < gd.x; ++bx) {
-        blockIdx = uint3{bx, by, bz};
-        // Shared memory starts as garbage on a GPU: NaN floats, -1 integers here.
-        if (g.smem) std::memset(g.smem.get(), 0xFF, g.smem_bytes);
-        g.ready.clear();
-        g.head = 0;
-        for (int t = 0; t < n; ++t) {
-          ThreadState& s = g.ts[size_t(t)];
-          s.wait = Wait::ready;
-          prepare_fiber(t);
-          g.ready.push_back(t);
-        }
-        g.n_live = n;
-        g.n_at_sync = 0;
-        for (;;) {
-          while (g.head < g.ready.size()) {
-            const int t = g.ready[g.head++];
-            run_fiber(t);
-          }
-          g.ready.clear();
-          g.head = 0;
-          if (g.n_live == 0) break;
-          if (g.n_at_sync != g.n_live) report_deadlock();
-          // The barrier completes: every waiting thread goes on, in thread order.
-          for (int t = 0; t < n; ++t)
-            if (g.ts[size_t(t)].wait == Wait::sync) {
-              g.ts[size_t(t)].wait = Wait::ready;
-              g.ready.push_back(t);
-            }
-          g.n_at_sync = 0;
-        }
-      }
+  static const bool reverse = [] {
+    const char* e = std::getenv("CUDA_EMU_ORDER");
+    return e != nullptr && std::strcmp(e, "reverse") == 0;
+  }();
+  g.reverse = reverse;
+  const unsigned long long n_blocks = 1ull * gd.x * gd.y * gd.z;
+  for (unsigned long long i = 0; i < n_blocks; ++i) {
+    const unsigned long long lin = reverse ? n_blocks - 1 - i : i;
+    blockIdx = uint3{unsigned(lin % gd.x), unsigned(lin / gd.x % gd.y), unsigned(lin / (1ull * gd.x * gd.y))};
+    run_block();
+  }
   g.smem.reset();
   g.kernel = "";
   threadIdx = uint3{0, 0, 0};

@@ -42,6 +42,9 @@ enum WarpOp : int { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll,
 void syncthreads();
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width);
 void* dynamic_smem();
+// Called where a thread passes a `__shared__` declaration (rewrite_cu.py): the first thread of
+// each block to pass it fills the variable with 0xFF bytes, as shared memory starts undefined.
+void shared_decl(void* p, size_t bytes);
 [[noreturn]] void device_trap(const char* what);
 
 struct LaunchCfg {
