@@ -329,7 +329,7 @@ def case_bad_inputs(tmp):
         json.dump({"k_typo": 3}, f)
     expect_error("k_typo", "train", *SMALL_SYN, "--config", f"{tmp}/unknown.json", "--out", f"{tmp}/o11")
     # --device cuda: without a usable GPU, the reason (and nothing written); with one, a normal run
-    p = subprocess.run([BIN, "train", *map(str, SMALL_SYN), "--training-tokens", "256", "--device", "cuda", "--out",
+    p = subprocess.run([BIN, "train", *map(str, SMALL_SYN), "--training-tokens", "640", "--device", "cuda", "--out",
                         f"{tmp}/o12"], capture_output=True, text=True, env=ENV, timeout=240)
     out = p.stdout + p.stderr
     if p.returncode != 0:
