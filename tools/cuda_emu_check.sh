@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU tests (gtest Cuda*) on the CPU, against the CUDA emulation (tests/cuda_emu/README.md):
+# configures build-emu (-DTOPKSAE_CUDA_EMU=ON), builds topksae_tests, runs Cuda* twice: one device
+# with the blocks and the threads of each block run first-to-last, then two devices
+# (CUDA_EMU_DEVICES=2, for the multi-device tests) run last-to-first (CUDA_EMU_ORDER=reverse: a
+# missing barrier shows up in one order or the other); prints passed/failed/skipped counts.
+# A test tool: nothing here ran on a GPU.
+#   tools/cuda_emu_check.sh            RelWithDebInfo build in build-emu
+#   tools/cuda_emu_check.sh --asan     Debug + ASan/UBSan build in build-emu-asan (slower)
+#   extra arguments go to the test binary, e.g. --gtest_filter='CudaTopK*'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=build-emu
+cfg=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+if [ "${1:-}" = "--asan" ]; then
+  shift
+  dir=build-emu-asan
+  cfg=(-DCMAKE_BUILD_TYPE=Debug -DTOPKSAE_SANITIZE=ON)
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+fi
+filter=(--gtest_filter='Cuda*')
+for a in "$@"; do case "$a" in --gtest_filter=*) filter=();; esac; done
+start=$(date +%s)
+cmake -S . -B "$dir" -DTOPKSAE_CUDA_EMU=ON -DTOPKSAE_CUDA=OFF -DTOPKSAE_BUILD_BENCH=OFF "${cfg[@]}" >/dev/null
+cmake --build "$dir" -j2 --target topksae_tests
+status=0
+for order in forward reverse; do
+  log="$dir/cuda-emu-$order.log"
+  t0=$(date +%s)
+  devices=1
+  [ "$order" = reverse ] && devices=2
+  CUDA_EMU_ORDER=$order CUDA_EMU_DEVICES=$devices "$dir/tests/topksae_tests" "${filter[@]}" "$@" >"$log" 2>&1 || status=1
+  count() { grep -oE "^\[  $1 *\] [0-9]+ test" "$log" | grep -oE '[0-9]+' | head -1 || true; }
+  p=$(count PASSED); f=$(count FAILED); s=$(count SKIPPED)
+  echo "cuda_emu ($order order, $devices device(s)): passed ${p:-0}, failed ${f:-0}, skipped ${s:-0} ($(($(date +%s) - t0)) s; log $log)"
+  grep -E '^\[  (FAILED|SKIPPED) *\] [A-Za-z]' "$log" | grep -v ' ms)$' | sort -u | sed 's/^/  /' || true
+  if ! grep -qE '^\[==========\] .* ran\.' "$log"; then
+    echo "  the test binary did not finish (a crash or an emulator abort); the end of $log:"
+    tail -20 "$log" | sed 's/^/    /'
+    status=1
+  fi
+done
+echo "cuda_emu check: $(($(date +%s) - start)) s in all (CPU emulation, not a GPU run)"
+exit $status
