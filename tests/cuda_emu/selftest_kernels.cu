@@ -96,6 +96,13 @@ __global__ void exited_lane_kernel(int* out) {
   if (threadIdx.x >= 16) return;
   out[threadIdx.x] = int(__ballot_sync(0xffffffffu, 1));
 }
+// 40 KiB of static shared memory: with 16 KiB dynamic the block exceeds the default 48 KiB.
+__global__ void big_static_smem_kernel(int* out) {
+  __shared__ int big[10 * 1024];
+  big[threadIdx.x] = 1;
+  __syncthreads();
+  out[threadIdx.x] = big[threadIdx.x];
+}
 // A 48-thread block: the second warp has 16 lanes, a full mask names lanes that do not exist.
 __global__ void partial_warp_kernel(int* out) { out[threadIdx.x] = int(__ballot_sync(0xffffffffu, 1)); }
 }  // namespace
@@ -145,6 +152,10 @@ cudaError_t uninit_shared(int* out) {
 void deadlock(int* out) { deadlock_kernel<<<1, 32>>>(out); }
 void mask_mismatch(int* out) { mask_mismatch_kernel<<<1, 32>>>(out); }
 void exited_lane(int* out) { exited_lane_kernel<<<1, 32>>>(out); }
+cudaError_t big_static_smem(int* out, size_t dyn) {
+  big_static_smem_kernel<<<1, 32, dyn>>>(out);
+  return cudaGetLastError();
+}
 void partial_warp(int* out) { partial_warp_kernel<<<1, 48>>>(out); }
 
 }  // namespace cuda_emu_selftest

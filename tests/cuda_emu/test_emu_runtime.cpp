@@ -24,6 +24,7 @@ void deadlock(int* out);
 void mask_mismatch(int* out);
 void exited_lane(int* out);
 void partial_warp(int* out);
+cudaError_t big_static_smem(int* out, size_t dyn);
 }  // namespace cuda_emu_selftest
 
 namespace {
@@ -198,6 +199,8 @@ TEST(CudaEmuRuntimeDeathTest, DeadlocksAndBadWarpMasksAbort) {
   EXPECT_DEATH(st::mask_mismatch(out.p), "mask_mismatch_kernel.*(mask 0xffff0000.*meets lane|names lane 16, which has exited)");
   EXPECT_DEATH(st::exited_lane(out.p), "exited_lane_kernel.*names lane 16, which has exited");
   EXPECT_DEATH(st::partial_warp(out.p), "partial_warp_kernel.*names lanes that do not exist");
+  EXPECT_EQ(st::big_static_smem(out.p, 8 * 1024), cudaSuccess);  // 48 KiB in all: fits
+  EXPECT_DEATH((void)st::big_static_smem(out.p, 8 * 1024 + 4), "big_static_smem_kernel.*shared memory exceed");
   int host[4] = {};
   EXPECT_DEATH((void)st::coords(host, 8, 4), "coords_kernel: pointer argument #0 .* not inside any live device allocation");
 }

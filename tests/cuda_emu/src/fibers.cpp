@@ -146,6 +146,8 @@ struct Scheduler {
   void (*body)(void*) = nullptr;
   void* arg = nullptr;
   std::vector<void*> shared_seen;  // the __shared__ variables already filled in this block
+  size_t static_smem = 0;          // their bytes: the static shared memory the block reached
+  int smem_limit = 0;
   bool reverse = false;           // CUDA_EMU_ORDER=reverse: blocks and ready threads last to first
   std::unique_ptr<char[]> smem;  // the dynamic shared memory of the block, exactly the launch's size
   size_t smem_bytes = 0;
@@ -295,6 +297,11 @@ void shared_decl(void* p, size_t bytes) {
     if (q == p) return;
   g.shared_seen.push_back(p);
   std::memset(p, 0xFF, bytes);
+  g.static_smem += bytes;
+  if (g.static_smem + g.smem_bytes > size_t(g.smem_limit))
+    fail("static (" + std::to_string(g.static_smem) + " bytes so far) + dynamic (" + std::to_string(g.smem_bytes) +
+         " bytes) shared memory exceed the kernel's limit of " + std::to_string(g.smem_limit) +
+         " bytes: the launch would fail on a GPU (above 48 KiB it needs cudaFuncSetAttribute)");
 }
 
 void device_trap(const char* what) {
@@ -411,6 +418,7 @@ namespace {
 void run_block() {
   const int n = g.n_threads;
   g.shared_seen.clear();
+  g.static_smem = 0;
   // Shared memory starts as garbage on a GPU: NaN floats, -1 integers here.
   if (g.smem) std::memset(g.smem.get(), 0xFF, g.smem_bytes);
   g.ready.clear();
@@ -450,7 +458,7 @@ void run_block() {
 }
 }  // namespace
 
-void run_grid(const LaunchCfg& cfg, const char* name, void (*body)(void*), void* arg) {
+void run_grid(const LaunchCfg& cfg, const char* name, int smem_limit, void (*body)(void*), void* arg) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   const dim3 gd = cfg.grid, bd = cfg.block;
   const int n = int(bd.x * bd.y * bd.z);
@@ -461,6 +469,7 @@ void run_grid(const LaunchCfg& cfg, const char* name, void (*body)(void*), void*
   g.ts.assign(size_t(n), ThreadState{});
   g.ready.reserve(size_t(n) * 2);
   g.smem_bytes = cfg.smem;
+  g.smem_limit = smem_limit;
   g.smem.reset(cfg.smem > 0 ? new char[cfg.smem] : nullptr);
   gridDim = gd;
   blockDim = bd;

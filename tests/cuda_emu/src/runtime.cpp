@@ -150,13 +150,13 @@ bool launch_begin(const LaunchCfg& c, const char* name, const void* func, int ma
     fail(cudaErrorLaunchOutOfResources);
     return false;
   }
-  int limit = kSmemDefault;
+  int dyn_limit = kSmemDefault;  // without the attribute, static + dynamic <= 48 KiB (checked per block)
   {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_max_dyn_smem.find(func);
-    if (it != g_max_dyn_smem.end() && it->second > limit) limit = it->second;
+    if (it != g_max_dyn_smem.end()) dyn_limit = it->second;
   }
-  if (c.smem > size_t(limit)) {
+  if (c.smem > size_t(dyn_limit)) {
     fail(cudaErrorInvalidValue);
     return false;
   }
@@ -167,6 +167,12 @@ bool launch_begin(const LaunchCfg& c, const char* name, const void* func, int ma
   }
   (void)name;
   return true;
+}
+
+int smem_limit(const void* func) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_max_dyn_smem.find(func);
+  return it != g_max_dyn_smem.end() ? kSmemOptin : kSmemDefault;
 }
 
 void check_pointer_arg(const char* kernel, int index, const void* p) {

@@ -58,8 +58,12 @@ inline LaunchCfg make_cfg(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t s
 // Validates the configuration (false + the launch error recorded for cudaGetLastError when it is
 // invalid, as a GPU would); max_threads: the kernel's __launch_bounds__, or 1024.
 bool launch_begin(const LaunchCfg& cfg, const char* name, const void* func, int max_threads);
-// Runs body(arg) as every thread of every block, block after block.
-void run_grid(const LaunchCfg& cfg, const char* name, void (*body)(void*), void* arg);
+// Runs body(arg) as every thread of every block, block after block. smem_limit: the most static +
+// dynamic shared memory a block may use (smem_limit below).
+void run_grid(const LaunchCfg& cfg, const char* name, int smem_limit, void (*body)(void*), void* arg);
+// Static + dynamic shared memory allowed to the kernel: 48 KiB, or the opt-in maximum (227 KiB)
+// once cudaFuncSetAttribute raised its dynamic limit (which launch_begin checks on its own).
+int smem_limit(const void* func);
 // A kernel's pointer argument must point into a live device (or pinned host) allocation of the
 // current device, or one past its end; aborts naming the kernel and the argument otherwise.
 void check_pointer_arg(const char* kernel, int index, const void* p);
@@ -91,7 +95,7 @@ void launch(const LaunchCfg& cfg, const char* name, int max_threads, void (*f)(P
     int i = 0;
     (check_arg(name, i++, v), ...);
   }, c.args);
-  run_grid(cfg, name, &Closure<P...>::body, &c);
+  run_grid(cfg, name, smem_limit(reinterpret_cast<const void*>(f)), &Closure<P...>::body, &c);
 }
 
 template <typename T>
