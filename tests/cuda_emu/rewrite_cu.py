@@ -42,6 +42,35 @@ def skip_literal(text, i):
     return None
 
 
+def mask_comments(text):
+    """text with its comments and string/char literals blanked (newlines kept): the regexes below
+    must not match inside them."""
+    out = list(text)
+    j = 0
+    while j < len(text):
+        e = skip_literal(text, j)
+        if e is None:
+            j += 1
+            continue
+        for q in range(j, min(e, len(text))):
+            if out[q] != "\n":
+                out[q] = " "
+        j = e
+    return "".join(out)
+
+
+def sub_code(pattern, repl, text):
+    """re.sub outside comments and literals."""
+    masked = mask_comments(text)
+    parts, last = [], 0
+    for m in re.finditer(pattern, masked):
+        parts.append(text[last:m.start()])
+        parts.append(repl(re.match(pattern, text[m.start():m.end()])))
+        last = m.end()
+    parts.append(text[last:])
+    return "".join(parts)
+
+
 def match_close(text, i, open_c, close_c, path):
     """text[i] == open_c: the index of its matching close_c (nesting (), [], {} counted)."""
     depth = 0
@@ -94,7 +123,7 @@ def kernel_start(text, end, path):
 def launch_bounds(text):
     """{kernel name: __launch_bounds__ expression} for the kernels of the file."""
     out = {}
-    for m in re.finditer(r"__launch_bounds__\s*\(", text):
+    for m in re.finditer(r"__launch_bounds__\s*\(", mask_comments(text)):
         close = match_close(text, m.end() - 1, "(", ")", "?")
         expr = text[m.end():close].split(",")[0].strip()
         n = re.match(r"\s*([A-Za-z_][A-Za-z_0-9]*)\s*\(", text[close + 1:])
@@ -135,10 +164,10 @@ def poison_shared(m):
 
 def rewrite(text, path):
     bounds = launch_bounds(text)
-    text = re.sub(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([^;\[\]]*?)\s*([A-Za-z_][A-Za-z_0-9]*)\s*\[\s*\]\s*;",
+    text = sub_code(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([^;\[\]]*?)\s*([A-Za-z_][A-Za-z_0-9]*)\s*\[\s*\]\s*;",
                   lambda m: f"{m.group(1)}* const {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::cuda_emu::dynamic_smem());",
                   text)
-    text = re.sub(r"__shared__\s+([^;{}()]*?);", poison_shared, text)
+    text = sub_code(r"__shared__\s+([^;{}()]*?);", poison_shared, text)
     out = []
     i = 0  # text[:i] is done: out holds its rewrite
     j = 0
