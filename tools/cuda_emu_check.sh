@@ -35,6 +35,13 @@ for order in forward reverse; do
   p=$(count PASSED); f=$(count FAILED); s=$(count SKIPPED)
   echo "cuda_emu ($order order, $devices device(s)): passed ${p:-0}, failed ${f:-0}, skipped ${s:-0} ($(($(date +%s) - t0)) s; log $log)"
   grep -E '^\[  (FAILED|SKIPPED) *\] [A-Za-z]' "$log" | grep -v ' ms)$' | sort -u | sed 's/^/  /' || true
+  # Stream-order hazards (tests/cuda_emu/README.md), but the emulator's own test provoking them.
+  hz=$(grep 'cuda_emu: HAZARD' "$log" | grep -v selftest | sort -u || true)
+  if [ -n "$hz" ]; then
+    echo "  stream-order hazards ($(echo "$hz" | wc -l)): missing synchronisation between streams"
+    echo "$hz" | head -20 | sed 's/^/    /'
+    status=1
+  fi
   if ! grep -qE '^\[==========\] .* ran\.' "$log"; then
     echo "  the test binary did not finish (a crash or an emulator abort); the end of $log:"
     tail -20 "$log" | sed 's/^/    /'

@@ -76,6 +76,8 @@ __global__ void uninit_shared_kernel(int* out) {
   out[threadIdx.x] = never_written[threadIdx.x];
 }
 
+__global__ void hazard_selftest_kernel(int* out) { out[threadIdx.x] = int(threadIdx.x); }
+
 // ---- kernels the emulator must refuse (death tests) ----------------------------------------------
 // Lanes 0-15 wait at a full-warp shuffle while lanes 16-31 wait at __syncthreads: a deadlock.
 __global__ void deadlock_kernel(int* out) {
@@ -147,6 +149,11 @@ cudaError_t raise_smem_limit(int bytes) {
 }
 cudaError_t uninit_shared(int* out) {
   uninit_shared_kernel<<<1, 4>>>(out);
+  return cudaGetLastError();
+}
+// Writes out on stream s (no synchronisation).
+cudaError_t write_on(int* out, cudaStream_t s) {
+  hazard_selftest_kernel<<<1, 32, 0, s>>>(out);
   return cudaGetLastError();
 }
 void deadlock(int* out) { deadlock_kernel<<<1, 32>>>(out); }

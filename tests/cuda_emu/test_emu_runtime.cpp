@@ -25,6 +25,7 @@ void mask_mismatch(int* out);
 void exited_lane(int* out);
 void partial_warp(int* out);
 cudaError_t big_static_smem(int* out, size_t dyn);
+cudaError_t write_on(int* out, cudaStream_t s);
 }  // namespace cuda_emu_selftest
 
 namespace {
@@ -146,7 +147,9 @@ TEST(CudaEmuRuntime, LaunchConfigurationErrors) {
   // Streams: special handles and live streams only.
   cudaStream_t s = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // out was last written on the legacy stream
   EXPECT_EQ(st::noop(out.p, dim3(1), dim3(32), 0, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
   EXPECT_EQ(st::noop(out.p, dim3(1), dim3(32), 0, cudaStreamPerThread), cudaSuccess);
   ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
   EXPECT_EQ(st::noop(out.p, dim3(1), dim3(32), 0, s), cudaErrorInvalidResourceHandle);
@@ -188,6 +191,46 @@ TEST(CudaEmuRuntime, MemoryBookkeeping) {
   EXPECT_EQ(cudaEventDestroy(e0), cudaSuccess);
   EXPECT_EQ(cudaEventDestroy(e1), cudaSuccess);
   (void)cudaGetLastError();
+}
+
+// Work of two streams on one buffer with nothing ordering them is reported (the stream-order
+// check; every operation is synchronous here, so it cannot change a result).
+TEST(CudaEmuRuntime, StreamOrderHazardsAreReported) {
+  Dev<int> out(static_cast<size_t>(32));
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<int> host(32);
+  auto hazards = [&](auto&& body) {
+    testing::internal::CaptureStderr();
+    body();
+    const std::string err = testing::internal::GetCapturedStderr();
+    size_t n = 0;
+    for (size_t at = err.find("HAZARD"); at != std::string::npos; at = err.find("HAZARD", at + 1)) ++n;
+    return n;
+  };
+  // A download on the legacy stream does not wait for a non-blocking stream.
+  EXPECT_EQ(hazards([&] {
+              ASSERT_EQ(st::write_on(out.p, s), cudaSuccess);
+              ASSERT_EQ(cudaMemcpy(host.data(), out.p, 128, cudaMemcpyDeviceToHost), cudaSuccess);
+            }),
+            1u);
+  // Ordered: stream synchronisation, an event the other stream waits for, the same stream.
+  EXPECT_EQ(hazards([&] {
+              ASSERT_EQ(st::write_on(out.p, s), cudaSuccess);
+              ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+              ASSERT_EQ(cudaMemcpy(host.data(), out.p, 128, cudaMemcpyDeviceToHost), cudaSuccess);
+              cudaEvent_t e = nullptr;
+              ASSERT_EQ(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), cudaSuccess);
+              ASSERT_EQ(st::write_on(out.p, nullptr), cudaSuccess);
+              ASSERT_EQ(cudaEventRecord(e, nullptr), cudaSuccess);
+              ASSERT_EQ(cudaStreamWaitEvent(s, e, 0), cudaSuccess);
+              ASSERT_EQ(st::write_on(out.p, s), cudaSuccess);
+              ASSERT_EQ(cudaMemcpyAsync(host.data(), out.p, 128, cudaMemcpyDeviceToHost, s), cudaSuccess);
+              ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+              ASSERT_EQ(cudaEventDestroy(e), cudaSuccess);
+            }),
+            0u);
+  ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
 // What a GPU would hang on or leave undefined aborts the emulated launch with a message (which

@@ -1,27 +1,44 @@
 // The CUDA runtime API emulated on the host (tests/cuda_emu/README.md): allocations, copies,
 // streams, events, device queries, launch validation and the last-error state. Every operation
 // completes before it returns, so streams and events only need validating, never scheduling.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "cuda_emu/kernel.h"
+
+namespace cuda_emu {
+// The order a GPU would give the work of a stream (see "stream-order hazards" below).
+struct StreamState {
+  std::string name;
+  bool nonblocking = false;
+  uint64_t seq = 0;   // operations issued on the stream
+  uint64_t done = 0;  // operations the host has seen complete (a synchronisation)
+  std::map<const StreamState*, uint64_t> waited;  // later operations wait for these of other streams
+};
+}  // namespace cuda_emu
 
 struct CUstream_st {
   int device;
   unsigned flags;
+  cuda_emu::StreamState* st;
 };
 struct CUevent_st {
   int device;
   unsigned flags;
   bool recorded = false;
   std::chrono::steady_clock::time_point at{};
+  cuda_emu::StreamState* st = nullptr;  // the stream and operation count it was recorded at
+  uint64_t seq = 0;
 };
 
 namespace cuda_emu {
@@ -38,6 +55,10 @@ struct Alloc {
   size_t bytes;
   int device;
   bool pinned;  // cudaMallocHost: host memory the device may read
+  // The last operation that may have written it: stream, its number there, what it was.
+  const StreamState* w_stream = nullptr;
+  uint64_t w_seq = 0;
+  const char* w_what = nullptr;
 };
 
 std::mutex g_mu;  // guards everything below but the thread-local state
@@ -46,6 +67,13 @@ size_t g_used[8] = {};
 std::set<CUstream_st*> g_streams;
 std::set<CUevent_st*> g_events;
 std::map<const void*, int> g_max_dyn_smem;
+std::vector<std::unique_ptr<StreamState>> g_stream_states;  // kept to the end: allocations name them
+StreamState g_legacy = [] {
+  StreamState s;
+  s.name = "the legacy default stream";
+  return s;
+}();
+thread_local StreamState* t_per_thread = nullptr;
 thread_local cudaError_t t_last = cudaSuccess;
 thread_local int t_device = 0;
 
@@ -88,6 +116,99 @@ const Alloc* find_alloc(const void* p, size_t bytes, uintptr_t* base = nullptr) 
   return &it->second;
 }
 
+// ---- stream-order hazards ------------------------------------------------------------------------
+// Every operation runs at once here, so a missing synchronisation cannot change a result. Instead
+// the runtime keeps the order a GPU would guarantee: per stream, the operations issued and those
+// the host has seen complete, and which operations of other streams a stream waits for (events,
+// the legacy default stream's implicit barriers). Each allocation remembers the last operation
+// that may have written it (a copy or memset into it, a kernel given a non-const pointer into it);
+// an operation on another stream that uses it with nothing ordering the two is reported:
+// "cuda_emu: HAZARD ..." on stderr (CUDA_EMU_HAZARDS=abort aborts, =0 turns the check off).
+// cuBLAS/cuSPARSE/CUB calls are not seen: a hazard through them only is missed.
+int hazard_mode() {  // 0 off, 1 report, 2 abort
+  static const int m = [] {
+    const char* e = std::getenv("CUDA_EMU_HAZARDS");
+    if (e && std::strcmp(e, "0") == 0) return 0;
+    if (e && std::strcmp(e, "abort") == 0) return 2;
+    return 1;
+  }();
+  return m;
+}
+
+// g_mu held from here on.
+StreamState* state_of(cudaStream_t s) {
+  if (s == nullptr || s == cudaStreamLegacy) return &g_legacy;
+  if (s == cudaStreamPerThread) {
+    if (t_per_thread == nullptr) {
+      g_stream_states.push_back(std::make_unique<StreamState>());
+      t_per_thread = g_stream_states.back().get();
+      t_per_thread->name = "a per-thread default stream";
+    }
+    return t_per_thread;
+  }
+  return s->st;
+}
+
+// A new operation on S: its number. The legacy default stream waits for every blocking stream,
+// and every blocking stream for it.
+uint64_t issue(StreamState* S) {
+  if (S == &g_legacy) {
+    for (auto& st : g_stream_states)
+      if (!st->nonblocking) S->waited[st.get()] = std::max(S->waited[st.get()], st->seq);
+  } else if (!S->nonblocking) {
+    S->waited[&g_legacy] = std::max(S->waited[&g_legacy], g_legacy.seq);
+  }
+  return ++S->seq;
+}
+
+// Does operation n of W come before the operations R issues from now on?
+bool ordered(const StreamState* W, uint64_t n, const StreamState* R, int depth = 0) {
+  if (W == R || n <= W->done) return true;
+  if (depth > 4) return false;
+  for (const auto& [X, m] : R->waited) {
+    if (X == W && n <= m) return true;
+    if (X != R && ordered(W, n, X, depth + 1)) return true;  // W's op before X's ops, which R waits for
+  }
+  return false;
+}
+
+// The host saw S complete up to operation n: so are the operations S waited for.
+void mark_done(StreamState* S, uint64_t n, int depth = 0) {
+  if (n <= S->done) return;
+  S->done = n;
+  if (depth > 4) return;
+  for (const auto& [X, m] : S->waited) mark_done(const_cast<StreamState*>(X), m, depth + 1);
+}
+void mark_all_done() {
+  mark_done(&g_legacy, g_legacy.seq);
+  for (auto& st : g_stream_states) mark_done(st.get(), st->seq);
+}
+
+// Operation `what` (number seq on S) uses [p, p + bytes) (bytes 0: p points into an allocation).
+void access(const void* p, size_t bytes, bool write, StreamState* S, uint64_t seq, const char* what) {
+  if (hazard_mode() == 0 || p == nullptr) return;
+  uintptr_t base = 0;
+  auto* a = const_cast<Alloc*>(find_alloc(p, bytes, &base));
+  if (a == nullptr) return;
+  if (a->w_stream != nullptr && !ordered(a->w_stream, a->w_seq, S)) {
+    std::fprintf(stderr,
+                 "cuda_emu: HAZARD: %s on %s %s the allocation %p (%zu bytes) that %s on %s may still be "
+                 "writing: no synchronisation orders the two on a GPU\n",
+                 what, S->name.c_str(), write ? "writes" : "reads", reinterpret_cast<void*>(base), a->bytes,
+                 a->w_what, a->w_stream->name.c_str());
+    if (hazard_mode() == 2) std::abort();
+  }
+  if (write) {
+    a->w_stream = S;
+    a->w_seq = seq;
+    a->w_what = what;
+  }
+}
+
+// The kernel being launched on this thread (launch_begin .. the pointer checks).
+thread_local StreamState* t_launch_stream = nullptr;
+thread_local uint64_t t_launch_seq = 0;
+
 bool stream_ok(cudaStream_t s, int* dev = nullptr) {
   if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) {
     if (dev) *dev = t_device;
@@ -112,7 +233,8 @@ bool device_range(const char* api, const char* side, const void* p, size_t bytes
   return false;
 }
 
-cudaError_t do_copy(const char* api, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+cudaError_t do_copy(const char* api, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s,
+                    bool sync) {
   if (bytes == 0) return cudaSuccess;
   if (dst == nullptr || src == nullptr) return fail(cudaErrorInvalidValue);
   bool dst_dev = false, src_dev = false;
@@ -127,6 +249,14 @@ cudaError_t do_copy(const char* api, void* dst, const void* src, size_t bytes, c
   if (dst_dev && !device_range(api, "destination", dst, bytes)) return fail(cudaErrorInvalidValue);
   if (src_dev && !device_range(api, "source", src, bytes)) return fail(cudaErrorInvalidValue);
   std::memmove(dst, src, bytes);
+  std::lock_guard<std::mutex> lock(g_mu);
+  StreamState* S = state_of(s);
+  const uint64_t n = issue(S);
+  access(src, bytes, false, S, n, api);
+  access(dst, bytes, true, S, n, api);
+  // cudaMemcpy into pageable host memory returns when the copy (and the legacy stream's work
+  // before it) is done.
+  if (sync && kind == cudaMemcpyDeviceToHost) mark_done(S, n);
   return cudaSuccess;
 }
 
@@ -166,6 +296,9 @@ bool launch_begin(const LaunchCfg& c, const char* name, const void* func, int ma
     return false;
   }
   (void)name;
+  std::lock_guard<std::mutex> lock(g_mu);
+  t_launch_stream = state_of(c.stream);
+  t_launch_seq = issue(t_launch_stream);
   return true;
 }
 
@@ -175,10 +308,12 @@ int smem_limit(const void* func) {
   return it != g_max_dyn_smem.end() ? kSmemOptin : kSmemDefault;
 }
 
-void check_pointer_arg(const char* kernel, int index, const void* p) {
+void check_pointer_arg(const char* kernel, int index, const void* p, bool write) {
   static const bool off = std::getenv("CUDA_EMU_NO_ARG_CHECK") != nullptr;
-  if (p == nullptr || off) return;
+  if (p == nullptr) return;
   std::lock_guard<std::mutex> lock(g_mu);
+  access(p, 0, write, t_launch_stream, t_launch_seq, kernel);
+  if (off) return;
   const Alloc* a = find_alloc(p, 0);
   std::string why;
   if (a == nullptr)
@@ -327,7 +462,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
   p->memoryClockRate = 2619000;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return device_count() ? cudaSuccess : fail(cudaErrorNoDevice); }
+cudaError_t cudaDeviceSynchronize() {
+  if (!device_count()) return fail(cudaErrorNoDevice);
+  std::lock_guard<std::mutex> lock(g_mu);
+  mark_all_done();
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceReset() { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue);
@@ -363,6 +503,7 @@ cudaError_t cudaFree(void* p) {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
     if (it != g_allocs.end() && !it->second.pinned) {
+      mark_all_done();  // cudaFree synchronises the device
       g_used[it->second.device] -= it->second.bytes;
       g_allocs.erase(it);
       std::free(p);
@@ -389,6 +530,7 @@ cudaError_t cudaFreeHost(void* p) {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
     if (it != g_allocs.end() && it->second.pinned) {
+      mark_all_done();  // as cudaFree
       g_allocs.erase(it);
       std::free(p);
       return cudaSuccess;
@@ -418,16 +560,18 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p)
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  return do_copy("cudaMemcpy", dst, src, bytes, kind);
+  return do_copy("cudaMemcpy", dst, src, bytes, kind, nullptr, true);
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
-  return do_copy("cudaMemcpyAsync", dst, src, bytes, kind);
+  return do_copy("cudaMemcpyAsync", dst, src, bytes, kind, s, false);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   if (!device_range("cudaMemset", "range", p, bytes)) return fail(cudaErrorInvalidValue);
   std::memset(p, value, bytes);
+  std::lock_guard<std::mutex> lock(g_mu);
+  access(p, bytes, true, &g_legacy, issue(&g_legacy), "cudaMemset");
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
@@ -435,6 +579,9 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return cudaSuccess;
   if (!device_range("cudaMemsetAsync", "range", p, bytes)) return fail(cudaErrorInvalidValue);
   std::memset(p, value, bytes);
+  std::lock_guard<std::mutex> lock(g_mu);
+  StreamState* S = state_of(s);
+  access(p, bytes, true, S, issue(S), "cudaMemsetAsync");
   return cudaSuccess;
 }
 
@@ -443,8 +590,12 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
   if (!s) return fail(cudaErrorInvalidValue);
   if (device_count() == 0) return fail(cudaErrorNoDevice);
-  auto* st = new CUstream_st{t_device, flags};
   std::lock_guard<std::mutex> lock(g_mu);
+  g_stream_states.push_back(std::make_unique<StreamState>());
+  StreamState* state = g_stream_states.back().get();
+  state->nonblocking = (flags & cudaStreamNonBlocking) != 0;
+  state->name = std::string(state->nonblocking ? "non-blocking " : "") + "stream #" + std::to_string(g_stream_states.size());
+  auto* st = new CUstream_st{t_device, flags, state};
   g_streams.insert(st);
   *s = st;
   return cudaSuccess;
@@ -456,13 +607,20 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  StreamState* S = state_of(s);
+  mark_done(S, S->seq);
+  return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t s) {
-  return stream_ok(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
-}
+cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }  // always complete
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (!stream_ok(s) || !event_ok(e)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (e->st != nullptr) {
+    StreamState* S = state_of(s);
+    S->waited[e->st] = std::max(S->waited[e->st], e->seq);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaStreamGetDevice(cudaStream_t s, int* dev) {
@@ -490,12 +648,17 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   std::lock_guard<std::mutex> lock(g_mu);
   e->recorded = true;
   e->at = std::chrono::steady_clock::now();
+  e->st = state_of(s);
+  e->seq = issue(e->st);
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  return event_ok(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+  if (!event_ok(e)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (e->st != nullptr) mark_done(e->st, e->seq);
+  return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return event_ok(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }  // always complete
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (!ms) return fail(cudaErrorInvalidValue);
   if (!event_ok(a) || !event_ok(b)) return fail(cudaErrorInvalidResourceHandle);

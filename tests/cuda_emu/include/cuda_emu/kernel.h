@@ -66,12 +66,13 @@ void run_grid(const LaunchCfg& cfg, const char* name, int smem_limit, void (*bod
 int smem_limit(const void* func);
 // A kernel's pointer argument must point into a live device (or pinned host) allocation of the
 // current device, or one past its end; aborts naming the kernel and the argument otherwise.
-void check_pointer_arg(const char* kernel, int index, const void* p);
+// write: a pointer to non-const, which the kernel may write through (the stream-order check).
+void check_pointer_arg(const char* kernel, int index, const void* p, bool write);
 
 template <typename T>
 void check_arg(const char* kernel, int index, const T& v) {
   if constexpr (std::is_pointer_v<T> && !std::is_function_v<std::remove_pointer_t<T>>)
-    check_pointer_arg(kernel, index, static_cast<const void*>(v));
+    check_pointer_arg(kernel, index, static_cast<const void*>(v), !std::is_const_v<std::remove_pointer_t<T>>);
 }
 
 template <typename... P>
