@@ -290,7 +290,8 @@ class ArrowReader {
   // One level of the list nesting: the elements [a, b) of a list array, each `width` children
   // long (learned from the first element when 0), mapped to their children's range [ca, cb).
   void list_level(const FieldDesc& f, const Node& node, const Span& offsets, const uint8_t* body, int64_t a,
-                  int64_t b, int64_t& width, const char* what, const std::string& ctx, int64_t& ca, int64_t& cb) {
+                  int64_t b, int64_t& width, const char* what, const char* items, const std::string& ctx, int64_t& ca,
+                  int64_t& cb) {
     TOPKSAE_CHECK(b <= node.length, ctx, ": ", b, " lists needed but the array holds ", node.length);
     if (f.type == kFixedSizeList) {
       // width == f.param (set from the schema); the child range is bounded by the caller's checks.
@@ -323,7 +324,7 @@ class ArrowReader {
         TOPKSAE_CHECK(next - prev > 0, ctx, ": element ", i, " is an empty list (", what, " must be > 0)");
         width = next - prev;
       }
-      TOPKSAE_CHECK(next - prev == width, ctx, ": element ", i, " holds ", next - prev, " values where ", width,
+      TOPKSAE_CHECK(next - prev == width, ctx, ": element ", i, " holds ", next - prev, " ", items, " where ", width,
                     " (the ", what, ") are expected: ragged lists or bad offsets");
       prev = next;
     }
@@ -374,8 +375,9 @@ class ArrowReader {
     if (length == 0) return;
 
     int64_t a, b, va, vb;
-    list_level(outer, nd[0], outer_off, body, 0, length, ctx_, "context size", ctx + " (outer lists)", a, b);
-    list_level(inner, nd[1], inner_off, body, a, b, d_in_, "d_in", ctx + " (inner lists)", va, vb);
+    list_level(outer, nd[0], outer_off, body, 0, length, ctx_, "context size", "lists", ctx + " (outer lists)", a,
+               b);
+    list_level(inner, nd[1], inner_off, body, a, b, d_in_, "d_in", "values", ctx + " (inner lists)", va, vb);
     const size_t isz = itemsize(out_->dtype_);
     TOPKSAE_CHECK(vb <= nd[2].length, ctx, ": ", vb, " values needed but the array holds ", nd[2].length);
     TOPKSAE_CHECK(uint64_t(vb) <= uint64_t(data.length) / isz, ctx, ": data buffer of ", data.length,
