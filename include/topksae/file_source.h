@@ -47,6 +47,7 @@ class FileDataset {
   int64_t d_in() const { return d_in_; }
   int64_t rows() const { return rows_; }
   size_t shards() const { return shards_.size(); }  // files (an Arrow file may hold several segments)
+  const std::filesystem::path& shard_path(size_t i) const;  // in dataset order
   const std::filesystem::path& path() const { return path_; }
   // Rows [row0, row0 + n) of the concatenation into out [n, d_in] (crossing shards as needed).
   void read_rows(int64_t row0, int64_t n, float* out) const;

@@ -160,6 +160,11 @@ std::shared_ptr<const FileDataset> FileDataset::open(const fs::path& path, const
   return d;
 }
 
+const fs::path& FileDataset::shard_path(size_t i) const {
+  TOPKSAE_CHECK(i < shards_.size(), path_.string(), ": shard ", i, " of ", shards_.size());
+  return shards_[i]->path;
+}
+
 size_t FileDataset::segment_of(int64_t row) const {
   // The last segment whose start is <= row (empty segments are stepped over).
   auto it = std::upper_bound(starts_.begin(), starts_.end(), row);
