@@ -199,8 +199,11 @@ std::string FileDataset::describe() const {
     n_arrow += s->arrow.has_value();
   }
   std::string kind;
-  for (auto [n, name] : {std::pair{n_npy, "npy"}, {n_st, "safetensors"}, {n_arrow, "arrow"}})
-    if (n > 0) kind += (kind.empty() ? "" : "/") + std::string(name);
+  for (auto [n, name] : {std::pair{n_npy, "npy"}, {n_st, "safetensors"}, {n_arrow, "arrow"}}) {
+    if (n == 0) continue;
+    if (!kind.empty()) kind += '/';
+    kind += name;
+  }
   std::string column;
   for (auto& s : shards_)
     if (s->arrow) column = concat(", column '", s->arrow->column(), "'");
