@@ -185,6 +185,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"ragged_outer.arrow", {kHook, "record batch 0", "element 0 holds 4 lists where 3 (the context size)"}},
         BadCase{"ragged_inner.arrow", {kHook, "element 1 holds 4 values where 5 (the d_in)"}},
         BadCase{"offsets_past_values.arrow", {kHook, "35 values needed but the array holds 30"}},
+        BadCase{"offsets_decrease.arrow", {kHook, "offsets decrease at element 1"}},
         BadCase{"short_offsets.arrow", {kHook, "offsets buffer of 8 bytes is too short for 3 offsets"}},
         BadCase{"nulls.arrow", {kHook, "1 nulls", "must not be null"}},
         BadCase{"compressed.arrow", {kHook, "compressed", "not supported"}},

@@ -320,6 +320,7 @@ class ArrowReader {
     ca = prev;
     for (int64_t i = a; i < b; ++i) {
       const int64_t next = off(i + 1);
+      TOPKSAE_CHECK(next >= prev, ctx, ": offsets decrease at element ", i, " (", prev, " then ", next, ")");
       if (width == 0) {
         TOPKSAE_CHECK(next - prev > 0, ctx, ": element ", i, " is an empty list (", what, " must be > 0)");
         width = next - prev;

@@ -42,9 +42,8 @@ struct Buf {
   }
 };
 
-// A vector's elements: `count` items of `stride` bytes from `pos`, all inside the buffer.
+// A vector's elements: `count` items from byte `pos`, all inside the buffer.
 struct Vec {
-  const Buf* buf = nullptr;
   size_t pos = 0, count = 0;
 };
 
@@ -93,12 +92,12 @@ class Table {
   // A vector of `stride`-byte elements (count 0 when absent).
   Vec vector(int id, size_t stride) const {
     const size_t f = field(id);
-    if (f == 0) return Vec{buf_, 0, 0};
+    if (f == 0) return Vec{};
     const size_t v = buf_->deref(f);
     const uint32_t count = buf_->get<uint32_t>(v);
     if (stride != 0 && count > (buf_->n - v - 4) / stride)
       buf_->fail(concat("vector of ", count, " elements at ", v, " runs past the end"));
-    return Vec{buf_, v + 4, count};
+    return Vec{v + 4, count};
   }
   // Element i of a vector of tables.
   Table table_at(const Vec& v, size_t i) const { return Table(buf_, buf_->deref(v.pos + 4 * i)); }
