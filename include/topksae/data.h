@@ -1,6 +1,6 @@
 // Sources of activation batches for training, evaluation and encoding. The trainer pulls fixed-size
 // batches of rows [batch, d_in] (float32) from an ActivationSource; the synthetic source
-// (synthetic.h) and the file sources (npy / safetensors shards) implement it.
+// (synthetic.h) and the file sources (npy / safetensors / Arrow shards) implement it.
 #pragma once
 #include <cstdint>
 #include <string>

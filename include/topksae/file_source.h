@@ -1,10 +1,14 @@
 // Activation datasets on disk (shared/spec/FORMATS.md "Activation datasets for training"): one
-// .npy / .safetensors file or a directory of such shards, all with the same d_in, each holding a
-// 2-D [N, d_in] or 3-D [N, ctx, d_in] float tensor (3-D counts N*ctx rows). Shards are read
-// through their memory maps, so a dataset larger than memory streams through the page cache.
+// .npy / .safetensors / .arrow file or a directory of such shards, all with the same d_in. An npy or
+// safetensors shard holds a 2-D [N, d_in] or 3-D [N, ctx, d_in] float tensor (3-D counts N*ctx
+// rows); an Arrow IPC stream shard (HuggingFace `datasets`, sae_lens's activation cache) holds a
+// list<list<float>> column of [ctx, d_in] per row, read as one [N, ctx, d_in] segment per record
+// batch (arrow_ipc.h). Shards are read through their memory maps, so a dataset larger than memory
+// streams through the page cache.
 //
-// Rows carry stable ids (their index in the concatenation of the shards, in file-name order),
-// which is what lets the shuffling buffer (shuffle_buffer.h) checkpoint its contents as ids.
+// Rows carry stable ids (their index in the concatenation of the shards, in file-name order, or
+// in the order of a `datasets` directory's state.json), which is what lets the shuffling buffer
+// (shuffle_buffer.h) checkpoint its contents as ids.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -13,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "topksae/array_view.h"
 #include "topksae/data.h"
 
 namespace topksae {
@@ -30,30 +35,42 @@ class IndexedSource : public ActivationSource {
 // from several threads are safe.
 class FileDataset {
  public:
-  // path: a file or a directory (its *.npy and *.safetensors files, in name order; other files and
-  // subdirectories are ignored). tensor: the tensor to read from safetensors shards holding several
-  // ("" = the only one). Throws Error naming the file: unreadable or malformed, a non-float dtype,
-  // not 2-D / 3-D, a d_in different from the first shard's, no shards, no rows at all.
+  // path: a file or a directory (its *.npy, *.safetensors and *.arrow files, in name order; other
+  // files and subdirectories are ignored). A directory holding *.arrow files and a state.json (what
+  // `datasets` save_to_disk writes) is read in the order of state.json's _data_files instead, and
+  // only those files. tensor: the safetensors tensor or Arrow column to read from shards holding
+  // several ("" = the only one; in Arrow, the only list<list<float>> column, so sae_lens's
+  // token_ids column is passed over). Throws Error naming the file: unreadable or malformed, a
+  // non-float dtype, not 2-D / 3-D, a d_in different from the first shard's, no shards, no rows.
   static std::shared_ptr<const FileDataset> open(const std::filesystem::path& path, const std::string& tensor = "");
 
   int64_t d_in() const { return d_in_; }
   int64_t rows() const { return rows_; }
-  size_t shards() const { return shards_.size(); }
+  size_t shards() const { return shards_.size(); }  // files (an Arrow file may hold several segments)
+  const std::filesystem::path& shard_path(size_t i) const;  // in dataset order
   const std::filesystem::path& path() const { return path_; }
   // Rows [row0, row0 + n) of the concatenation into out [n, d_in] (crossing shards as needed).
   void read_rows(int64_t row0, int64_t n, float* out) const;
   // "<file> row <r>" for a global row: where to look when a row is bad.
   std::string where(int64_t row) const;
-  std::string describe() const;  // "3 npy shards in data/ (1200000 rows of d_in 768, f32)"
+  // "3 npy shards at data/ (1200000 rows of d_in 768, f32)"; Arrow data also names its column.
+  std::string describe() const;
   ~FileDataset();
 
  private:
   struct Shard;
+  // A contiguous run of rows: a whole npy / safetensors array, or one Arrow record batch.
+  struct Segment {
+    size_t shard;
+    ArrayView view;
+    int64_t file_row0;  // rows of the same file before this segment (for where())
+  };
   FileDataset() = default;
-  size_t shard_of(int64_t row) const;
+  size_t segment_of(int64_t row) const;
   std::filesystem::path path_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  std::vector<int64_t> starts_;  // [shards + 1] first global row of each shard
+  std::vector<Segment> segments_;
+  std::vector<int64_t> starts_;  // [segments + 1] first global row of each segment
   int64_t d_in_ = 0, rows_ = 0;
 };
 

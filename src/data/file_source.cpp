@@ -1,5 +1,5 @@
-// Activation datasets on disk (include/topksae/file_source.h): shards opened through the npy and
-// safetensors readers (memory-mapped), rows read straight out of the maps.
+// Activation datasets on disk (include/topksae/file_source.h): shards opened through the npy,
+// safetensors and Arrow IPC readers (memory-mapped), rows read straight out of the maps.
 #include "topksae/file_source.h"
 
 #include <algorithm>
@@ -8,6 +8,8 @@
 #include <optional>
 #include <sstream>
 
+#include "topksae/arrow_ipc.h"
+#include "topksae/atomic_file.h"
 #include "topksae/error.h"
 #include "topksae/npy.h"
 #include "topksae/safetensors.h"
@@ -19,7 +21,7 @@ struct FileDataset::Shard {
   fs::path path;
   std::optional<NpyFile> npy;             // keeps the map alive
   std::optional<SafetensorsFile> st;      // keeps the map alive
-  ArrayView view;
+  std::optional<ArrowStreamFile> arrow;   // keeps the map alive
 };
 
 namespace {
@@ -51,6 +53,37 @@ const ArrayView& pick_tensor(const SafetensorsFile& f, const std::string& tensor
   }
   return f.tensors().front();
 }
+
+// The files of a `datasets` save_to_disk directory, in the order its state.json lists them.
+std::vector<fs::path> state_json_files(const fs::path& dir) {
+  const fs::path sj = dir / "state.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_small_file(sj));
+  } catch (const nlohmann::json::exception& e) {
+    TOPKSAE_FAIL(sj.string(), ": not valid JSON: ", e.what());
+  }
+  TOPKSAE_CHECK(j.is_object() && j.contains("_data_files") && j["_data_files"].is_array(), sj.string(),
+                ": no _data_files list (not a `datasets` save_to_disk state.json)");
+  std::vector<fs::path> files;
+  for (const auto& e : j["_data_files"]) {
+    TOPKSAE_CHECK(e.is_object() && e.contains("filename") && e["filename"].is_string(), sj.string(),
+                  ": a _data_files entry without a filename string: ", e.dump());
+    const fs::path name = e["filename"].get<std::string>();
+    TOPKSAE_CHECK(!name.empty() && name.is_relative() && name == name.filename() && name != "." && name != "..",
+                  sj.string(), ": _data_files names '", name.string(), "', not a file in this directory");
+    TOPKSAE_CHECK(lower_ext(name) == ".arrow", sj.string(), ": _data_files names '", name.string(),
+                  "', not an .arrow file");
+    std::error_code ec;
+    TOPKSAE_CHECK(fs::is_regular_file(dir / name, ec), sj.string(), ": lists ", name.string(),
+                  ", which is missing from ", dir.string());
+    files.push_back(dir / name);
+  }
+  TOPKSAE_CHECK(!files.empty(), sj.string(), ": _data_files is empty");
+  return files;
+}
+
+bool is_data_ext(const std::string& x) { return x == ".npy" || x == ".safetensors" || x == ".arrow"; }
 }  // namespace
 
 FileDataset::~FileDataset() = default;
@@ -60,53 +93,80 @@ std::shared_ptr<const FileDataset> FileDataset::open(const fs::path& path, const
   TOPKSAE_CHECK(fs::exists(path, ec), path.string(), ": no such file or directory");
   std::vector<fs::path> files;
   if (fs::is_directory(path, ec)) {
+    bool any_arrow = false;
     for (auto& e : fs::directory_iterator(path, ec)) {
       if (!e.is_regular_file()) continue;
       std::string x = lower_ext(e.path());
-      if (x == ".npy" || x == ".safetensors") files.push_back(e.path());
+      any_arrow |= x == ".arrow";
+      if (is_data_ext(x)) files.push_back(e.path());
     }
     TOPKSAE_CHECK(!ec, path.string(), ": cannot list the directory: ", ec.message());
-    TOPKSAE_CHECK(!files.empty(), path.string(), ": no *.npy or *.safetensors shards in this directory");
+    TOPKSAE_CHECK(!files.empty(), path.string(), ": no *.npy, *.safetensors or *.arrow shards in this directory");
     std::sort(files.begin(), files.end());
+    if (any_arrow && fs::is_regular_file(path / "state.json", ec)) files = state_json_files(path);
   } else {
-    std::string x = lower_ext(path);
-    TOPKSAE_CHECK(x == ".npy" || x == ".safetensors", path.string(),
-                  ": not an activation file (expected a .npy or .safetensors file, or a directory of them)");
+    TOPKSAE_CHECK(is_data_ext(lower_ext(path)), path.string(),
+                  ": not an activation file (expected a .npy, .safetensors or .arrow file, or a directory of them)");
     files.push_back(path);
   }
 
   std::shared_ptr<FileDataset> d(new FileDataset());
   d->path_ = path;
   d->starts_.push_back(0);
+  const Shard* first_with_d_in = nullptr;
   for (auto& f : files) {
     auto s = std::make_unique<Shard>();
     s->path = f;
-    if (lower_ext(f) == ".npy") {
-      s->npy = NpyFile::open(f);
-      s->view = s->npy->array();
+    std::vector<ArrayView> views;
+    int64_t cols = 0;
+    if (lower_ext(f) == ".arrow") {
+      s->arrow = ArrowStreamFile::open(f, tensor);
+      views = s->arrow->batches();
+      cols = s->arrow->d_in();  // 0 for a file without rows whose schema does not say
     } else {
-      s->st = SafetensorsFile::open(f);
-      s->view = pick_tensor(*s->st, tensor);
+      if (lower_ext(f) == ".npy") {
+        s->npy = NpyFile::open(f);
+        views.push_back(s->npy->array());
+      } else {
+        s->st = SafetensorsFile::open(f);
+        views.push_back(pick_tensor(*s->st, tensor));
+      }
+      const ArrayView& v = views.front();
+      TOPKSAE_CHECK(is_float(v.dtype), f.string(), ": tensor '", v.name, "' has dtype ", dtype_name(v.dtype),
+                    "; activations must be float32, float16, bfloat16 or float64");
+      TOPKSAE_CHECK(v.shape.size() == 2 || v.shape.size() == 3, f.string(), ": tensor '", v.name, "' has shape ",
+                    shape_str(v.shape), "; expected [N, d_in] or [N, context, d_in]");
+      cols = v.cols();
+      TOPKSAE_CHECK(cols > 0, f.string(), ": d_in is 0");
     }
-    const ArrayView& v = s->view;
-    TOPKSAE_CHECK(is_float(v.dtype), f.string(), ": tensor '", v.name, "' has dtype ", dtype_name(v.dtype),
-                  "; activations must be float32, float16, bfloat16 or float64");
-    TOPKSAE_CHECK(v.shape.size() == 2 || v.shape.size() == 3, f.string(), ": tensor '", v.name, "' has shape ",
-                  shape_str(v.shape), "; expected [N, d_in] or [N, context, d_in]");
-    TOPKSAE_CHECK(v.cols() > 0, f.string(), ": d_in is 0");
-    if (d->shards_.empty()) d->d_in_ = v.cols();
-    TOPKSAE_CHECK(v.cols() == d->d_in_, f.string(), ": d_in ", v.cols(), " differs from the d_in ", d->d_in_, " of ",
-                  d->shards_.front()->path.string(), " (every shard of a dataset must have the same d_in)");
-    d->rows_ += v.rows();
-    d->starts_.push_back(d->rows_);
+    if (cols > 0) {
+      if (first_with_d_in == nullptr) {
+        d->d_in_ = cols;
+        first_with_d_in = s.get();
+      }
+      TOPKSAE_CHECK(cols == d->d_in_, f.string(), ": d_in ", cols, " differs from the d_in ", d->d_in_, " of ",
+                    first_with_d_in->path.string(), " (every shard of a dataset must have the same d_in)");
+    }
+    int64_t file_rows = 0;
+    for (auto& v : views) {
+      d->segments_.push_back({d->shards_.size(), v, file_rows});
+      file_rows += v.rows();
+      d->rows_ += v.rows();
+      d->starts_.push_back(d->rows_);
+    }
     d->shards_.push_back(std::move(s));
   }
   TOPKSAE_CHECK(d->rows_ > 0, path.string(), ": the data holds no rows");
   return d;
 }
 
-size_t FileDataset::shard_of(int64_t row) const {
-  // The last shard whose start is <= row (empty shards are stepped over).
+const fs::path& FileDataset::shard_path(size_t i) const {
+  TOPKSAE_CHECK(i < shards_.size(), path_.string(), ": shard ", i, " of ", shards_.size());
+  return shards_[i]->path;
+}
+
+size_t FileDataset::segment_of(int64_t row) const {
+  // The last segment whose start is <= row (empty segments are stepped over).
   auto it = std::upper_bound(starts_.begin(), starts_.end(), row);
   return size_t(it - starts_.begin()) - 1;
 }
@@ -115,10 +175,10 @@ void FileDataset::read_rows(int64_t row0, int64_t n, float* out) const {
   TOPKSAE_CHECK(row0 >= 0 && n >= 0 && row0 + n <= rows_, path_.string(), ": rows [", row0, ", ", row0 + n,
                 ") out of range for ", rows_, " rows");
   while (n > 0) {
-    size_t s = shard_of(row0);
+    size_t s = segment_of(row0);
     int64_t local = row0 - starts_[s];
     int64_t m = std::min(n, starts_[s + 1] - row0);
-    shards_[s]->view.rows_f32(local, m, out);
+    segments_[s].view.rows_f32(local, m, out);
     out += m * d_in_;
     row0 += m;
     n -= m;
@@ -126,16 +186,30 @@ void FileDataset::read_rows(int64_t row0, int64_t n, float* out) const {
 }
 
 std::string FileDataset::where(int64_t row) const {
-  size_t s = shard_of(row);
-  return concat(shards_[s]->path.string(), " row ", row - starts_[s]);
+  const size_t s = segment_of(row);
+  const Segment& g = segments_[s];
+  return concat(shards_[g.shard]->path.string(), " row ", g.file_row0 + row - starts_[s]);
 }
 
 std::string FileDataset::describe() const {
-  size_t n_npy = 0;
-  for (auto& s : shards_) n_npy += s->npy.has_value();
-  std::string kind = n_npy == shards_.size() ? "npy" : n_npy == 0 ? "safetensors" : "npy/safetensors";
-  return concat(shards_.size(), " ", kind, " shard", shards_.size() == 1 ? "" : "s", " at ", path_.string(), " (",
-                rows_, " rows of d_in ", d_in_, ", ", dtype_name(shards_.front()->view.dtype), ")");
+  size_t n_npy = 0, n_st = 0, n_arrow = 0;
+  for (auto& s : shards_) {
+    n_npy += s->npy.has_value();
+    n_st += s->st.has_value();
+    n_arrow += s->arrow.has_value();
+  }
+  std::string kind;
+  for (auto [n, name] : {std::pair{n_npy, "npy"}, {n_st, "safetensors"}, {n_arrow, "arrow"}}) {
+    if (n == 0) continue;
+    if (!kind.empty()) kind += '/';
+    kind += name;
+  }
+  std::string column;
+  for (auto& s : shards_)
+    if (s->arrow) column = concat(", column '", s->arrow->column(), "'");
+  // segments_ is not empty: open() refuses data without rows.
+  return concat(shards_.size(), " ", kind, " shard", shards_.size() == 1 ? "" : "s", " at ", path_.string(), column,
+                " (", rows_, " rows of d_in ", d_in_, ", ", dtype_name(segments_.front().view.dtype), ")");
 }
 
 // ---- FileSource ---------------------------------------------------------------------------------

@@ -212,6 +212,36 @@ def case_npy_run(tmp):
     fail_unless(os.path.exists(f"{tmp}/init/sae_weights.safetensors"), "--init run wrote nothing")
 
 
+def case_arrow_run(tmp):
+    """Training, eval and encode on a sae_lens-style activation cache (Arrow IPC streams in a
+    `datasets` directory, written by tests/fixtures/make_fixtures.py): the hook column is found
+    without --tensor, token_ids is passed over, rows come in state.json order."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+    import make_fixtures
+    d, ctx = 16, 8
+    data = f"{tmp}/cache"
+    buffers = [sparse_rows(n * ctx, d, 10 + i) for i, n in enumerate((20, 15, 15))]
+    make_fixtures.write_sae_lens_cache(data, buffers, ctx, d, hook="blocks.3.hook_resid_post")
+    out = f"{tmp}/arrow"
+    log = run("train", "--data", data, "--d-sae", 48, "--k", 4, "--batch-size", 32, "--buffer-batches", 4,
+              "--dead-feature-window", 10, "--feature-sampling-window", 20, "--training-tokens", 32 * 12,
+              "--out", out)
+    fail_unless("3 arrow shards" in log and "column 'blocks.3.hook_resid_post'" in log and "400 rows of d_in 16" in log,
+                f"data not described:\n{log}")
+    fail_unless(len(metrics_lines(f"{out}/metrics.jsonl")) == 12, "not 12 steps")
+    ev = json.loads(run("eval", "--sae", out, "--input", data, "--json"))
+    fail_unless(ev["l0"] > 0 and ev["mse"] > 0, f"eval metrics look empty: {ev}")
+    run("encode", "--sae", out, "--input", data, "--out", f"{tmp}/f.safetensors")
+    with open(f"{tmp}/f.safetensors", "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+    fail_unless(hdr["indices"]["shape"] == [400, 4], f"encode header {hdr}")
+    # One file of the cache, and the column chosen by name
+    run("eval", "--sae", out, "--input", f"{data}/data-00001-of-00003.arrow", "--tensor", "blocks.3.hook_resid_post")
+    expect_error("token_ids", "eval", "--sae", out, "--input", data, "--tensor", "token_ids")
+    expect_error("no column named 'nope'", "train", "--data", data, "--tensor", "nope", "--out", f"{tmp}/o1")
+
+
 def interrupted_equals_straight(tmp, name, args, steps, stop):
     # Byte-identical weights are a promise of the CPU trainer (its reductions have a fixed order);
     # pin the device so that a machine with a GPU (where auto picks cuda) tests the same promise.
@@ -306,7 +336,7 @@ def case_bad_inputs(tmp):
     expect_error("b.npy", "train", "--data", mixed, "--out", f"{tmp}/o3")
     # empty, unreadable, wrong kind
     os.makedirs(f"{tmp}/empty")
-    expect_error("no *.npy or *.safetensors", "train", "--data", f"{tmp}/empty", "--out", f"{tmp}/o4")
+    expect_error("no *.npy, *.safetensors or *.arrow", "train", "--data", f"{tmp}/empty", "--out", f"{tmp}/o4")
     with open(f"{tmp}/junk.npy", "wb") as f:
         f.write(b"this is not numpy")
     expect_error("junk.npy", "train", "--data", f"{tmp}/junk.npy", "--out", f"{tmp}/o5")

@@ -5,6 +5,8 @@
 //   interop_tool train-save CONFIG.json X.npy OUT_DIR      Trainer over X, then save_final
 //   interop_tool train-steps IN.safetensors OUT.safetensors  cpu::train_step from given weights
 //   interop_tool lr CONFIG.json STEPS                      cpu::lr_at per step, JSON array on stdout
+//   interop_tool dataset-rows DATA TENSOR OUT.npy          every row of a FileDataset as f32 [rows, d_in]
+//                                                          (TENSOR "" = the default); describe() on stdout
 //
 // CONFIG.json uses the TrainConfig field names (tests/interop/common.py writes them).
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "topksae/error.h"
+#include "topksae/file_source.h"
 #include "topksae/npy.h"
 #include "topksae/ops_cpu.h"
 #include "topksae/sae_dir.h"
@@ -45,6 +48,15 @@ int cmd_encode(const std::string& dir, const std::string& x_path, const std::str
   w.add_f32("z", {B, sae.cfg.d_sae}, z.data());
   w.add_f32("xhat", {B, sae.cfg.d_in}, xhat.data());
   w.write(out);
+  return 0;
+}
+
+int cmd_dataset_rows(const std::string& data, const std::string& tensor, const std::string& out) {
+  auto ds = FileDataset::open(data, tensor);
+  std::vector<float> x(static_cast<size_t>(ds->rows() * ds->d_in()));  // [rows, d_in]
+  ds->read_rows(0, ds->rows(), x.data());
+  write_npy(out, DType::f32, {ds->rows(), ds->d_in()}, x.data());
+  std::cout << ds->describe() << "\n";
   return 0;
 }
 
@@ -184,7 +196,8 @@ int usage() {
   std::cerr << "usage: interop_tool encode SAE_DIR X.npy OUT.safetensors\n"
                "       interop_tool train-save CONFIG.json X.npy OUT_DIR\n"
                "       interop_tool train-steps IN.safetensors OUT.safetensors\n"
-               "       interop_tool lr CONFIG.json STEPS\n";
+               "       interop_tool lr CONFIG.json STEPS\n"
+               "       interop_tool dataset-rows DATA TENSOR OUT.npy\n";
   return 64;
 }
 
@@ -194,6 +207,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> a(argv + 1, argv + argc);
   try {
     if (a.size() == 4 && a[0] == "encode") return cmd_encode(a[1], a[2], a[3]);
+    if (a.size() == 4 && a[0] == "dataset-rows") return cmd_dataset_rows(a[1], a[2], a[3]);
 #ifdef TOPKSAE_INTEROP_TRAIN
     if (a.size() == 4 && a[0] == "train-save") return cmd_train_save(a[1], a[2], a[3]);
     if (a.size() == 3 && a[0] == "train-steps") return cmd_train_steps(a[1], a[2]);

@@ -14,7 +14,7 @@ if "$build/tests/interop_tool" lr /dev/null 1 2>/dev/null; [ $? -eq 77 ]; then
   echo "interop: FAIL: $build/tests/interop_tool was built without the training library"; exit 1
 fi
 passed=0; failed=0
-for check in check_sae_files check_train_step check_lr check_batching; do
+for check in check_sae_files check_train_step check_lr check_batching check_arrow_cache; do
   echo "---- interop: $check"
   out=$(cd tests/interop && TOPKSAE_BUILD="$build" "$py" "$check.py" 2>&1); rc=$?
   echo "$out"

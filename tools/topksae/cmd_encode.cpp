@@ -46,7 +46,8 @@ CommandRegistration reg([](CLI::App& app) {
   auto* cmd = app.add_subcommand("encode", "Encode activation files into sparse SAE features (safetensors)");
   auto a = std::make_shared<EncodeArgs>();
   cmd->add_option("--sae", a->sae, "SAE directory (sae_lens format)")->required();
-  cmd->add_option("--input", a->input, "activations: a .npy / .safetensors file or a directory of shards")->required();
+  cmd->add_option("--input", a->input, "activations: a .npy / .safetensors / .arrow file or a directory of them")
+      ->required();
   cmd->add_option("--out", a->out, "output .safetensors file")->required();
   cmd->add_option("--format", a->format, "topk (indices/values [N, k]) or csr (indptr/indices/values)")
       ->check(CLI::IsMember({"topk", "csr"}))
@@ -54,7 +55,7 @@ CommandRegistration reg([](CLI::App& app) {
   cmd->add_option("--values-dtype", a->values_dtype, "float32, float16 or bfloat16")
       ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))
       ->capture_default_str();
-  cmd->add_option("--tensor", a->tensor, "tensor name in safetensors shards holding several");
+  cmd->add_option("--tensor", a->tensor, "the safetensors tensor / Arrow column, if a shard holds several");
   cmd->add_option("--batch-size", a->batch, "rows per batch")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-tokens", a->max_tokens, "encode at most this many rows (-1: all)");
   cmd->add_flag("--skip-nonfinite", a->skip_nonfinite, "skip (and count) rows holding NaN or Inf instead of failing");

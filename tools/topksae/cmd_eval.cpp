@@ -42,8 +42,9 @@ CommandRegistration reg([](CLI::App& app) {
                                          "cosine, shrinkage, dead latents, feature-density histogram");
   auto a = std::make_shared<EvalArgs>();
   cmd->add_option("--sae", a->sae, "SAE directory (sae_lens format)")->required();
-  cmd->add_option("--input", a->input, "activations: a .npy / .safetensors file or a directory of shards")->required();
-  cmd->add_option("--tensor", a->tensor, "tensor name in safetensors shards holding several");
+  cmd->add_option("--input", a->input, "activations: a .npy / .safetensors / .arrow file or a directory of them")
+      ->required();
+  cmd->add_option("--tensor", a->tensor, "the safetensors tensor / Arrow column, if a shard holds several");
   cmd->add_option("--batch-size", a->batch, "rows per batch")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-tokens", a->max_tokens, "evaluate at most this many rows (-1: all)");
   cmd->add_option("--bins", a->bins, "density histogram bins")->check(CLI::Range(1, 1000))->capture_default_str();

@@ -1,12 +1,15 @@
-// `topksae info PATH`: what a safetensors file, an npy file or an SAE directory holds (names,
-// dtypes, shapes, metadata, config), so a user can look before training. --json for scripts.
+// `topksae info PATH`: what a safetensors file, an npy file, an SAE directory or Arrow activations
+// (an .arrow file or a `datasets` directory, e.g. sae_lens's cache) hold (names, dtypes, shapes,
+// metadata, config, columns), so a user can look before training. --json for scripts.
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "topksae/arrow_ipc.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
+#include "topksae/file_source.h"
 #include "topksae/npy.h"
 #include "topksae/safetensors.h"
 #include "topksae/sae_dir.h"
@@ -74,13 +77,43 @@ ojson sae_info(const fs::path& dir) {
   return j;
 }
 
+// Arrow activations: the dataset as training would read it, and the columns of its first file.
+ojson arrow_info(const fs::path& p) {
+  auto ds = FileDataset::open(p);
+  ArrowStreamFile first = ArrowStreamFile::open(ds->shard_path(0));
+  ojson j;
+  j["kind"] = "arrow";
+  j["path"] = p.string();
+  j["dataset"] = ds->describe();
+  j["files"] = ds->shards();
+  j["column"] = first.column();
+  j["dtype"] = std::string(dtype_name(first.dtype()));
+  j["context_size"] = first.context_size();
+  j["d_in"] = ds->d_in();
+  j["rows"] = ds->rows();
+  j["columns"] = ojson::array();
+  for (const auto& c : first.columns())
+    j["columns"].push_back({{"name", c.name}, {"type", c.type}, {"activations", c.activations}});
+  return j;
+}
+
+bool has_arrow_files(const fs::path& dir) {
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file() && e.path().extension() == ".arrow") return true;
+  return false;
+}
+
 ojson info_of(const fs::path& p) {
   std::error_code ec;
   if (fs::is_directory(p, ec)) {
     if (fs::exists(p / kSaeCfgFile, ec)) return sae_info(p);
-    TOPKSAE_FAIL(p.string(), ": a directory without cfg.json (not an SAE directory); pass a file inside it");
+    if (has_arrow_files(p)) return arrow_info(p);
+    TOPKSAE_FAIL(p.string(), ": a directory without cfg.json or *.arrow files (not an SAE or `datasets` directory);",
+                 " pass a file inside it");
   }
   if (!fs::exists(p, ec)) TOPKSAE_FAIL(p.string(), ": no such file or directory");
+  if (p.extension() == ".arrow") return arrow_info(p);
   // Decide by the npy magic, else safetensors (which has no magic).
   auto map = MappedFile::open(p);
   if (map->size() >= 6 && std::memcmp(map->data(), "\x93NUMPY", 6) == 0) return npy_info(p);
@@ -109,6 +142,12 @@ void print_text(const ojson& j) {
     os << "npy " << j["version"].get<std::string>() << "\n";
     print_tensor_line(os, j["array"]);
     if (j.contains("rows")) os << "  as activations: " << j["rows"] << " rows of width " << j["row_width"] << "\n";
+  } else if (kind == "arrow") {
+    os << "Arrow activations: " << j["dataset"].get<std::string>() << "\n";
+    os << "  context size " << j["context_size"] << ", d_in " << j["d_in"] << "; columns:\n";
+    for (const auto& c : j["columns"])
+      os << "  " << c["name"].get<std::string>() << "  " << c["type"].get<std::string>()
+         << (c["name"] == j["column"] ? "  (read)" : "") << "\n";
   } else {
     const ojson& c = j["cfg"];
     os << "SAE directory (" << c.value("architecture", std::string("?")) << ", d_in=" << c["d_in"] << ", d_sae=" << c["d_sae"]
@@ -129,9 +168,10 @@ void run_info(const InfoArgs& a) {
 }
 
 CommandRegistration reg([](CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Show what a safetensors file, npy file or SAE directory holds");
+  auto* cmd = app.add_subcommand("info", "Show what a safetensors / npy / Arrow file or an SAE directory holds");
   auto args = std::make_shared<InfoArgs>();
-  cmd->add_option("path", args->path, "a .safetensors file, a .npy file or an SAE directory")->required();
+  cmd->add_option("path", args->path, "a .safetensors, .npy or .arrow file, an SAE directory or a `datasets` directory")
+      ->required();
   cmd->add_flag("--json", args->json, "print JSON instead of text");
   cmd->callback([args] { run_info(*args); });
 });

@@ -467,9 +467,9 @@ CommandRegistration reg([](CLI::App& app) {
   a->cmd = cmd;
   auto* A = a.get();
   // ---- data
-  cmd->add_option("--data", A->data.path, "activations: a .npy / .safetensors file or a directory of shards");
+  cmd->add_option("--data", A->data.path, "activations: a .npy / .safetensors / .arrow file or a directory of them");
   cmd->add_flag("--synthetic", A->synthetic, "train on synthetic data with a planted dictionary (the default without --data)");
-  cmd->add_option("--tensor", A->data.tensor, "tensor name in safetensors shards holding several");
+  cmd->add_option("--tensor", A->data.tensor, "the safetensors tensor / Arrow column, if a shard holds several");
   cmd->add_option("--shuffle", A->data.shuffle, "buffer (sae_lens mixing buffer) or none")
       ->check(CLI::IsMember({"buffer", "none"}))
       ->capture_default_str();
