@@ -6,6 +6,7 @@
 
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
+#include "cuda_runtime.h"
 
 struct cublasContext {
   cudaStream_t stream = nullptr;
@@ -18,6 +19,21 @@ namespace {
 cublasStatus_t invalid(const char* fn, const char* why) {
   std::fprintf(stderr, "cuda_emu: %s: %s\n", fn, why);
   return CUBLAS_STATUS_INVALID_VALUE;
+}
+
+// The bytes a column-major [rows, cols] operand with leading dimension ld spans must lie in one live
+// device allocation: a GEMM handed a host pointer, a freed buffer or a too-short one is refused here
+// where the real library would read out of bounds or fault.
+bool operand_ok(const char* fn, const char* name, const void* p, int64_t rows, int64_t cols, int64_t ld,
+                size_t elem) {
+  if (rows <= 0 || cols <= 0) return true;
+  const size_t bytes = size_t((cols - 1) * ld + rows) * elem;
+  if (const char* why = cuda_emu::check_device_range(p, bytes)) {
+    std::fprintf(stderr, "cuda_emu: %s: %s [%lld x %lld, ld %lld] (%zu bytes): %s\n", fn, name, (long long)rows,
+                 (long long)cols, (long long)ld, bytes, why);
+    return false;
+  }
+  return true;
 }
 
 // fp32 -> tf32 (10 explicit mantissa bits), round to nearest, ties to even; Inf and NaN unchanged.
@@ -99,6 +115,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   if (A == nullptr || B == nullptr || C == nullptr || alpha == nullptr || beta == nullptr)
     return invalid(fn, "null pointer");
+  const size_t ea = Atype == CUDA_R_16BF ? 2 : 4;
+  if (!operand_ok(fn, "A", A, a_rows, transa == CUBLAS_OP_N ? k : m, lda, ea) ||
+      !operand_ok(fn, "B", B, b_rows, transb == CUBLAS_OP_N ? n : k, ldb, ea) ||
+      !operand_ok(fn, "C", C, m, n, ldc, 4))
+    return CUBLAS_STATUS_INVALID_VALUE;
   const bool tf32 = computeType == CUBLAS_COMPUTE_32F_FAST_TF32;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   float* c = static_cast<float*>(C);
@@ -134,6 +155,9 @@ cublasStatus_t cublasSgemv(cublasHandle_t handle, cublasOperation_t trans, int m
   if (trans == CUBLAS_OP_C) return invalid(fn, "conjugate transpose is not emulated");
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   const int out_len = trans == CUBLAS_OP_N ? m : n, in_len = trans == CUBLAS_OP_N ? n : m;
+  if (!operand_ok(fn, "A", A, m, n, lda, 4) || !operand_ok(fn, "x", x, 1, in_len, incx, 4) ||
+      !operand_ok(fn, "y", y, 1, out_len, incy, 4))
+    return CUBLAS_STATUS_INVALID_VALUE;
   for (int i = 0; i < out_len; ++i) {
     float acc = 0.f;
     for (int p = 0; p < in_len; ++p) {

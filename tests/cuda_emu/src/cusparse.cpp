@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "cuda_runtime.h"
 #include "cusparse.h"
 
 struct cusparseContext {
@@ -32,6 +33,21 @@ cusparseStatus_t invalid(const char* fn, const char* why) {
 int64_t index_at(const void* p, cusparseIndexType_t t, int64_t i) {
   return t == CUSPARSE_INDEX_64I ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
+// [p, p + bytes) must lie in one live device allocation (nullptr when it does, else a message).
+const char* range_problem(const char* fn, const char* what, const void* p, int64_t bytes) {
+  if (bytes <= 0) return nullptr;
+  if (const char* why = cuda_emu::check_device_range(p, size_t(bytes))) {
+    std::fprintf(stderr, "cuda_emu: %s: %s (%lld bytes): %s\n", fn, what, (long long)bytes, why);
+    return what;
+  }
+  return nullptr;
+}
+int64_t index_bytes(cusparseIndexType_t t) { return t == CUSPARSE_INDEX_64I ? 8 : 4; }
+int64_t dense_bytes(cusparseDnMatDescr_t M) {
+  if (M->rows <= 0 || M->cols <= 0) return 0;
+  return M->order == CUSPARSE_ORDER_ROW ? ((M->rows - 1) * M->ld + M->cols) * 4 : ((M->cols - 1) * M->ld + M->rows) * 4;
+}
+
 bool index_type_ok(cusparseIndexType_t t) { return t == CUSPARSE_INDEX_32I || t == CUSPARSE_INDEX_64I; }
 
 // Everything SpMM needs to be true before it runs; nullptr when it is.
@@ -141,6 +157,12 @@ cusparseStatus_t cusparseSpMM(cusparseHandle_t handle, cusparseOperation_t opA, 
   if (handle == nullptr) return CUSPARSE_STATUS_NOT_INITIALIZED;
   if (const char* why = spmm_problem(opA, opB, A, B, C, computeType)) return invalid(fn, why);
   if (externalBuffer == nullptr) return invalid(fn, "null external buffer (pass what SpMM_bufferSize asked for)");
+  const int64_t row_len = A->csr ? A->rows + 1 : A->nnz;
+  if (range_problem(fn, A->csr ? "CSR row offsets" : "COO row indices", A->row, row_len * index_bytes(A->row_type)) ||
+      range_problem(fn, "column indices", A->col, A->nnz * index_bytes(A->col_type)) ||
+      range_problem(fn, "values", A->val, A->nnz * 4) || range_problem(fn, "B", B->values, dense_bytes(B)) ||
+      range_problem(fn, "C", C->values, dense_bytes(C)) || range_problem(fn, "external buffer", externalBuffer, 64))
+    return CUSPARSE_STATUS_INVALID_VALUE;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   const int64_t base = A->base == CUSPARSE_INDEX_BASE_ONE ? 1 : 0;
   // Validate the indices first, so a bad matrix leaves C untouched.

@@ -66,6 +66,13 @@ struct DeviceRadixSort {
     if (num_items > 0 && (d_keys.Current() == nullptr || d_keys.Alternate() == nullptr ||
                           d_values.Current() == nullptr || d_values.Alternate() == nullptr))
       return cudaErrorInvalidValue;
+    const char* fn = "DeviceRadixSort::SortPairs";
+    const long long n = (long long)num_items;
+    if (!emu::items_ok(fn, "keys (current)", d_keys.Current(), n) ||
+        !emu::items_ok(fn, "keys (alternate)", d_keys.Alternate(), n) ||
+        !emu::items_ok(fn, "values (current)", d_values.Current(), n) ||
+        !emu::items_ok(fn, "values (alternate)", d_values.Alternate(), n))
+      return cudaErrorInvalidValue;
     err = emu::sort_pairs(d_keys.Current(), d_keys.Alternate(), d_values.Current(), d_values.Alternate(), num_items,
                           begin_bit, end_bit);
     if (err == cudaSuccess) d_keys.selector ^= 1, d_values.selector ^= 1;
@@ -79,6 +86,11 @@ struct DeviceRadixSort {
     if (emu::temp_storage_protocol(d_temp_storage, temp_storage_bytes, (long long)num_items, sizeof(K) + sizeof(V),
                                    "DeviceRadixSort::SortPairs", &err))
       return err;
+    const char* fn = "DeviceRadixSort::SortPairs";
+    const long long n = (long long)num_items;
+    if (!emu::items_ok(fn, "keys in", d_keys_in, n) || !emu::items_ok(fn, "keys out", d_keys_out, n) ||
+        !emu::items_ok(fn, "values in", d_values_in, n) || !emu::items_ok(fn, "values out", d_values_out, n))
+      return cudaErrorInvalidValue;
     return emu::sort_pairs(d_keys_in, d_keys_out, d_values_in, d_values_out, num_items, begin_bit, end_bit);
   }
 };

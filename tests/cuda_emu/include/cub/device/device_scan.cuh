@@ -14,6 +14,9 @@ struct DeviceScan {
     if (emu::temp_storage_protocol(d_temp_storage, temp_storage_bytes, (long long)num_items, sizeof(T),
                                    "DeviceScan::ExclusiveSum", &err))
       return err;
+    if (!emu::items_ok("DeviceScan::ExclusiveSum", "d_in", d_in, (long long)num_items) ||
+        !emu::items_ok("DeviceScan::ExclusiveSum", "d_out", d_out, (long long)num_items))
+      return cudaErrorInvalidValue;
     T acc{};
     for (NumItemsT i = 0; i < num_items; ++i) {
       const T v = T(d_in[i]);  // read before writing: in and out may alias (in-place scan)
@@ -30,6 +33,9 @@ struct DeviceScan {
     if (emu::temp_storage_protocol(d_temp_storage, temp_storage_bytes, (long long)num_items, sizeof(T),
                                    "DeviceScan::InclusiveSum", &err))
       return err;
+    if (!emu::items_ok("DeviceScan::InclusiveSum", "d_in", d_in, (long long)num_items) ||
+        !emu::items_ok("DeviceScan::InclusiveSum", "d_out", d_out, (long long)num_items))
+      return cudaErrorInvalidValue;
     T acc{};
     for (NumItemsT i = 0; i < num_items; ++i) {
       acc = acc + T(d_in[i]);

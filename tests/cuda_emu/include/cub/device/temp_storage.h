@@ -5,10 +5,31 @@
 #pragma once
 #include <cstddef>
 #include <cstdio>
+#include <type_traits>
 
 #include "cuda_emu/base.h"
+#include "cuda_runtime.h"
 
 namespace cub::emu {
+// [p, p + bytes) must lie in one live device allocation, as CUB's kernels will read or write it
+// all; otherwise a message and false.
+inline bool range_ok(const char* what, const char* arg, const void* p, size_t bytes) {
+  if (bytes == 0) return true;
+  if (const char* why = cuda_emu::check_device_range(p, bytes)) {
+    std::fprintf(stderr, "cuda_emu: %s: %s (%zu bytes): %s\n", what, arg, bytes, why);
+    return false;
+  }
+  return true;
+}
+template <class It>
+bool items_ok(const char* what, const char* arg, It it, long long items) {
+  if constexpr (std::is_pointer_v<It>) {
+    return range_ok(what, arg, static_cast<const void*>(it), size_t(items > 0 ? items : 0) * sizeof(*it));
+  } else {
+    return true;  // an iterator that is not a pointer: nothing to check
+  }
+}
+
 inline size_t temp_bytes_for(long long items, size_t item_bytes) {
   return 256 + size_t(items > 0 ? items : 0) * item_bytes;
 }
@@ -24,6 +45,10 @@ inline bool temp_storage_protocol(void* d_temp_storage, size_t& temp_storage_byt
   if (temp_storage_bytes < need) {
     std::fprintf(stderr, "cuda_emu: %s: %zu bytes of temporary storage for %lld items, needs %zu\n", what,
                  temp_storage_bytes, items, need);
+    *err = cudaErrorInvalidValue;
+    return true;
+  }
+  if (!range_ok(what, "temporary storage", d_temp_storage, need)) {
     *err = cudaErrorInvalidValue;
     return true;
   }
