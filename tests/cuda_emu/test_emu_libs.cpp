@@ -143,7 +143,7 @@ TEST(CudaEmuLibs, SpmmCsrCooAndIndexChecks) {
     ASSERT_EQ(cusparseSpMM_bufferSize(h, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, &one, A,
                                       Bm, &zero, Cm, CUDA_R_32F, alg, &bytes),
               CUSPARSE_STATUS_SUCCESS);
-    Dev<char> work(std::vector<char>(bytes));
+    Dev<char> work{std::vector<char>(bytes)};
     ASSERT_EQ(cusparseSpMM(h, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, &one, A, Bm, &zero,
                            Cm, CUDA_R_32F, alg, work.p),
               CUSPARSE_STATUS_SUCCESS);
@@ -166,7 +166,7 @@ TEST(CudaEmuLibs, CubScanSortAndTempStorage) {
   size_t bytes = 0;
   ASSERT_EQ(cub::DeviceScan::ExclusiveSum(nullptr, bytes, in.p, out.p, 5), cudaSuccess);
   ASSERT_GT(bytes, 0u);
-  Dev<char> tmp(std::vector<char>(bytes));
+  Dev<char> tmp{std::vector<char>(bytes)};
   ASSERT_EQ(cub::DeviceScan::ExclusiveSum(tmp.p, bytes, in.p, out.p, 5), cudaSuccess);
   EXPECT_EQ(out.host(), (std::vector<int32_t>{0, 3, 4, 8, 9}));
   // Storage sized for fewer items than scanned is an error, and so is a host output.
@@ -182,7 +182,7 @@ TEST(CudaEmuLibs, CubScanSortAndTempStorage) {
   cub::DoubleBuffer<int32_t> dk(k0.p, k1.p), dv(v0.p, v1.p);
   size_t sb = 0;
   ASSERT_EQ(cub::DeviceRadixSort::SortPairs(nullptr, sb, dk, dv, 6, 0, 3), cudaSuccess);
-  Dev<char> st(std::vector<char>(sb));
+  Dev<char> st{std::vector<char>(sb)};
   ASSERT_EQ(cub::DeviceRadixSort::SortPairs(st.p, sb, dk, dv, 6, 0, 3), cudaSuccess);
   EXPECT_EQ(dk.Current(), k1.p);
   EXPECT_EQ(k1.host(), (std::vector<int32_t>{0, 9, 3, 3, 5, 5}));  // 9 & 7 == 1
