@@ -15,31 +15,9 @@ import random
 import re
 import struct
 import subprocess
-import sys
 import tempfile
 
-BIN = sys.argv[1]
-ENV = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), TERM="dumb")
-
-
-def run(*args, expect=0):
-    p = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=240)
-    out = p.stdout + p.stderr
-    if expect is not None and p.returncode != expect:
-        sys.exit(f"FAIL: topksae {' '.join(map(str, args))}\nexit {p.returncode}, expected {expect}\n{out}")
-    return out
-
-
-def fail_unless(cond, msg):
-    if not cond:
-        sys.exit("FAIL: " + msg)
-
-
-def write_npy(path, rows, d, values):
-    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, d)
-    hdr = (hdr + " " * (64 - (10 + len(hdr) + 1) % 64) + "\n").encode()
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr + struct.pack("<%df" % len(values), *values))
+from cli_util import BIN, ENV, fail_unless, run, write_npy
 
 
 def read_npy_f32(path):
@@ -78,7 +56,7 @@ def main():
         "--lr-warm-up-steps", 5, "--training-tokens", 64 * 8, "--device", "cpu", "--out", sae)
     rng = random.Random(5)
     data = f"{tmp}/x.npy"
-    write_npy(data, 300, 16, [rng.gauss(0, 1) for _ in range(300 * 16)])
+    write_npy(data, (300, 16), [rng.gauss(0, 1) for _ in range(300 * 16)])
 
     # tf32 / bf16 are the GPU's: refused on --device cpu, before anything is written
     for cmd in (["encode", "--out", f"{tmp}/refused.safetensors"], ["eval"]):
