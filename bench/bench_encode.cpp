@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <utility>
 
 #include "bench_common.h"
 #include "topksae/error.h"
@@ -175,12 +176,19 @@ int main(int argc, char** argv) {
         const cuda::Precision p = cuda::precision_from_name(pn);
         const double tol = p == cuda::Precision::fp32 ? 1e-3 : (p == cuda::Precision::tf32 ? 2e-2 : 8e-2);
         if (p == cuda::Precision::bf16) ds.ensure_bf16(c);
-        cuda::TopKCodes codes;
-        cuda::encode_topk(c, ds, static_cast<float*>(dx[0].data()), B, p, codes);
-        const std::string bad = check_codes(codes.download(), href, n, R, tol);
         const std::string gemm_ceiling = "gemm_" + pn + "_TFLOPs";
-        {
-          nlohmann::json r = base_row("gpu_encode_topk_" + pn);
+        // The automatic chunks of rows (encode_chunk_rows); for the first precision also the
+        // whole batch at once and chunks of 192 rows (h small enough to stay in L2 on an H100/H200).
+        std::vector<std::pair<int64_t, std::string>> chunkings = {{0, ""}};
+        if (pn == a.precisions.front()) {
+          chunkings.push_back({-1, "_whole_batch"});
+          chunkings.push_back({192, "_rows192"});
+        }
+        for (const auto& [chunk_rows, suffix] : chunkings) {
+          nlohmann::json r = base_row("gpu_encode_topk_" + pn + suffix);
+          cuda::TopKCodes codes;
+          cuda::encode_topk(c, ds, static_cast<float*>(dx[0].data()), B, p, codes, chunk_rows);
+          const std::string bad = check_codes(codes.download(), href, n, R, tol);
           if (!bad.empty()) {
             r["error"] = "validation failed: " + bad;
             g_failed = true;
@@ -188,12 +196,13 @@ int main(int argc, char** argv) {
             continue;
           }
           const Stats st = time_gpu(c.stream(), [&](int i) {
-            cuda::encode_topk(c, ds, static_cast<float*>(dx[size_t(i % nsets)].data()), B, p, codes);
+            cuda::encode_topk(c, ds, static_cast<float*>(dx[size_t(i % nsets)].data()), B, p, codes, chunk_rows);
           }, a.warmup, a.iters);
           r["ms"] = st.median_ms;
           r["ms_min"] = st.min_ms;
           r["TFLOPs"] = flop / (st.median_ms * 1e9);
           r["tokens_per_s"] = double(B) / (st.median_ms * 1e-3);
+          r["chunk_rows"] = cuda::encode_chunk_rows(n, B, chunk_rows);
           if (ceil.contains(gemm_ceiling)) r["gemm_ceiling_TFLOPs"] = ceil[gemm_ceiling];
           r["note"] = "x -> top-k pairs, TFLOP/s of the GEMM part";
           rep.add(r);

@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
           pc.dead_feature_window = 2;  // AuxK active from step 3 on
           for (int64_t aux_cap : {int64_t(-1), int64_t(0)}) {  // AuxK's dense path, then its gather path
             TrainState cst = TrainState::initial(pc);
-            cuda::TrainStep g(ctx, pc, cst, p, -1, aux_cap);
+            cuda::TrainStep g(ctx, pc, cst, {.precision = p, .aux_dense_cap = aux_cap});
             cpu::TrainWorkspace ws;
             const double tol = p == cuda::Precision::fp32 ? 1e-4 : 5e-2;
             for (int t = 0; t < 5 && bad.empty(); ++t) {
@@ -160,16 +160,26 @@ int main(int argc, char** argv) {
             }
           }
         }
-        // Variants: 0 data off, 1 data on; for the first precision only, what the newer kernels
-        // buy: 2 data off with AuxK forced onto its gather path, 3 data off with the main top-k's
-        // dz over whole W_dec rows instead of column slabs.
-        const int n_variants = pn == a.precisions.front() ? 4 : 2;
-        for (int variant = 0; variant < n_variants; ++variant) {
-          const int data_on = variant == 1;
-          const int64_t aux_cap = variant == 2 ? 0 : -1;
-          const int slab_threads = variant == 3 ? -1 : 0;
-          nlohmann::json r = base_row("gpu_train_step_" + pn + (data_on ? "_data_on" : "_data_off") +
-                                      (variant == 2 ? "_aux_gather" : variant == 3 ? "_dz_whole_rows" : ""));
+        // Variants: data off and data on; for the first precision only, what the newer kernels and
+        // choices buy, each with the data off: AuxK forced onto its gather path; the main top-k's dz
+        // over whole W_dec rows instead of column slabs; the encoder GEMM + top-k over the whole
+        // batch at once (h [B, d_sae]) instead of 256 MiB chunks; and chunks of 192 rows, whose h
+        // (48 MiB at d_sae 65536) may stay in an H100/H200's L2 between the GEMM and the top-k.
+        struct Variant {
+          const char* suffix;
+          bool data_on;
+          cuda::TrainStepOptions opts;
+        };
+        std::vector<Variant> variants = {{"_data_off", false, {.precision = p}}, {"_data_on", true, {.precision = p}}};
+        if (pn == a.precisions.front()) {
+          variants.push_back({"_data_off_aux_gather", false, {.precision = p, .aux_dense_cap = 0}});
+          variants.push_back({"_data_off_dz_whole_rows", false, {.precision = p, .slab_threads = -1}});
+          variants.push_back({"_data_off_encode_whole_batch", false, {.precision = p, .encode_rows = -1}});
+          variants.push_back({"_data_off_encode_rows192", false, {.precision = p, .encode_rows = 192}});
+        }
+        for (const Variant& var : variants) {
+          const bool data_on = var.data_on;
+          nlohmann::json r = base_row("gpu_train_step_" + pn + var.suffix);
           if (!bad.empty()) {
             r["error"] = "validation failed: " + bad;
             g_failed = true;
@@ -178,7 +188,7 @@ int main(int argc, char** argv) {
           }
           ctx.synchronize();
           const size_t mem0 = device_memory_used();
-          cuda::TrainStep g(ctx, cfg, st0, p, -1, aux_cap, slab_threads);
+          cuda::TrainStep g(ctx, cfg, st0, var.opts);
           auto run = [&](int i) {
             if (!data_on) {
               g.step(static_cast<float*>(dx[size_t(i % nsets)].data()), s.batch);
@@ -223,6 +233,7 @@ int main(int argc, char** argv) {
           r["aux_steps_dense"] = apc.dense;
           r["aux_steps_gather"] = apc.gather;
           r["dz_slab_threads"] = g.slab_threads();
+          r["encode_rows"] = g.encode_rows();
           const std::string gc = "gemm_" + pn + "_TFLOPs";
           if (ceil.contains(gc)) r["gemm_ceiling_TFLOPs"] = ceil[gc];
           r["note"] = data_on ? "pinned H2D copy per step on a 2nd stream (generator not timed)"

@@ -453,15 +453,21 @@ class CudaEngine final : public Engine {
     float* stats = w.slot<float>(kSlotStats, 2 * B);
     cu::engine::sae_in(ctx, c.normalize, x, c.apply_b_dec_to_input ? dsae_.bias_dec() : nullptr, B, d, u, stats,
                        stats + B);
-    float* h = w.slot<float>(kSlotH, B * n);  // [B, d_sae]
     const bool hooked_pre = observed(hooks, HookPoint::sae_acts_pre);
-    // Unobserved, the encoder bias is fused into the selection; observers see h with the bias.
-    cu::encode_pre(ctx, dsae_, u, B, h, prec_, /*add_bias=*/hooked_pre);
-    run_hook(w, hooks, HookPoint::sae_acts_pre, h, B, n);
+    // Observers of hook_sae_acts_pre see all of h [B, d_sae] at once (with the bias added).
+    // Unobserved, the encoder bias is fused into the selection and h exists for one chunk of
+    // rows at a time (cu::encode_chunk_rows: at most kEncodeChunkBytes of scratch).
+    const int64_t rows = hooked_pre ? B : cu::encode_chunk_rows(n, B, 0);
+    float* h = w.slot<float>(kSlotH, rows * n);  // [rows, d_sae]
     cu::TopKOptions opt;
     opt.bias = hooked_pre ? nullptr : dsae_.bias_enc();
     opt.relu = true;  // ReLU after the selection, as on the CPU
-    cu::topk_select(ctx, h, B, n, k, idx, val, opt);
+    for (int64_t r0 = 0; r0 < B; r0 += rows) {
+      const int64_t m = std::min(rows, B - r0);
+      cu::encode_pre(ctx, dsae_, u + r0 * d, m, h, prec_, /*add_bias=*/hooked_pre);
+      run_hook(w, hooks, HookPoint::sae_acts_pre, h, m, n);  // m == B when observed
+      cu::topk_select(ctx, h, m, n, k, idx + r0 * k, val + r0 * k, opt);
+    }
 
     if (!observed(hooks, HookPoint::sae_acts_post)) return nullptr;
     float* z = dense_target;

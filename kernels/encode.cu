@@ -1,5 +1,7 @@
 // CUDA twins of process_sae_in, encode_pre and encode_topk, plus the small dense helpers the
 // backend shares (row fill, row-major cuBLAS GEMM, bf16 conversion, copy, scan, random fill).
+#include <algorithm>
+
 #include <cub/device/device_scan.cuh>
 #include <cuda_bf16.h>
 
@@ -135,8 +137,10 @@ void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, f
                             int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out) {
+void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out,
+                 int64_t chunk_rows) {
   const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae, k = sae.cfg.k;
+  TOPKSAE_CHECK(chunk_rows >= -1, "encode_topk: chunk_rows=", chunk_rows, " must be -1 (whole batch), 0 (auto) or > 0");
   // Grow only: a smaller batch reuses the buffers (no cudaMalloc once warm). Buffers replaced
   // here may still be read by work queued on the stream: finish it first (as Context::scratch).
   const size_t bytes = size_t(B * k > 0 ? B * k : 1) * 4;
@@ -149,14 +153,18 @@ void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, 
   out.k = k;
   out.d_sae = n;
   if (B == 0) return;
+  const int64_t rows = encode_chunk_rows(n, B, chunk_rows);
   auto* u = static_cast<float*>(ctx.scratch(detail::kSlotU, size_t(B * d) * 4));
-  auto* h = static_cast<float*>(ctx.scratch(detail::kSlotH, size_t(B * n) * 4));
+  auto* h = static_cast<float*>(ctx.scratch(detail::kSlotH, size_t(rows * n) * 4));  // [rows, d_sae]: one chunk
   process_sae_in(ctx, sae, x, B, u);
-  encode_pre(ctx, sae, u, B, h, p, /*add_bias=*/false);  // the bias is fused into the selection
   TopKOptions opt;
-  opt.bias = sae.bias_enc();
+  opt.bias = sae.bias_enc();  // the bias is fused into the selection
   opt.relu = true;
-  topk_select(ctx, h, B, n, k, out.idx(), out.val(), opt);
+  for (int64_t r0 = 0; r0 < B; r0 += rows) {
+    const int64_t m = std::min(rows, B - r0);
+    encode_pre(ctx, sae, u + r0 * d, m, h, p, /*add_bias=*/false);
+    topk_select(ctx, h, m, n, k, out.idx() + r0 * k, out.val() + r0 * k, opt);
+  }
 }
 
 }  // namespace topksae::cuda

@@ -610,8 +610,10 @@ template <typename T>
 T* as(DeviceBuffer& b) {
   return static_cast<T*>(b.data());
 }
-DeviceBuffer alloc(size_t bytes, size_t* total) {
+// Counts the bytes into *total; allocates them unless plan_only (TrainStep::planned_bytes).
+DeviceBuffer alloc(size_t bytes, size_t* total, bool plan_only) {
   *total += bytes;
+  if (plan_only) return DeviceBuffer();
   return DeviceBuffer(bytes == 0 ? 16 : bytes);
 }
 void upload(DeviceBuffer& dst, const void* src, size_t bytes) {
@@ -647,6 +649,7 @@ struct TrainStep::Impl {
   TrainConfig cfg;
   Precision prec;
   int64_t d, n, k, kcap, half_d, Bmax, P;
+  int64_t hrows = 0;    // rows per chunk of the forward's encoder GEMM + top-k (h holds one chunk)
   int64_t oWenc, oBenc, oWdec, oBdec;
   int64_t aux_cap = 0;  // dense AuxK capacity in latents (0: the gather path only)
   int slab_tpt = 0;     // dz_partial_kernel's threads per row (0: dz_kernel for the S entries too)
@@ -661,7 +664,7 @@ struct TrainStep::Impl {
   AuxPathCounts path_counts;
 
   DeviceBuffer param, grad, m, v, w16;      // [P] (w16: bf16 [d*n])
-  DeviceBuffer u, u16, h;                   // [B,d], bf16 [B,d], [B,n] (dense AuxK: G [B,ndc] after top-k)
+  DeviceBuffer u, u16, h;                   // [B,d], bf16 [B,d], [hrows,n] (dense AuxK: G [B,ndc] after top-k)
   DeviceBuffer idxS, hS, zS, idxT, hT;      // [B,k], [B,kcap] (dense AuxK: idxT holds compact positions)
   DeviceBuffer xhat, ehat, g, ga;           // [B,d]
   DeviceBuffer mu, stats;                   // double [d], double [B,4]
@@ -689,9 +692,13 @@ struct TrainStep::Impl {
   std::vector<cudaEvent_t> events;
   int next_slot = 0;
 
-  Impl(Context& c, const TrainConfig& cf, const TrainState& st, Precision p, int64_t max_batch, int64_t aux_dense_cap,
-       int slab_threads_arg)
-      : ctx(c), cfg(cf), prec(p), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
+  // st == nullptr: plan only (count the bytes every buffer would take, allocate and upload nothing).
+  Impl(Context& c, const TrainConfig& cf, const TrainState* st, const TrainStepOptions& opts)
+      : ctx(c), cfg(cf), prec(opts.precision),
+        bound(st ? st->stats.since_fired : std::vector<int64_t>{}, cf.dead_feature_window, st ? st->step : 0) {
+    const bool plan_only = st == nullptr;
+    const int64_t max_batch = opts.max_batch, aux_dense_cap = opts.aux_dense_cap;
+    const int slab_threads_arg = opts.slab_threads;
     cfg.validate();
     // The kernels below implement the 6.13.1 math only; selecting on h * ||W_dec[j]|| would need
     // the decoder norms in the top-k keys and the decode coefficients. Refuse rather than differ.
@@ -704,6 +711,9 @@ struct TrainStep::Impl {
     kcap = half_d < n ? half_d : n;
     Bmax = max_batch > 0 ? max_batch : cfg.batch_size;
     TOPKSAE_CHECK(Bmax >= 1, "TrainStep: batch size must be >= 1");
+    TOPKSAE_CHECK(opts.encode_rows >= -1, "TrainStep: encode_rows=", opts.encode_rows,
+                  " must be -1 (whole batch), 0 (auto) or a row count");
+    hrows = encode_chunk_rows(n, Bmax, opts.encode_rows);
     const int64_t E = Bmax * (k + kcap);
     TOPKSAE_CHECK(E < (int64_t(1) << 31), "TrainStep: batch*(k + d_in/2) = ", E, " must be < 2^31");
     TOPKSAE_CHECK(kcap <= kMaxTopK, "TrainStep: AuxK k = d_in/2 = ", kcap, " exceeds the GPU top-k maximum ", kMaxTopK);
@@ -734,12 +744,14 @@ struct TrainStep::Impl {
     oWdec = oBenc + n;
     oBdec = oWdec + n * d;
     P = oBdec + d;
-    scaling_factor = st.scaling_factor;
-    scaling = st.scaling_factor ? *st.scaling_factor : 1.0;
-    step = st.step;
-    n_training_samples = st.n_training_samples;
-    n_frac_active = st.stats.n_frac_active;
-    data_position = st.data_position;
+    if (st) {
+      scaling_factor = st->scaling_factor;
+      scaling = st->scaling_factor ? *st->scaling_factor : 1.0;
+      step = st->step;
+      n_training_samples = st->n_training_samples;
+      n_frac_active = st->stats.n_frac_active;
+      data_position = st->data_position;
+    }
     while ((int64_t(1) << sort_bits) <= n) ++sort_bits;  // keys in [0, n]
     // The swept dz for the main top-k's entries needs float4 rows: d % 4 == 0 and W_dec's offset
     // in the flat parameters (n * (d + 1) floats) a multiple of 4.
@@ -757,35 +769,36 @@ struct TrainStep::Impl {
     slabs = slab_tpt > 0 ? (d + 4 * slab_tpt - 1) / (4 * slab_tpt) : 0;
 
     const size_t f = 4;
-    param = alloc(size_t(P) * f, &bytes);
-    grad = alloc(size_t(P) * f, &bytes);
-    m = alloc(size_t(P) * f, &bytes);
-    v = alloc(size_t(P) * f, &bytes);
+    param = alloc(size_t(P) * f, &bytes, plan_only);
+    grad = alloc(size_t(P) * f, &bytes, plan_only);
+    m = alloc(size_t(P) * f, &bytes, plan_only);
+    v = alloc(size_t(P) * f, &bytes, plan_only);
     if (prec == Precision::bf16) {
-      w16 = alloc(size_t(d * n) * 2, &bytes);
-      u16 = alloc(size_t(Bmax * d) * 2, &bytes);
+      w16 = alloc(size_t(d * n) * 2, &bytes, plan_only);
+      u16 = alloc(size_t(Bmax * d) * 2, &bytes, plan_only);
     }
-    u = alloc(size_t(Bmax * d) * f, &bytes);
-    h = alloc(size_t(Bmax * n) * f, &bytes);
-    idxS = alloc(size_t(Bmax * k) * 4, &bytes);
-    hS = alloc(size_t(Bmax * k) * f, &bytes);
-    zS = alloc(size_t(Bmax * k) * f, &bytes);
-    idxT = alloc(size_t(Bmax * kcap) * 4, &bytes);
-    hT = alloc(size_t(Bmax * kcap) * f, &bytes);
-    xhat = alloc(size_t(Bmax * d) * f, &bytes);
-    ehat = alloc(size_t(Bmax * d) * f, &bytes);
-    g = alloc(size_t(Bmax * d) * f, &bytes);
-    ga = alloc(size_t(Bmax * d) * f, &bytes);
-    mu = alloc(size_t(d) * 8, &bytes);
-    stats = alloc(size_t(Bmax) * 4 * 8, &bytes);
+    u = alloc(size_t(Bmax * d) * f, &bytes, plan_only);
+    // h holds one chunk of pre-activations, and later dense AuxK's G [B, ndc <= aux_cap].
+    h = alloc(size_t(std::max(hrows * n, Bmax * aux_cap)) * f, &bytes, plan_only);
+    idxS = alloc(size_t(Bmax * k) * 4, &bytes, plan_only);
+    hS = alloc(size_t(Bmax * k) * f, &bytes, plan_only);
+    zS = alloc(size_t(Bmax * k) * f, &bytes, plan_only);
+    idxT = alloc(size_t(Bmax * kcap) * 4, &bytes, plan_only);
+    hT = alloc(size_t(Bmax * kcap) * f, &bytes, plan_only);
+    xhat = alloc(size_t(Bmax * d) * f, &bytes, plan_only);
+    ehat = alloc(size_t(Bmax * d) * f, &bytes, plan_only);
+    g = alloc(size_t(Bmax * d) * f, &bytes, plan_only);
+    ga = alloc(size_t(Bmax * d) * f, &bytes, plan_only);
+    mu = alloc(size_t(d) * 8, &bytes, plan_only);
+    stats = alloc(size_t(Bmax) * 4 * 8, &bytes, plan_only);
     // The gather path is reachable only when the bound can exceed the dense capacity.
     const bool gather_possible = aux_cap < n && kcap > 0;
     int64_t arena_elems = 6 * Bmax * k;
     if (aux_cap > 0) arena_elems = Bmax * aux_cap + 6 * Bmax * k;
     if (gather_possible) arena_elems = std::max(arena_elems, 6 * E);
-    arena = alloc(size_t(arena_elems) * f, &bytes);
-    start = alloc(size_t(n + 1) * 4, &bytes);
-    if (slab_tpt > 0) part = alloc(size_t(slabs * Bmax * k) * f, &bytes);
+    arena = alloc(size_t(arena_elems) * f, &bytes, plan_only);
+    start = alloc(size_t(n + 1) * 4, &bytes, plan_only);
+    if (slab_tpt > 0) part = alloc(size_t(slabs * Bmax * k) * f, &bytes, plan_only);
     {
       // Temporary storage for the largest sort this object can run (the sizes grow with the count).
       cub::DoubleBuffer<int32_t> dk(nullptr, nullptr), dv(nullptr, nullptr);
@@ -795,29 +808,30 @@ struct TrainStep::Impl {
         sort_tmp_bytes = std::max(sort_tmp_bytes, t);
       }
     }
-    sort_tmp = alloc(sort_tmp_bytes, &bytes);
-    dead = alloc(size_t(n), &bytes);
-    fired = alloc(size_t(n), &bytes);
-    since = alloc(size_t(n) * 8, &bytes);
-    act = alloc(size_t(n) * 8, &bytes);
-    dead32 = alloc(size_t(n) * 4, &bytes);
+    sort_tmp = alloc(sort_tmp_bytes, &bytes, plan_only);
+    dead = alloc(size_t(n), &bytes, plan_only);
+    fired = alloc(size_t(n), &bytes, plan_only);
+    since = alloc(size_t(n) * 8, &bytes, plan_only);
+    act = alloc(size_t(n) * 8, &bytes, plan_only);
+    dead32 = alloc(size_t(n) * 4, &bytes, plan_only);
     if (aux_cap > 0) {
-      pos = alloc(size_t(n) * 4, &bytes);
-      pos_of = alloc(size_t(n) * 4, &bytes);
-      dead_list = alloc(size_t(aux_cap) * 4, &bytes);
-      dbe = alloc(size_t(aux_cap) * 4, &bytes);
-      X = alloc(size_t(aux_cap * d) * f, &bytes);
+      pos = alloc(size_t(n) * 4, &bytes, plan_only);
+      pos_of = alloc(size_t(n) * 4, &bytes, plan_only);
+      dead_list = alloc(size_t(aux_cap) * 4, &bytes, plan_only);
+      dbe = alloc(size_t(aux_cap) * 4, &bytes, plan_only);
+      X = alloc(size_t(aux_cap * d) * f, &bytes, plan_only);
       CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_tmp_bytes, as<int32_t>(dead32), as<int32_t>(pos), n,
                                                detail::stream(ctx)));
-      scan_tmp = alloc(scan_tmp_bytes, &bytes);
+      scan_tmp = alloc(scan_tmp_bytes, &bytes, plan_only);
     }
-    dm = alloc(sizeof(DevMetrics), &bytes);
+    dm = alloc(sizeof(DevMetrics), &bytes, plan_only);
+    if (plan_only) return;
     ring = HostBuffer(sizeof(DevMetrics) * kMetricsRing, HostMemory::pinned);
     events.resize(kMetricsRing);
     for (auto& e : events) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 
     // Upload the state.
-    const Params<float>* sets[3] = {&st.params, &st.adam_m, &st.adam_v};
+    const Params<float>* sets[3] = {&st->params, &st->adam_m, &st->adam_v};
     DeviceBuffer* dst[3] = {&param, &m, &v};
     for (int s = 0; s < 3; ++s) {
       const Params<float>& q = *sets[s];
@@ -830,10 +844,10 @@ struct TrainStep::Impl {
       topksae::detail::copy_bytes(base + oWdec * 4, Device::cuda, q.W_dec.data(), Device::cpu, q.W_dec.size() * 4);
       topksae::detail::copy_bytes(base + oBdec * 4, Device::cuda, q.b_dec.data(), Device::cpu, q.b_dec.size() * 4);
     }
-    TOPKSAE_CHECK(int64_t(st.stats.since_fired.size()) == n && int64_t(st.stats.act_freq.size()) == n,
+    TOPKSAE_CHECK(int64_t(st->stats.since_fired.size()) == n && int64_t(st->stats.act_freq.size()) == n,
                   "TrainStep: the state's sparsity statistics do not have d_sae=", n, " entries");
-    upload(since, st.stats.since_fired.data(), size_t(n) * 8);
-    upload(act, st.stats.act_freq.data(), size_t(n) * 8);
+    upload(since, st->stats.since_fired.data(), size_t(n) * 8);
+    upload(act, st->stats.act_freq.data(), size_t(n) * 8);
     CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
     if (prec == Precision::bf16) to_bf16(ctx, as<float>(param) + oWenc, as<uint16_t>(w16), d * n);
     ctx.synchronize();
@@ -844,18 +858,18 @@ struct TrainStep::Impl {
     for (auto& e : events) (void)cudaEventDestroy(e);
   }
 
-  void gemm(int64_t B) {
+  // h [rows, n] = u[r0 : r0+rows] @ W_enc (bf16: u16, converted by the caller, @ the bf16 copy).
+  void gemm_chunk(int64_t r0, int64_t rows) {
     const float* W = as<float>(param) + oWenc;
     float* H = as<float>(h);
     if (prec != Precision::bf16) {
-      detail::gemm_rowmajor(ctx, as<float>(u), W, H, B, d, n, 0.f, prec);
+      detail::gemm_rowmajor(ctx, as<float>(u) + r0 * d, W, H, rows, d, n, 0.f, prec);
       return;
     }
-    to_bf16(ctx, as<float>(u), as<uint16_t>(u16), B * d);
     const float alpha = 1.f, beta = 0.f;
-    CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(B), int(d), &alpha,
-                              w16.data(), CUDA_R_16BF, int(n), u16.data(), CUDA_R_16BF, int(d), &beta, H, CUDA_R_32F,
-                              int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(rows), int(d), &alpha,
+                              w16.data(), CUDA_R_16BF, int(n), as<uint16_t>(u16) + r0 * d, CUDA_R_16BF, int(d), &beta,
+                              H, CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   // Moves the oldest pending step's metrics to `ready` (waiting for it).
@@ -930,22 +944,35 @@ struct TrainStep::Impl {
     prep_kernel<<<detail::grid_for(B * d, kThreads), kThreads, 0, s>>>(
         x, float(scaling), cfg.apply_b_dec_to_input ? prm + oBdec : nullptr, B * d, d, as<float>(u));
     CUDA_CHECK_LAUNCH();
-    gemm(B);
+    if (prec == Precision::bf16) to_bf16(ctx, as<float>(u), as<uint16_t>(u16), B * d);
+    // The encoder GEMM and every selection on h, one chunk of rows at a time (h holds one chunk).
     TopKOptions o;
     o.bias = prm + oBenc;
-    topk_select(ctx, as<float>(h), B, n, k, as<int32_t>(idxS), as<float>(hS), o);
+    TopKOptions oa;  // the gather path's AuxK over the dead latents
+    oa.bias = prm + oBenc;
+    oa.mask = as<uint8_t>(dead);
+    oa.k_dev = &M->k_aux;
+    for (int64_t r0 = 0; r0 < B; r0 += hrows) {
+      const int64_t rows = std::min(hrows, B - r0);
+      gemm_chunk(r0, rows);
+      topk_select(ctx, as<float>(h), rows, n, k, as<int32_t>(idxS) + r0 * k, as<float>(hS) + r0 * k, o);
+      if (path == AuxPath::dense) {  // the dead columns (+ b_enc) into rows r0.. of Hc = Zd [B, ndc]
+        gather_dead_cols_kernel<<<detail::grid_for(rows * ndc, kThreads), kThreads, 0, s>>>(
+            as<float>(h), prm + oBenc, as<int32_t>(dead_list), rows, n, ndc, Zd + r0 * ndc);
+        CUDA_CHECK_LAUNCH();
+      } else if (path == AuxPath::gather) {
+        topk_select(ctx, as<float>(h), rows, n, kcap, as<int32_t>(idxT) + r0 * kcap, as<float>(hT) + r0 * kcap, oa);
+      }
+    }
     relu_kernel<<<detail::grid_for(B * k, kThreads), kThreads, 0, s>>>(as<float>(hS), as<float>(zS), B * k);
     CUDA_CHECK_LAUNCH();
     gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxS), as<float>(zS), B, k, k, nullptr, d, as<float>(xhat),
                   n);
     if (path == AuxPath::dense) {
       // T over the compacted columns: positions r in [0, ndc) in idxT, values in hT ([B, kc]).
-      gather_dead_cols_kernel<<<detail::grid_for(B * ndc, kThreads), kThreads, 0, s>>>(
-          as<float>(h), prm + oBenc, as<int32_t>(dead_list), B, n, ndc, Zd);
-      CUDA_CHECK_LAUNCH();
-      TopKOptions oa;
-      oa.k_dev = &M->k_aux;
-      topk_select(ctx, Zd, B, ndc, kc, as<int32_t>(idxT), as<float>(hT), oa);
+      TopKOptions oc;
+      oc.k_dev = &M->k_aux;
+      topk_select(ctx, Zd, B, ndc, kc, as<int32_t>(idxT), as<float>(hT), oc);
       CUDA_CHECK(cudaMemsetAsync(Zd, 0, size_t(B * ndc) * 4, s));
       scatter_aux_kernel<<<detail::grid_for(B * kc, kThreads), kThreads, 0, s>>>(as<int32_t>(idxT), as<float>(hT), B,
                                                                                 kc, ndc, M, Zd);
@@ -957,11 +984,6 @@ struct TrainStep::Impl {
       detail::fill_rows(ctx, as<float>(ehat), prm + oBdec, B, d);
       detail::gemm_rowmajor_ex(ctx, false, false, B, d, ndc, Zd, ndc, as<float>(X), d, 1.f, as<float>(ehat), d, aux_prec);
     } else if (path == AuxPath::gather) {
-      TopKOptions oa;
-      oa.bias = prm + oBenc;
-      oa.mask = as<uint8_t>(dead);
-      oa.k_dev = &M->k_aux;
-      topk_select(ctx, as<float>(h), B, n, kcap, as<int32_t>(idxT), as<float>(hT), oa);
       gather_decode(ctx, prm + oWdec, prm + oBdec, as<int32_t>(idxT), as<float>(hT), B, kcap, kcap, &M->k_aux, d,
                     as<float>(ehat), n);
     }
@@ -1130,9 +1152,11 @@ struct TrainStep::Impl {
   }
 };
 
-TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p, int64_t max_batch,
-                     int64_t aux_dense_cap, int slab_threads)
-    : impl_(std::make_unique<Impl>(ctx, cfg, st, p, max_batch, aux_dense_cap, slab_threads)) {}
+TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, const TrainStepOptions& opts)
+    : impl_(std::make_unique<Impl>(ctx, cfg, &st, opts)) {}
+size_t TrainStep::planned_bytes(Context& ctx, const TrainConfig& cfg, const TrainStepOptions& opts) {
+  return Impl(ctx, cfg, nullptr, opts).bytes;
+}
 TrainStep::~TrainStep() = default;
 
 void TrainStep::step(const float* x, int64_t B) { impl_->run(x, B); }
@@ -1143,6 +1167,7 @@ Precision TrainStep::precision() const { return impl_->prec; }
 size_t TrainStep::device_bytes() const { return impl_->bytes; }
 int64_t TrainStep::aux_dense_capacity() const { return impl_->aux_cap; }
 int TrainStep::slab_threads() const { return impl_->slab_tpt; }
+int64_t TrainStep::encode_rows() const { return impl_->hrows; }
 AuxPathCounts TrainStep::aux_path_counts() const { return impl_->path_counts; }
 
 void TrainStep::download(TrainState* st) {

@@ -46,7 +46,7 @@ class CudaBackend final : public TrainBackend {
         max_rows_(cfg.batch_size),
         row_bytes_(static_cast<size_t>(cfg.d_in) * sizeof(float)),
         ctx_(reinterpret_cast<Stream>(compute_.s)),
-        step_(ctx_, cfg, *st, p) {
+        step_(ctx_, cfg, *st, cuda::TrainStepOptions{.precision = p}) {
     for (int j = 0; j < 2; ++j) {
       pinned_[j] = HostBuffer(size_t(max_rows_) * row_bytes_, HostMemory::pinned);
       dev_[j] = DeviceBuffer(size_t(max_rows_) * row_bytes_);

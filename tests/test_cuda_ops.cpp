@@ -60,9 +60,10 @@ TEST(CudaEncode, PreActivationsPerPrecision) {
   EXPECT_EQ(back.params.b_dec, sae.params.b_dec);
 }
 
-// encode_topk end to end. Rounding can swap two latents whose pre-activations are within the
-// GEMM error, so the check is: every GPU winner is a CPU winner OR within tolerance of the CPU's
-// k-th value, and every GPU value matches the CPU pre-activation (after ReLU) of that latent.
+// encode_topk end to end, over the whole batch at once and in chunks of 8 rows (45 = 5 x 8 + 5).
+// Rounding can swap two latents whose pre-activations are within the GEMM error, so the check
+// is: every GPU winner is a CPU winner OR within tolerance of the CPU's k-th value, and every GPU
+// value matches the CPU pre-activation (after ReLU) of that latent.
 TEST(CudaEncode, EncodeTopKPerPrecision) {
   SKIP_WITHOUT_GPU();
   const int64_t d_in = 131, d_sae = 2049, k = 37, B = 45;
@@ -77,11 +78,12 @@ TEST(CudaEncode, EncodeTopKPerPrecision) {
   cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
   ds.ensure_bf16(ctx);
   DevVec<float> dx(x);
+  for (int64_t chunk_rows : {int64_t(-1), int64_t(8)})
   for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(std::string(cuda::precision_name(p)));
+    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", chunk_rows " << chunk_rows);
     const Tol t = tol_for(p);
     cuda::TopKCodes codes;
-    cuda::encode_topk(ctx, ds, dx.p(), B, p, codes);
+    cuda::encode_topk(ctx, ds, dx.p(), B, p, codes, chunk_rows);
     const cpu::TopKCodes got = codes.download();
     ASSERT_EQ(got.rows, B);
     ASSERT_EQ(got.k, k);
@@ -456,3 +458,34 @@ TEST(CudaContext, PrecisionNames) {
 #else
 TEST(CudaOps, BuiltWithoutCuda) { GTEST_SKIP() << "topksae was built without its CUDA backend"; }
 #endif
+
+// The chunking rule of the encoder GEMM + top-k (host arithmetic: runs in every build).
+TEST(EncodeChunkRows, BoundsThePreActivationsOfAChunk) {
+  using topksae::cuda::encode_chunk_rows;
+  using topksae::cuda::kEncodeChunkBytes;
+  // PERF.md's shapes at batch 4096: 1 GiB of h becomes 4 chunks of 1024 rows; 403 MB, 2 of 2048.
+  EXPECT_EQ(encode_chunk_rows(65536, 4096, 0), 1024);
+  EXPECT_EQ(encode_chunk_rows(24576, 4096, 0), 2048);
+  EXPECT_EQ(encode_chunk_rows(24576, 100, 0), 100) << "a small h takes the whole batch";
+  EXPECT_EQ(encode_chunk_rows(65536, 4096, -1), 4096);
+  EXPECT_EQ(encode_chunk_rows(65536, 4096, 192), 192);
+  EXPECT_EQ(encode_chunk_rows(65536, 100, 192), 100) << "capped at the batch";
+  EXPECT_EQ(encode_chunk_rows(65536, 0, 0), 1);
+  // Any shape: a chunk fits the budget up to the rounding, rows are a multiple of 4 unless
+  // they are the whole batch, and the chunk count is the fewest that fit.
+  for (int64_t n : {int64_t(1000), int64_t(65536), int64_t(1) << 20, int64_t(3) << 21})
+    for (int64_t B : {int64_t(1), int64_t(7), int64_t(1023), int64_t(4096), int64_t(5001)}) {
+      SCOPED_TRACE(::testing::Message() << "d_sae " << n << ", batch " << B);
+      const int64_t r = encode_chunk_rows(n, B, 0);
+      ASSERT_GE(r, 1);
+      ASSERT_LE(r, B);
+      if (r < B) {
+        EXPECT_EQ(r % 4, 0);
+        EXPECT_LT(r * n * 4, kEncodeChunkBytes + 4 * n * 4) << "over the budget by more than the rounding to 4 rows";
+      } else {
+        EXPECT_TRUE(B * n * 4 <= kEncodeChunkBytes || B <= 4) << "whole batch only when it fits";
+      }
+      const int64_t chunks = (B + r - 1) / r, fewest = (B * n * 4 + kEncodeChunkBytes - 1) / kEncodeChunkBytes;
+      EXPECT_LE(chunks, std::max<int64_t>(fewest, 1));
+    }
+}

@@ -76,7 +76,8 @@ TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   ASSERT_GT(ws.fwd.k_aux, 0) << "the test needs AuxK active in its first step";
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, b_dec_in ? -1 : cfg.batch_size + 13, cap);
+  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg),
+                      {.max_batch = b_dec_in ? -1 : cfg.batch_size + 13, .aux_dense_cap = cap});
   DevVec<float> dx(x);
   gpu.step(dx.p(), cfg.batch_size);
   const std::vector<StepMetrics> gm = gpu.drain_metrics();
@@ -112,6 +113,7 @@ struct AuxCase {
   int64_t window, cap;
   bool poll;   // poll metrics after each step (else the host learns only what the bound needs)
   bool fresh;  // start with since_fired all 0: no latent can be dead in the first steps (no AuxK)
+  int64_t encode_rows = 0;  // TrainStepOptions::encode_rows (0: auto, the whole batch at this size)
 };
 class CudaTrainSteps : public ::testing::TestWithParam<AuxCase> {};
 
@@ -158,7 +160,8 @@ TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
   }
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, st0, cuda::Precision::fp32, -1, cap);
+  cuda::TrainStep gpu(ctx, cfg, st0, {.aux_dense_cap = cap, .encode_rows = GetParam().encode_rows});
+  EXPECT_EQ(gpu.encode_rows(), GetParam().encode_rows > 0 ? GetParam().encode_rows : cfg.batch_size);
   DevVec<float> dx(x);
   std::vector<StepMetrics> gm;
   for (int t = 0; t < steps; ++t) {
@@ -238,7 +241,7 @@ TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
   // Resuming from the downloaded state continues exactly like the CPU (one more step).
   const std::vector<float> x2 = randn(per, 1234);
   const StepMetrics c21 = cpu::train_step(cfg, &cst, x2.data(), cfg.batch_size, &ws);
-  cuda::TrainStep resumed(ctx, cfg, gst, cuda::Precision::fp32, -1, cap);
+  cuda::TrainStep resumed(ctx, cfg, gst, {.aux_dense_cap = cap});
   DevVec<float> dx2(x2);
   resumed.step(dx2.p(), cfg.batch_size);
   const auto g21 = resumed.drain_metrics();
@@ -252,7 +255,11 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSteps,
                                            AuxCase{"gather", 10, 0, false, false},
                                            AuxCase{"dense_polled", 10, -1, true, false},
                                            AuxCase{"mixed", 10, kMixedCap, false, false},
-                                           AuxCase{"fresh", 6, -1, false, true}),
+                                           AuxCase{"fresh", 6, -1, false, true},
+                                           // The forward's GEMM + top-k in chunks of 4 rows (19 = 4 x 4 + 3).
+                                           AuxCase{"dense_chunked", 10, -1, false, false, 4},
+                                           AuxCase{"gather_chunked", 10, 0, false, false, 4},
+                                           AuxCase{"mixed_chunked", 10, kMixedCap, false, false, 4}),
                          [](const ::testing::TestParamInfo<AuxCase>& i) { return std::string(i.param.name); });
 
 // The main top-k's dz swept over column slabs of W_dec (needs d_in and d_sae multiples of 4): each
@@ -279,7 +286,7 @@ TEST_P(CudaTrainSlabs, MatchCpu) {
   }
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, st0, cuda::Precision::fp32, -1, -1, GetParam());
+  cuda::TrainStep gpu(ctx, cfg, st0, {.slab_threads = GetParam()});
   EXPECT_EQ(gpu.slab_threads(), GetParam() < 0 ? 0 : GetParam());
   DevVec<float> dx(x);
   gpu.step(dx.p(), cfg.batch_size);
@@ -302,14 +309,14 @@ TEST(CudaTrain, SlabThreadsNeedAlignedShapes) {
   SKIP_WITHOUT_GPU();
   const TrainConfig cfg = small_config();  // d_in 37
   cuda::Context ctx;
-  EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, -1, -1, 16), Error);
-  EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), cuda::Precision::fp32, -1, -1, 48), Error);
+  EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), {.slab_threads = 16}), Error);
+  EXPECT_THROW(cuda::TrainStep(ctx, cfg, initial_state(cfg), {.slab_threads = 48}), Error);
   cuda::TrainStep auto_step(ctx, cfg, initial_state(cfg));
   EXPECT_EQ(auto_step.slab_threads(), 0) << "unaligned shapes use the whole-row kernel";
   // d_in % 4 == 0 but d_sae % 4 != 0: W_dec's rows in the flat parameters are not float4-aligned.
   TrainConfig c2 = cfg;
   c2.d_in = 36;
-  EXPECT_THROW(cuda::TrainStep(ctx, c2, initial_state(c2), cuda::Precision::fp32, -1, -1, 16), Error);
+  EXPECT_THROW(cuda::TrainStep(ctx, c2, initial_state(c2), {.slab_threads = 16}), Error);
   cuda::TrainStep auto2(ctx, c2, initial_state(c2));
   EXPECT_EQ(auto2.slab_threads(), 0);
   TrainConfig c3 = c2;
@@ -330,9 +337,10 @@ TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
   for (int t = 0; t < steps; ++t) cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
   cuda::Context ctx;
   DevVec<float> dx(x);
+  for (int64_t rows : {int64_t(0), int64_t(8)})  // the whole batch, then chunks of 8 rows (19 = 8 + 8 + 3)
   for (cuda::Precision p : {cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(std::string(cuda::precision_name(p)));
-    cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), p);
+    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", encode_rows " << rows);
+    cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), {.precision = p, .encode_rows = rows});
     for (int t = 0; t < steps; ++t) gpu.step(dx.p() + t * per, cfg.batch_size);
     const auto gm = gpu.drain_metrics();
     ASSERT_EQ(gm.size(), size_t(steps));
@@ -341,6 +349,42 @@ TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
       EXPECT_LE(rel(gm[size_t(t)].mse_loss, cm[size_t(t)].mse_loss), 5e-2) << "step " << t;
     }
   }
+}
+
+// planned_bytes is the constructor's own plan: equal to what an object allocates, for each option
+// that changes the buffers. At PERF.md's 2304 x 65536 shape (nothing allocated there), chunking
+// the forward saves 3/4 of h's 1 GiB and brings the step within its 6 GiB target.
+TEST(CudaTrain, PlannedBytesMatchTheAllocationAndMeetTheMemoryTarget) {
+  SKIP_WITHOUT_GPU();
+  const TrainConfig cfg = small_config();
+  cuda::Context ctx;
+  const std::vector<cuda::TrainStepOptions> cases = {
+      {}, {.encode_rows = 4}, {.aux_dense_cap = 0}, {.precision = cuda::Precision::bf16, .max_batch = 40},
+      {.slab_threads = -1, .encode_rows = -1}};
+  for (const cuda::TrainStepOptions& o : cases) {
+    SCOPED_TRACE(::testing::Message() << "encode_rows " << o.encode_rows << ", aux_dense_cap " << o.aux_dense_cap
+                                      << ", max_batch " << o.max_batch);
+    const size_t planned = cuda::TrainStep::planned_bytes(ctx, cfg, o);
+    cuda::TrainStep step(ctx, cfg, initial_state(cfg), o);
+    EXPECT_EQ(step.device_bytes(), planned);
+    EXPECT_GT(planned, size_t(4 * 4) * size_t(cfg.d_sae * (2 * cfg.d_in + 1) + cfg.d_in))
+        << "at least parameters, gradients and both moments";
+  }
+
+  TrainConfig big;
+  big.d_in = 2304;
+  big.d_sae = 65536;
+  big.k = 64;
+  big.batch_size = 4096;
+  big.training_tokens = 4096 * 100;
+  const size_t chunked = cuda::TrainStep::planned_bytes(ctx, big, {.precision = cuda::Precision::tf32});
+  const size_t whole = cuda::TrainStep::planned_bytes(ctx, big, {.precision = cuda::Precision::tf32, .encode_rows = -1});
+  const double GiB = double(size_t(1) << 30);
+  // h shrinks from [4096, 65536] to [1024, 65536] floats (the auto rows at this shape).
+  EXPECT_EQ(whole - chunked, size_t(4096 - 1024) * 65536 * 4);
+  EXPECT_LE(double(chunked) / GiB, 6.0) << "PERF.md's memory target for this step";
+  // Parameters, gradients and both moments alone are 4.5 GiB.
+  EXPECT_GT(double(chunked) / GiB, 4.5);
 }
 
 }  // namespace

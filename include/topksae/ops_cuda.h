@@ -154,9 +154,32 @@ void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t 
 // h = u @ W_enc (+ b_enc when add_bias), h [B, d_sae]. bf16 needs sae.ensure_bf16() first.
 void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p,
                 bool add_bias = true);
-// x [B, d_in] -> top-k pairs (values after ReLU): process_sae_in, GEMM, fused bias + top-k.
-// out's buffers only grow: a batch no larger than one seen before allocates nothing.
-void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out);
+// x [B, d_in] -> top-k pairs (values after ReLU): process_sae_in, GEMM, fused bias + top-k, in
+// chunks of rows (encode_chunk_rows(d_sae, B, chunk_rows)) so the pre-activations never take more
+// than one chunk's [rows, d_sae] floats of scratch. out's buffers only grow: a batch no larger
+// than one seen before allocates nothing.
+void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out,
+                 int64_t chunk_rows = 0);
+
+// The encoder GEMM + top-k run over chunks of rows so that h [rows, d_sae] (f32) stays within
+// kEncodeChunkBytes: at 2304 x 65536 and batch 4096, 1024 rows (256 MiB) instead of 1 GiB. A chunk
+// is still a large GEMM (1024 x 2304 x 65536 = 309 GFLOP), so the split costs the GEMM little.
+constexpr int64_t kEncodeChunkBytes = int64_t(256) << 20;
+// Rows per chunk for a batch: requested > 0 is taken as given (capped at batch), -1 means the whole
+// batch, 0 picks automatically: the chunk count c = ceil(batch*d_sae*4 / kEncodeChunkBytes), then
+// rows = ceil(batch / c) rounded up to a multiple of 4 (so u's chunks stay 16-byte aligned),
+// capped at batch. Always >= 1 for batch >= 1. Host-only arithmetic (no GPU needed).
+inline int64_t encode_chunk_rows(int64_t d_sae, int64_t batch, int64_t requested) {
+  if (batch <= 0) return 1;
+  if (requested > 0) return requested < batch ? requested : batch;
+  if (requested < 0) return batch;
+  const int64_t row_bytes = d_sae * 4;
+  const int64_t chunks = (batch * row_bytes + kEncodeChunkBytes - 1) / kEncodeChunkBytes;
+  if (chunks <= 1) return batch;
+  int64_t rows = (batch + chunks - 1) / chunks;
+  rows = (rows + 3) / 4 * 4;
+  return rows < batch ? rows : batch;
+}
 
 // Conversions, zeros dropped, row-major order (as the CPU twins). out's buffers only grow: codes
 // no larger than out has held before allocate nothing.

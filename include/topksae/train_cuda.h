@@ -24,20 +24,32 @@ struct AuxPathCounts {
   int64_t none = 0;    // no latent could be dead at that step
 };
 
+// How a TrainStep is built (defaults: the automatic choices).
+struct TrainStepOptions {
+  // The encoder GEMM's precision (the AuxK GEMMs run in fp32 in fp32 mode, tf32 otherwise).
+  Precision precision = Precision::fp32;
+  // The most rows step() takes; -1: cfg.batch_size. Every buffer is sized for it.
+  int64_t max_batch = -1;
+  // How many dead latents AuxK's dense path holds (it costs batch x cap + cap x d_in floats of
+  // device memory); a step whose dead count may exceed it uses the gather path. -1 picks
+  // max(d_sae/8, 4096) capped at d_sae; 0 always gathers.
+  int64_t aux_dense_cap = -1;
+  // How the main top-k's dz dot products sweep W_dec (as gather_decode's threads_per_token: 16,
+  // 32, 64 or 128 threads per row, 4 columns each; 0 picks by the L2 size; -1 uses one warp per
+  // entry over whole rows). Sweeping needs d_in and d_sae multiples of 4; 0 falls back to whole
+  // rows otherwise.
+  int slab_threads = 0;
+  // Rows per chunk of the forward's encoder GEMM + top-k: the pre-activations h exist for one
+  // chunk at a time ([rows, d_sae] floats instead of [batch, d_sae]). 0 picks the most rows whose
+  // h fits in kEncodeChunkBytes (ops_cuda.h); -1 takes the whole batch at once.
+  int64_t encode_rows = 0;
+};
+
 class TrainStep {
  public:
-  // Uploads st (parameters, moments, statistics) and sizes every buffer for max_batch rows
-  // (default cfg.batch_size), so step() never allocates. Precision applies to the encoder GEMM
-  // (the AuxK GEMMs run in fp32 in fp32 mode, tf32 otherwise).
-  // aux_dense_cap: how many dead latents AuxK's dense path holds (it costs batch x cap + cap x d_in
-  // floats of device memory); a step whose dead count may exceed it uses the gather path. -1 picks
-  // max(d_sae/8, 4096) capped at d_sae; 0 always gathers.
-  // slab_threads: how the main top-k's dz dot products sweep W_dec (as gather_decode's
-  // threads_per_token: 16, 32, 64 or 128 threads per row, 4 columns each; 0 picks by the L2 size;
-  // -1 uses one warp per entry over whole rows). Sweeping needs d_in and d_sae multiples of 4;
-  // 0 falls back to whole rows otherwise.
-  TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, Precision p = Precision::fp32,
-            int64_t max_batch = -1, int64_t aux_dense_cap = -1, int slab_threads = 0);
+  // Uploads st (parameters, moments, statistics) and sizes every buffer for opts.max_batch rows,
+  // so step() never allocates.
+  TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, const TrainStepOptions& opts = {});
   ~TrainStep();
   TrainStep(const TrainStep&) = delete;
   TrainStep& operator=(const TrainStep&) = delete;
@@ -64,6 +76,10 @@ class TrainStep {
   Precision precision() const;
   // Peak bytes this object allocated on the device (parameters, moments, step buffers).
   size_t device_bytes() const;
+  // The bytes a TrainStep with these arguments would allocate, without allocating them (the
+  // same plan the constructor follows; device_bytes() of the object equals it).
+  static size_t planned_bytes(Context& ctx, const TrainConfig& cfg, const TrainStepOptions& opts = {});
+  int64_t encode_rows() const;           // the resolved encode_rows
   int64_t aux_dense_capacity() const;    // the resolved aux_dense_cap
   int slab_threads() const;              // the resolved slab_threads (0: whole rows)
   AuxPathCounts aux_path_counts() const;  // of the steps queued so far
