@@ -218,7 +218,8 @@ class Call {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(const Sae& sae, int ordinal, cu::Precision precision) : sae_(sae), ordinal_(ordinal), prec_(precision) {
+  CudaEngine(const Sae& sae, int ordinal, cu::Precision precision, int64_t encode_rows)
+      : sae_(sae), ordinal_(ordinal), prec_(precision), encode_rows_(encode_rows) {
     const SaeConfig& c = sae.cfg;
     if (c.normalize == Normalize::layer_norm)
       TOPKSAE_CHECK(c.d_in >= 2, "layer_norm normalisation needs d_in >= 2 (unbiased std), got ", c.d_in);
@@ -456,8 +457,9 @@ class CudaEngine final : public Engine {
     const bool hooked_pre = observed(hooks, HookPoint::sae_acts_pre);
     // Observers of hook_sae_acts_pre see all of h [B, d_sae] at once (with the bias added).
     // Unobserved, the encoder bias is fused into the selection and h exists for one chunk of
-    // rows at a time (cu::encode_chunk_rows: at most kEncodeChunkBytes of scratch).
-    const int64_t rows = hooked_pre ? B : cu::encode_chunk_rows(n, B, 0);
+    // rows at a time (cu::encode_chunk_rows: ModelOptions::cuda_encode_rows, by default at most
+    // kEncodeChunkBytes of scratch).
+    const int64_t rows = hooked_pre ? B : cu::encode_chunk_rows(n, B, encode_rows_);
     float* h = w.slot<float>(kSlotH, rows * n);  // [rows, d_sae]
     cu::TopKOptions opt;
     opt.bias = hooked_pre ? nullptr : dsae_.bias_enc();
@@ -574,12 +576,14 @@ class CudaEngine final : public Engine {
   const Sae& sae_;
   int ordinal_;
   cu::Precision prec_;
+  int64_t encode_rows_;  // ModelOptions::cuda_encode_rows
   cu::DeviceSae dsae_;  // written only here, at load
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, int cuda_device, std::string_view precision) {
+std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, const ModelOptions& opts) {
+  const int cuda_device = opts.cuda_device;
   const int count = cuda_device_count();
   TOPKSAE_CHECK(count > 0, "CUDA inference backend not available on this machine: ", cuda_unavailable_reason());
   if (cuda_device < 0 || cuda_device >= count)
@@ -587,11 +591,11 @@ std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, int cuda_device, std::s
                                  " CUDA device(s)"));
   cu::Precision p;
   try {
-    p = cu::precision_from_name(precision);
+    p = cu::precision_from_name(opts.cuda_precision);
   } catch (const Error& e) {
     throw InvalidArgument(concat("ModelOptions::cuda_precision: ", e.what()));
   }
-  return std::make_unique<CudaEngine>(sae, cuda_device, p);
+  return std::make_unique<CudaEngine>(sae, cuda_device, p, opts.cuda_encode_rows);
 }
 
 }  // namespace topksae::detail

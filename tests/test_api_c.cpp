@@ -259,6 +259,9 @@ TEST(ApiMisuse, CppChecksThrowInvalidArgumentNamingTheProblem) {
                  "cpu_threads");
   // No such CUDA device (or none at all): refused at load.
   EXPECT_THROW(Model::from_sae(random_sae(kDin, kDsae, kK, 65), ModelOptions{Device::cuda, 99}), Error);
+  ModelOptions bad_rows;
+  bad_rows.cuda_encode_rows = -2;
+  expect_invalid([&] { Model::from_sae(random_sae(kDin, kDsae, kK, 65), bad_rows); }, "cuda_encode_rows is -2");
   // A failed call leaves the workspace usable.
   model->forward(ws, {x.data(), kB, kDin}, {out.data(), kB, kDin});
   EXPECT_NONZERO(out);

@@ -26,10 +26,11 @@ namespace {
 
 constexpr int64_t kDin = 37, kDsae = 211, kK = 7, kB = 13;  // not multiples of any block size
 
-ModelOptions on_gpu(const char* precision = "fp32") {
+ModelOptions on_gpu(const char* precision = "fp32", int64_t encode_rows = 0) {
   ModelOptions o;
   o.device = Device::cuda;
   o.cuda_precision = precision;
+  o.cuda_encode_rows = encode_rows;
   return o;
 }
 
@@ -80,14 +81,17 @@ void expect_same_pairs(const std::vector<int32_t>& ai, const std::vector<float>&
   }
 }
 
+// Each normalisation, with the encoder GEMM + top-k over the whole batch (the automatic choice at
+// this size) and in chunks of 4 rows (13 = 3 x 4 + 1).
 TEST(CudaApi, EveryOpMatchesTheCpuModel) {
   SKIP_WITHOUT_GPU();
+  for (int64_t encode_rows : {int64_t(0), int64_t(4)})
   for (Normalize norm : {Normalize::none, Normalize::expected_average_only_in, Normalize::constant_norm_rescale,
                          Normalize::layer_norm}) {
-    SCOPED_TRACE(normalize_name(norm));
+    SCOPED_TRACE(::testing::Message() << normalize_name(norm) << ", cuda_encode_rows " << encode_rows);
     Sae sae = random_sae(kDin, kDsae, kK, 11, norm);
     auto cpu_model = Model::from_sae(random_sae(kDin, kDsae, kK, 11, norm));
-    auto gpu_model = Model::from_sae(std::move(sae), on_gpu());
+    auto gpu_model = Model::from_sae(std::move(sae), on_gpu("fp32", encode_rows));
     ASSERT_EQ(gpu_model->device(), Device::cuda);
     const auto x = randn(size_t(kB * kDin), 12);
     ASSERT_GT(min_selection_gap(cpu_model->sae(), x, kB), 1e-4) << "test data is not tie-free";

@@ -190,6 +190,11 @@ struct ModelOptions {
   // CUDA models: precision of the encoder GEMM, "fp32" (exact, the CPU's result up to summation
   // order), "tf32" or "bf16" (a bf16 copy of W_enc made once at load; fp32 accumulation).
   std::string cuda_precision = "fp32";
+  // CUDA models: rows per chunk of the encoder GEMM + top-k (cuda::encode_chunk_rows in
+  // ops_cuda.h): the pre-activations h take [rows, d_sae] floats of a workspace's scratch, not
+  // [batch, d_sae]. 0 picks the most rows within 256 MiB; -1 takes the whole batch. When
+  // hook_sae_acts_pre is observed, its observers see the whole batch's h at once regardless.
+  int64_t cuda_encode_rows = 0;
 };
 
 class Model {

@@ -72,7 +72,7 @@ class Engine {
 
 // `sae` must outlive the engine (the Model owns both).
 std::unique_ptr<Engine> make_cpu_engine(const Sae& sae);
-// precision: ModelOptions::cuda_precision ("fp32" | "tf32" | "bf16").
-std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, int cuda_device, std::string_view precision);
+// opts: the ModelOptions' cuda_device, cuda_precision ("fp32" | "tf32" | "bf16") and cuda_encode_rows.
+std::unique_ptr<Engine> make_cuda_engine(const Sae& sae, const ModelOptions& opts);
 
 }  // namespace topksae::detail

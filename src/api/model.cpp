@@ -43,8 +43,10 @@ void check_latents(const char* op, const int32_t* idx, int64_t n, int64_t d_sae)
 Model::Model(Sae sae, const ModelOptions& opts) : sae_(std::move(sae)), device_(opts.device) {
   sae_.cfg.validate();
   sae_.params.check_shapes(sae_.cfg);
-  engine_ = device_ == Device::cpu ? detail::make_cpu_engine(sae_)
-                                    : detail::make_cuda_engine(sae_, opts.cuda_device, opts.cuda_precision);
+  if (opts.cuda_encode_rows < -1)
+    throw InvalidArgument(concat("ModelOptions::cuda_encode_rows is ", opts.cuda_encode_rows,
+                                 ": must be -1 (whole batch), 0 (automatic) or a row count"));
+  engine_ = device_ == Device::cpu ? detail::make_cpu_engine(sae_) : detail::make_cuda_engine(sae_, opts);
 }
 
 Model::~Model() = default;

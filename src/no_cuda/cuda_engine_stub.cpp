@@ -5,7 +5,7 @@
 
 namespace topksae::detail {
 
-std::unique_ptr<Engine> make_cuda_engine(const Sae&, int, std::string_view) {
+std::unique_ptr<Engine> make_cuda_engine(const Sae&, const ModelOptions&) {
   throw Error(concat("CUDA inference backend not available in this build: ", cuda_unavailable_reason()));
 }
 
