@@ -7,6 +7,8 @@
 # A test tool: nothing here ran on a GPU.
 #   tools/cuda_emu_check.sh            RelWithDebInfo build in build-emu
 #   tools/cuda_emu_check.sh --asan     Debug + ASan/UBSan build in build-emu-asan (slower)
+#   tools/cuda_emu_check.sh --bench    instead of the tests: the three benches' GPU variants, --tiny,
+#                                      in build-emu-bench (validation only; ~5 min; not in CI)
 #   extra arguments go to the test binary, e.g. --gtest_filter='CudaTopK*'
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,27 @@ if [ "${1:-}" = "--asan" ]; then
   cfg=(-DCMAKE_BUILD_TYPE=Debug -DTOPKSAE_SANITIZE=ON)
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+fi
+if [ "${1:-}" = "--bench" ]; then
+  # Each bench validates its GPU outputs against a reference before timing and exits non-zero on a
+  # mismatch; the timings of an emulated run mean nothing.
+  start=$(date +%s)
+  cmake -S . -B build-emu-bench -DTOPKSAE_CUDA_EMU=ON -DTOPKSAE_CUDA=OFF -DTOPKSAE_BUILD_BENCH=ON \
+        -DTOPKSAE_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-emu-bench -j2 --target bench_decode bench_encode bench_train_step
+  status=0
+  for b in bench_decode bench_encode bench_train_step; do
+    log="build-emu-bench/$b.log"
+    if "./build-emu-bench/bench/$b" --tiny --json "build-emu-bench/$b.json" >"$log" 2>&1; then
+      echo "cuda_emu bench: $b --tiny validated (log $log)"
+    else
+      echo "cuda_emu bench: $b FAILED (exit $?); the end of $log:"
+      tail -15 "$log" | sed 's/^/    /'
+      status=1
+    fi
+  done
+  echo "cuda_emu bench check: $(($(date +%s) - start)) s (CPU emulation, not a GPU run)"
+  exit $status
 fi
 filter=(--gtest_filter='Cuda*')
 for a in "$@"; do case "$a" in --gtest_filter=*) filter=();; esac; done
