@@ -1,6 +1,7 @@
 // The CUDA encode / convert / decode twins against the CPU twins on seeded data whose sizes are
 // not multiples of any block size; tolerances per GEMM precision.
 #include "test_util.h"
+#include "topksae/ops_cuda.h"  // encode_chunk_rows is host arithmetic: tested in every build
 
 #ifdef TOPKSAE_HAS_CUDA
 #include <cuda_runtime.h>
