@@ -78,6 +78,8 @@ def main():
                 extra.append(f"{r['GBps']:.0f} GB/s")
             if r.get("device_mem_GiB") is not None:
                 extra.append(f"mem {r['device_mem_GiB']:.2f} GiB")
+            if r.get("step_bytes_GiB") is not None:  # TrainStep::device_bytes: the allocation plan
+                extra.append(f"plan {r['step_bytes_GiB']:.2f} GiB")
             rows.append((j["bench"], shape, "topksae " + r["variant"], r.get("ms"), ", ".join(extra)))
     peers = load(d, "torch_peers.json") or []
     for r in peers:
@@ -101,9 +103,9 @@ def main():
         for s, sh, impl, ms, ex in rows:
             print(f"| {s} | {sh} | {impl} | {fmt(ms)} | {ex} |")
     else:
-        print(f"\n{'section':<11} {'shape':<18} {'implementation':<46} {'ms':>9}  notes")
+        print(f"\n{'section':<11} {'shape':<18} {'implementation':<58} {'ms':>9}  notes")
         for s, sh, impl, ms, ex in rows:
-            print(f"{s:<11} {sh:<18} {impl:<46} {fmt(ms):>9}  {ex}")
+            print(f"{s:<11} {sh:<18} {impl:<58} {fmt(ms):>9}  {ex}")
     return 0
 
 
