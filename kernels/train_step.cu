@@ -1,6 +1,7 @@
 // The CUDA twin of cpu::train_step (shared/spec/MATH.md, "Training forward", "Backward",
-// "Optimiser step", "Dead latents"). One dense GEMM (u @ W_enc); everything after it touches only
-// the k (+k_aux) selected latents per token:
+// "Optimiser step", "Dead latents"). One dense GEMM (u @ W_enc, run in chunks of rows with the
+// selections on each chunk's h, so h never holds the whole batch: TrainStepOptions::encode_rows);
+// everything after it touches only the k (+k_aux) selected latents per token:
 //   * per-entry scalars (w = z or za, dh) by row dot products with W_dec rows,
 //   * the entries regrouped by latent with a stable radix sort (deterministic sums, no atomics on
 //     the gradients), then dW_dec rows (warp per latent) and dW_enc columns + db_enc (a tile of
