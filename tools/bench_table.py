@@ -80,6 +80,8 @@ def main():
                 extra.append(f"mem {r['device_mem_GiB']:.2f} GiB")
             if r.get("step_bytes_GiB") is not None:  # TrainStep::device_bytes: the allocation plan
                 extra.append(f"plan {r['step_bytes_GiB']:.2f} GiB")
+            if r.get("aux_steps_dense") is not None and r.get("steps_run"):
+                extra.append(f"AuxK in {r['aux_steps_dense'] + r.get('aux_steps_gather', 0)}/{r['steps_run']} steps")
             rows.append((j["bench"], shape, "topksae " + r["variant"], r.get("ms"), ", ".join(extra)))
     peers = load(d, "torch_peers.json") or []
     for r in peers:

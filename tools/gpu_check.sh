@@ -24,14 +24,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The device tool brings back at most 8 files from $OUT: every stage writes into a work folder,
-# and on exit $OUT receives three files: table.md, status.txt and gpu_check.tgz (all logs and JSON).
+# and on exit $OUT receives four files: table.md, status.txt, profile.txt and gpu_check.tgz (all
+# logs and JSON).
 FINAL_OUT="${OUT:-$PWD/out/gpu_check}"
 mkdir -p "$FINAL_OUT"
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
 export OUT  # torch_peers.py writes its JSON here too
 bundle() {
   tar -czf "$FINAL_OUT/gpu_check.tgz" -C "$OUT" . 2>/dev/null
-  for f in table.md status.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL_OUT/"; done
+  for f in table.md status.txt profile.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL_OUT/"; done
 }
 trap bundle EXIT
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
@@ -117,6 +118,30 @@ if [ -n "$peers" ]; then
   tail -3 "$OUT/torch_peers.log"
 else
   status+=("torch_peers: NOT RUN (script not found: copy ../shared/peers/torch_peers.py to shared/peers/ first)")
+fi
+
+# Where one step's time goes: Nsight Compute times each kernel of ONE training step at the large
+# PERF.md shape (the NVTX range "profile_<precision>" that bench_train_step puts around the first
+# timed step of its plain variant), clocks and caches left alone; tools/ncu_summary.py groups
+# the launches by kernel into profile.txt.
+if [ "$built" = 1 ]; then
+  ncu_bin=""
+  for cand in ncu /usr/local/cuda/bin/ncu; do
+    if command -v "$cand" >/dev/null 2>&1; then ncu_bin="$cand"; break; fi
+  done
+  if [ -n "$ncu_bin" ]; then
+    for p in tf32 bf16; do
+      run_stage "profile $p" 90 40 "$OUT/ncu_$p.log" "$ncu_bin" --nvtx --nvtx-include "profile_$p/" \
+        --clock-control none --cache-control none --csv --page raw --print-units base \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --log-file "$OUT/ncu_$p.csv" \
+        ./build-gpu/bench/bench_train_step --shape 2304,65536,64,4096 --precision "$p" --iters 2 --warmup 1
+      python3 tools/ncu_summary.py "$OUT/ncu_$p.csv" "one $p step, 2304x65536 k=64 B=4096" >>"$OUT/profile.txt" 2>&1 ||
+        tail -5 "$OUT/ncu_$p.log" >>"$OUT/profile.txt"
+    done
+    head -30 "$OUT/profile.txt"
+  else
+    status+=("profile: NOT RUN (ncu not found)")
+  fi
 fi
 
 # Last, with what is left of the budget: compute-sanitizer's memcheck over a few small GPU tests
