@@ -460,9 +460,18 @@ __global__ void offsets_kernel(const int32_t* __restrict__ keys, int64_t E, int6
   }
 }
 
+// The token row of entry p: S entries are [B, k] row-major, T entries (gather path) [B, kcap]
+// after them. 32-bit division: p < E < 2^31 (the entry lists are indexed by int32).
+__device__ __forceinline__ int32_t entry_row(int32_t p, int32_t Bk, int32_t k, int32_t kcap) {
+  return p < Bk ? p / k : (p - Bk) / kcap;
+}
+
 // dW_dec[j] = sum over j's entries of w[p] * (g or ga)[row(p)], plus (dense AuxK) row pos_of[j] of
-// dWd_dead [ndc, d] for a dead latent. One warp per latent, 4 columns per lane per pass. Adds the
-// squared norm to M->sumsq.
+// dWd_dead [ndc, d] for a dead latent. One warp per latent. The warp loads 32 of its entries at a
+// time into registers (lane t: entry t's row, weight and source) and broadcasts them with
+// shuffles, so the loop over entries issues only the g/ga row loads, kDecCols independent
+// coalesced ones per entry (L2-resident rows: B x d_in floats). Adds the squared norm to M->sumsq.
+constexpr int kDecCols = 8;  // column groups of 32 per pass: 256 columns
 __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
                                 const float* __restrict__ w, const float* __restrict__ g, const float* __restrict__ ga,
                                 int64_t B, int64_t d, int64_t n, int64_t k, int64_t kcap,
@@ -470,27 +479,43 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
                                 float* __restrict__ dW_dec, DevMetrics* M) {
   const int lane = threadIdx.x & 31;
   const int64_t j = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
+  const int32_t Bk = int32_t(B * k);
   float sq = 0.f;
-  if (j < n) {
+  if (j < n) {  // uniform over the warp
     const int32_t q0 = start[j], q1 = start[j + 1];
     const int64_t r = pos_of != nullptr ? pos_of[j] : -1;
     const float* extra = r >= 0 ? dWd_dead + r * d : nullptr;
-    for (int64_t c0 = 0; c0 < d; c0 += 128) {
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int32_t q = q0; q < q1; ++q) {
-        const int64_t p = order[q];
-        const bool isS = p < B * k;
-        const int64_t b = isS ? p / k : (p - B * k) / kcap;
-        const float* src = (isS ? g : ga) + b * d;
-        const float cw = w[p];
+    for (int64_t c0 = 0; c0 < d; c0 += 32 * kDecCols) {
+      float acc[kDecCols];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int64_t c = c0 + lane + 32 * r;
-          if (c < d) acc[r] += cw * src[c];
+      for (int t = 0; t < kDecCols; ++t) acc[t] = 0.f;
+      for (int32_t qb = q0; qb < q1; qb += 32) {
+        // This lane's entry of the chunk: the source row's offset and the weight (0 past the end).
+        const int32_t q = qb + lane;
+        int64_t off = 0;
+        float cw = 0.f;
+        bool isS = true;
+        if (q < q1) {
+          const int32_t p = order[q];
+          isS = p < Bk;
+          off = int64_t(entry_row(p, Bk, int32_t(k), int32_t(kcap))) * d;
+          cw = w[p];
+        }
+        const int m = min(32, int(q1 - qb));
+        for (int e = 0; e < m; ++e) {
+          const int64_t oe = __shfl_sync(0xffffffffu, off, e);
+          const float we = __shfl_sync(0xffffffffu, cw, e);
+          const bool se = __shfl_sync(0xffffffffu, int(isS), e) != 0;
+          const float* src = (se ? g : ga) + oe;
+#pragma unroll
+          for (int t = 0; t < kDecCols; ++t) {
+            const int64_t c = c0 + lane + 32 * t;
+            if (c < d) acc[t] += we * src[c];
+          }
         }
       }
 #pragma unroll
-      for (int t = 0; t < 4; ++t) {
+      for (int t = 0; t < kDecCols; ++t) {
         const int64_t c = c0 + lane + 32 * t;
         if (c < d) {
           const float v = extra != nullptr ? acc[t] + extra[c] : acc[t];
@@ -506,24 +531,42 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
 
 // dW_enc[:, j] = sum over j's entries of dh[p] * u[row(p)], db_enc[j] = sum dh[p], plus (dense
 // AuxK) row pos_of[j] of dWe_dead [ndc, d] (the transpose of dW_enc's dead columns) and entry
-// pos_of[j] of dbe_dead [ndc] for a dead latent. A block of (32, 8) threads owns 32 latents;
-// warp y handles latents y, y+8, y+16, y+24; results pass through a shared tile so the
-// [d_in, d_sae] writes are coalesced along j.
-__global__ void grad_enc_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
+// pos_of[j] of dbe_dead [ndc] for a dead latent. A block of (32, 8) threads owns 32 latents, whose
+// entries are one contiguous range of the sorted order: staged once in shared memory (row, dh)
+// when they fit (kEncStage), else read from global memory in each pass. Warp y handles latents y,
+// y+8, y+16, y+24, kEncCols column groups of 32 per pass (independent coalesced loads of u's
+// L2-resident rows); the results pass through a shared tile so the [d_in, d_sae] writes are
+// coalesced along j.
+constexpr int kEncCols = 4;      // column groups of 32 per pass: 128 columns
+constexpr int kEncStage = 2048;  // entries of a block's 32 latents staged in shared memory
+__global__ void __launch_bounds__(256) grad_enc_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
                                 const float* __restrict__ dh, const float* __restrict__ u, int64_t B, int64_t d, int64_t n,
                                 int64_t k, int64_t kcap, const int32_t* __restrict__ pos_of,
                                 const float* __restrict__ dWe_dead, const float* __restrict__ dbe_dead,
                                 float* __restrict__ dW_enc, float* __restrict__ db_enc, DevMetrics* M) {
-  __shared__ float tile[32][33];
-  const int tx = threadIdx.x, ty = threadIdx.y;
+  __shared__ float tile[32][32 * kEncCols + 1];  // [latent][column of the pass]
+  __shared__ int32_t s_row[kEncStage];
+  __shared__ float s_dh[kEncStage];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
   const int64_t j0 = int64_t(blockIdx.x) * 32;
+  const int64_t jn = min(n, j0 + 32);
+  const int32_t Bk = int32_t(B * k);
+  const int32_t qa = start[j0], qz = start[jn];
+  const bool staged = qz - qa <= kEncStage;  // uniform over the block
+  if (staged)
+    for (int32_t q = qa + tid; q < qz; q += 256) {
+      const int32_t p = order[q];
+      s_row[q - qa] = entry_row(p, Bk, int32_t(k), int32_t(kcap));
+      s_dh[q - qa] = dh[p];
+    }
+  __syncthreads();
   float sq = 0.f;
-  // db_enc
+  // db_enc (lanes stride over the entries, then a warp sum)
   for (int l = ty; l < 32; l += 8) {
     const int64_t j = j0 + l;
     if (j >= n) break;
     float acc = 0.f;
-    for (int32_t q = start[j] + tx; q < start[j + 1]; q += 32) acc += dh[order[q]];
+    for (int32_t q = start[j] + tx; q < start[j + 1]; q += 32) acc += staged ? s_dh[q - qa] : dh[order[q]];
     acc = warp_sumf(acc);
     if (tx == 0) {
       const int32_t r = pos_of != nullptr ? pos_of[j] : -1;
@@ -532,27 +575,46 @@ __global__ void grad_enc_kernel(const int32_t* __restrict__ start, const int32_t
       sq += acc * acc;
     }
   }
-  for (int64_t i0 = 0; i0 < d; i0 += 32) {
+  for (int64_t i0 = 0; i0 < d; i0 += 32 * kEncCols) {
     for (int l = ty; l < 32; l += 8) {
       const int64_t j = j0 + l;
-      float acc = 0.f;
-      if (j < n && i0 + tx < d) {
-        for (int32_t q = start[j]; q < start[j + 1]; ++q) {
-          const int64_t p = order[q];
-          const int64_t b = p < B * k ? p / k : (p - B * k) / kcap;
-          acc += dh[p] * u[b * d + i0 + tx];
+      float acc[kEncCols];
+#pragma unroll
+      for (int t = 0; t < kEncCols; ++t) acc[t] = 0.f;
+      if (j < n) {
+        const int32_t q1 = start[j + 1];
+        for (int32_t q = start[j]; q < q1; ++q) {
+          int32_t row;
+          float v;
+          if (staged) {
+            row = s_row[q - qa];
+            v = s_dh[q - qa];
+          } else {
+            const int32_t p = order[q];
+            row = entry_row(p, Bk, int32_t(k), int32_t(kcap));
+            v = dh[p];
+          }
+          const float* ur = u + int64_t(row) * d + i0 + tx;
+#pragma unroll
+          for (int t = 0; t < kEncCols; ++t)
+            if (i0 + tx + 32 * t < d) acc[t] += v * ur[32 * t];
         }
         const int64_t r = pos_of != nullptr ? pos_of[j] : -1;
-        if (r >= 0) acc += dWe_dead[r * d + i0 + tx];  // coalesced along tx
+        if (r >= 0)
+#pragma unroll
+          for (int t = 0; t < kEncCols; ++t)
+            if (i0 + tx + 32 * t < d) acc[t] += dWe_dead[r * d + i0 + tx + 32 * t];  // coalesced along tx
       }
-      tile[l][tx] = acc;
+#pragma unroll
+      for (int t = 0; t < kEncCols; ++t) tile[l][tx + 32 * t] = acc[t];
     }
     __syncthreads();
-    for (int r = ty; r < 32; r += 8) {
-      const int64_t i = i0 + r;
+    // Rows i0 .. i0 + 32*kEncCols of dW_enc, 32 latents each: warp y writes rows y, y+8, ...
+    for (int rr = ty; rr < 32 * kEncCols; rr += 8) {
+      const int64_t i = i0 + rr;
       const int64_t j = j0 + tx;
       if (i < d && j < n) {
-        const float v = tile[tx][r];
+        const float v = tile[tx][rr];
         dW_enc[i * n + j] = v;
         sq += v * v;
       }

@@ -63,27 +63,22 @@ void expect_params_close(const Params<float>& got, const Params<float>& ref, dou
 // Each also with AuxK's dense path (aux_dense_cap -1) and its gather path (0).
 class CudaTrainFirstStep : public ::testing::TestWithParam<std::tuple<bool, int64_t>> {};
 
-TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
-  SKIP_WITHOUT_GPU();
-  TrainConfig cfg = small_config();
-  const bool b_dec_in = std::get<0>(GetParam());
-  const int64_t cap = std::get<1>(GetParam());
-  cfg.apply_b_dec_to_input = b_dec_in;
+// One step from `st` on the GPU against the CPU: losses, gradient norm and all four gradients.
+void expect_first_step_matches_cpu(const TrainConfig& cfg, const TrainState& st, int64_t aux_cap, int64_t max_batch) {
   const std::vector<float> x = batches(cfg, 1);
-  TrainState cst = initial_state(cfg);
+  TrainState cst = st;
   cpu::TrainWorkspace ws;
   const StepMetrics cm = cpu::train_step(cfg, &cst, x.data(), cfg.batch_size, &ws);
   ASSERT_GT(ws.fwd.k_aux, 0) << "the test needs AuxK active in its first step";
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, initial_state(cfg),
-                      {.max_batch = b_dec_in ? -1 : cfg.batch_size + 13, .aux_dense_cap = cap});
+  cuda::TrainStep gpu(ctx, cfg, st, {.max_batch = max_batch, .aux_dense_cap = aux_cap});
   DevVec<float> dx(x);
   gpu.step(dx.p(), cfg.batch_size);
   const std::vector<StepMetrics> gm = gpu.drain_metrics();
   ASSERT_EQ(gm.size(), 1u);
-  EXPECT_EQ(gpu.aux_path_counts().dense, cap != 0 ? 1 : 0);
-  EXPECT_EQ(gpu.aux_path_counts().gather, cap == 0 ? 1 : 0);
+  EXPECT_EQ(gpu.aux_path_counts().dense, aux_cap != 0 ? 1 : 0);
+  EXPECT_EQ(gpu.aux_path_counts().gather, aux_cap == 0 ? 1 : 0);
   EXPECT_LE(rel(gm[0].grad_norm, cm.grad_norm), 1e-5);
   EXPECT_LE(rel(gm[0].overall_loss, cm.overall_loss), 1e-5);
   EXPECT_LE(rel(gm[0].auxiliary_reconstruction_loss, cm.auxiliary_reconstruction_loss), 1e-5);
@@ -101,7 +96,34 @@ TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   EXPECT_NONZERO(g.b_dec);
   expect_params_close(g, ws.grad, 1e-6, 1e-4, "gradients");
 }
+
+TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  TrainConfig cfg = small_config();
+  const bool b_dec_in = std::get<0>(GetParam());
+  const int64_t cap = std::get<1>(GetParam());
+  cfg.apply_b_dec_to_input = b_dec_in;
+  expect_first_step_matches_cpu(cfg, initial_state(cfg), cap, b_dec_in ? -1 : cfg.batch_size + 13);
+}
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainFirstStep, ::testing::Combine(::testing::Bool(), ::testing::Values(-1, 0)));
+
+// Hot latents: 40 latents with a large b_enc win every token's top-k (k = 40), so the 32 latents
+// of grad_enc_kernel's first block own 32 x 70 = 2240 entries, more than the block stages in
+// shared memory (kEncStage = 2048: its global-memory path), and each hot latent 70 entries, more
+// than one 32-entry chunk of grad_dec_kernel's warp. The other blocks take the staged path.
+class CudaTrainHotLatents : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(CudaTrainHotLatents, GradientsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  TrainConfig cfg = small_config();
+  cfg.k = 40;
+  cfg.batch_size = 70;
+  cfg.training_tokens = 70 * 100;
+  TrainState st = initial_state(cfg);
+  for (int64_t j = 0; j < 40; ++j) st.params.b_enc[size_t(j)] = 5.f + 0.01f * float(j);
+  expect_first_step_matches_cpu(cfg, st, GetParam(), -1);
+}
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainHotLatents, ::testing::Values(-1, 0));
 
 // 20 steps against the CPU with each AuxK path. `window` is the dead-feature window; cap is
 // aux_dense_cap, where kMixedCap means: a capacity between the smallest and largest dead-count
