@@ -139,27 +139,40 @@ __global__ void relu_kernel(const float* __restrict__ h, float* __restrict__ z, 
   }
 }
 
-// out[c] = post * sum_b (A[b,c] + A2[b,c]) for c < d; double accumulation, deterministic.
-// Block (32, 16) covers 32 columns. Writes the double and/or float result.
-__global__ void colsum_kernel(const float* __restrict__ A, const float* __restrict__ A2, int64_t B, int64_t d, double post,
-                              double* __restrict__ outd, float* __restrict__ outf) {
-  __shared__ double part[16][33];
-  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+// out[c] = post * sum_b (A[b,c] + A2[b,c]) for c < d; double accumulation, deterministic (a fixed
+// summation order). A block of (kColsumCols, kColsumRows) threads covers kColsumCols columns: a
+// warp reads 4 rows x 32 bytes (whole sectors), and d / 8 blocks keep every SM busy at d_in 2304
+// (32-column blocks gave only 72). Writes the double and/or float result.
+constexpr int kColsumCols = 8, kColsumRows = 128;
+__global__ void __launch_bounds__(kColsumCols * kColsumRows)
+    colsum_kernel(const float* __restrict__ A, const float* __restrict__ A2, int64_t B, int64_t d, double post,
+                  double* __restrict__ outd, float* __restrict__ outf) {
+  __shared__ double part[kColsumRows][kColsumCols + 1];
+  const int64_t c = int64_t(blockIdx.x) * kColsumCols + threadIdx.x;
   double s = 0;
   if (c < d)
-    for (int64_t b = threadIdx.y; b < B; b += blockDim.y) {
+    for (int64_t b = threadIdx.y; b < B; b += kColsumRows) {
       s += A[b * d + c];
       if (A2) s += A2[b * d + c];
     }
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
+  // Tree over the row groups, the same order every time.
+  for (int h = kColsumRows / 2; h > 0; h >>= 1) {
+    if (int(threadIdx.y) < h) part[threadIdx.y][threadIdx.x] += part[threadIdx.y + h][threadIdx.x];
+    __syncthreads();
+  }
   if (threadIdx.y == 0 && c < d) {
-    double t = 0;
-    for (int r = 0; r < int(blockDim.y); ++r) t += part[r][threadIdx.x];
-    t *= post;
+    const double t = part[0][threadIdx.x] * post;
     if (outd) outd[c] = t;
     if (outf) outf[c] = float(t);
   }
+}
+void launch_colsum(cudaStream_t st, const float* A, const float* A2, int64_t B, int64_t d, double post, double* outd,
+                   float* outf) {
+  const dim3 grid{unsigned((d + kColsumCols - 1) / kColsumCols), 1u, 1u}, block{kColsumCols, kColsumRows, 1u};
+  colsum_kernel<<<grid, block, 0, st>>>(A, A2, B, d, post, outd, outf);
+  CUDA_CHECK_LAUNCH();
 }
 
 // Per row: the MSE residual and its gradient g, the AuxK residual and its gradient ga, and the
@@ -652,20 +665,47 @@ __global__ void clip_kernel(DevMetrics* M) {
 
 // torch.optim.Adam over the flat [W_enc | b_enc | W_dec | b_dec] arrays, the clip factor applied
 // to the gradient first; refreshes the bf16 copy of W_enc (the first n_w16 entries) when given.
+struct AdamCoef {
+  float c, b1, b2, one_b1, one_b2, step_size, bc2_sqrt, eps;
+};
+// One parameter's update (the CPU twin's formula, operation for operation); returns the new value.
+__device__ __forceinline__ float adam_one(float& p, float& m, float& v, float g, const AdamCoef& a) {
+  const float gi = g * a.c;
+  m = a.b1 * m + a.one_b1 * gi;
+  v = a.b2 * v + a.one_b2 * (gi * gi);
+  p = p - a.step_size * (m / (sqrtf(v) / a.bc2_sqrt + a.eps));
+  return p;
+}
+// Adam is bandwidth-bound (28 bytes per parameter): float4 accesses for the first P/4*4
+// parameters (the four arrays come from cudaMalloc, 16-byte aligned), then the tail one by one.
 __global__ void adam_kernel(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
                             const float* __restrict__ grad, int64_t P, const DevMetrics* __restrict__ M, float b1, float b2,
                             float one_b1, float one_b2, float step_size, float bc2_sqrt, float eps,
                             __nv_bfloat16* __restrict__ w16, int64_t n_w16) {
-  const float c = M->clip;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < P; i += int64_t(gridDim.x) * blockDim.x) {
-    const float gi = grad[i] * c;
-    const float mi = b1 * m[i] + one_b1 * gi;
-    const float vi = b2 * v[i] + one_b2 * (gi * gi);
-    m[i] = mi;
-    v[i] = vi;
-    const float pi = p[i] - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));  // as the CPU twin
-    p[i] = pi;
-    if (w16 != nullptr && i < n_w16) w16[i] = __float2bfloat16_rn(pi);
+  const AdamCoef a{M->clip, b1, b2, one_b1, one_b2, step_size, bc2_sqrt, eps};
+  const int64_t P4 = P / 4;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t t0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (int64_t i4 = t0; i4 < P4; i4 += stride) {
+    float4 pp = reinterpret_cast<float4*>(p)[i4], mm = reinterpret_cast<float4*>(m)[i4];
+    float4 vv = reinterpret_cast<float4*>(v)[i4];
+    const float4 gg = reinterpret_cast<const float4*>(grad)[i4];
+    const float r0 = adam_one(pp.x, mm.x, vv.x, gg.x, a), r1 = adam_one(pp.y, mm.y, vv.y, gg.y, a);
+    const float r2 = adam_one(pp.z, mm.z, vv.z, gg.z, a), r3 = adam_one(pp.w, mm.w, vv.w, gg.w, a);
+    reinterpret_cast<float4*>(p)[i4] = pp;
+    reinterpret_cast<float4*>(m)[i4] = mm;
+    reinterpret_cast<float4*>(v)[i4] = vv;
+    if (w16 != nullptr) {
+      const int64_t i = 4 * i4;
+      const float r[4] = {r0, r1, r2, r3};
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (i + e < n_w16) w16[i + e] = __float2bfloat16_rn(r[e]);
+    }
+  }
+  for (int64_t i = 4 * P4 + t0; i < P; i += stride) {
+    const float r = adam_one(p[i], m[i], v[i], grad[i], a);
+    if (w16 != nullptr && i < n_w16) w16[i] = __float2bfloat16_rn(r);
   }
 }
 
@@ -1051,10 +1091,7 @@ struct TrainStep::Impl {
                     as<float>(ehat), n);
     }
     // 4. losses, g and ga, metrics.
-    const dim3 cblock{32u, 16u, 1u};
-    const unsigned cgrid = unsigned((d + 31) / 32);
-    colsum_kernel<<<cgrid, cblock, 0, s>>>(x, nullptr, B, d, scaling / double(B), as<double>(mu), nullptr);
-    CUDA_CHECK_LAUNCH();
+    launch_colsum(s, x, nullptr, B, d, scaling / double(B), as<double>(mu), nullptr);
     loss_rows_kernel<<<unsigned(B), kThreads, 0, s>>>(x, float(scaling), as<float>(xhat),
                                                        path != AuxPath::none ? as<float>(ehat) : nullptr,
                                                        as<double>(mu), as<float>(zS), B, d, k,
@@ -1080,8 +1117,7 @@ struct TrainStep::Impl {
       mask_aux_grad_kernel<<<unsigned(B), kThreads, size_t(kc) * 4, s>>>(as<int32_t>(idxT), kc, ndc, M, G);
       CUDA_CHECK_LAUNCH();
       // db_enc's dead part: column sums of dza.
-      colsum_kernel<<<unsigned((ndc + 31) / 32), cblock, 0, s>>>(G, nullptr, B, ndc, 1.0, nullptr, as<float>(dbe));
-      CUDA_CHECK_LAUNCH();
+      launch_colsum(s, G, nullptr, B, ndc, 1.0, nullptr, as<float>(dbe));
     }
     if (slab_tpt > 0 && kT == 0) {
       // The S entries' dz swept over column slabs (the T entries, if any, are GEMMs here).
@@ -1126,8 +1162,7 @@ struct TrainStep::Impl {
         grd + oWenc, grd + oBenc, M);
     CUDA_CHECK_LAUNCH();
     // db_dec = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc
-    colsum_kernel<<<cgrid, cblock, 0, s>>>(as<float>(g), as<float>(ga), B, d, 1.0, nullptr, grd + oBdec);
-    CUDA_CHECK_LAUNCH();
+    launch_colsum(s, as<float>(g), as<float>(ga), B, d, 1.0, nullptr, grd + oBdec);
     if (cfg.apply_b_dec_to_input) {
       const float alpha = -1.f, beta = 1.f;
       CUBLAS_CHECK(cublasSgemv(detail::cublas(ctx), CUBLAS_OP_T, int(n), int(d), &alpha, prm + oWenc, int(n),
