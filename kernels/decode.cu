@@ -183,10 +183,13 @@ void gather_decode(Context& ctx, const float* W, const float* bias, const int32_
 }
 
 int gather_threads_per_token(const Context& ctx, int64_t rows_used) {
-  // The widest slab whose rows fit in a quarter of L2 (the slab being swept and the next ones in
-  // flight share it), at least 16 threads (64 columns, 256-byte row segments).
-  const int64_t budget = int64_t(ctx.l2_bytes()) / 4;
-  int tpt = 128;
+  // Measured on an H200 (bench/results/H200-2026-11-27-run2.md, bench_decode's slab variants):
+  // 32 threads (128-column slabs) were fastest at both PERF.md shapes (0.276 ms vs 0.285 for 16
+  // threads at 2304x65536, whose 128-column slab rows fill 56% of L2; 0.046 vs 0.050 for 64
+  // threads at 768x24576), and wider slabs lost even where their rows fit in L2. So: 32 threads,
+  // or 16 (64 columns, 256-byte row segments) when the slab's rows would not fit in L2 at all.
+  const int64_t budget = int64_t(ctx.l2_bytes());
+  int tpt = 32;
   while (tpt > 16 && rows_used * int64_t(tpt) * 16 > budget) tpt /= 2;
   return tpt;
 }

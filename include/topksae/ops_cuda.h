@@ -205,8 +205,8 @@ void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B,
 void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val,
                    int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out,
                    int64_t n_rows = 0, int threads_per_token = 0);
-// The automatic choice for a decode touching `rows_used` rows of W: the widest slab whose rows fit
-// in a quarter of the L2 cache.
+// The automatic choice for a decode touching `rows_used` rows of W: 32 threads (128-column slabs,
+// the fastest on an H200 at both PERF.md shapes), 16 when those slabs' rows would not fit in L2.
 int gather_threads_per_token(const Context& ctx, int64_t rows_used);
 
 // Bandwidth ceiling helper for the benches: dst = src, `bytes` a multiple of 16.
