@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
                                   a.warmup, a.iters);
         r["ms"] = st.median_ms;
         r["GBps"] = double(B * n) * 4 / (st.median_ms * 1e6);
-        r["note"] = "GB/s = one read of h / t (the kernel reads h twice, 4 times when the top bin is crowded)";
+        r["note"] = "GB/s = one read of h / t (the kernel reads h once when its sampled threshold holds, else 2 or 4 times)";
         rep.add(r);
       }
 #endif

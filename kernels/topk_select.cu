@@ -1,20 +1,28 @@
 // CUDA twin of topk_select: one block per row, a radix selection on an order-preserving uint32 key
 // (larger value, larger key), never a sort of the row. Works for any n < 2^31 and k <= kMaxTopK;
 // the bias add (encoder b_enc) and AuxK's dead-latent mask are fused into the key computation.
-//
-// Pass 1 histograms the top 11 bits of every key and finds the threshold digit t (the digit of the
-// k-th largest key); c = (entries with digit > t) + hist[t] >= k entries can still win.
-//  - Common case, c <= the shared-memory candidate capacity (cap >= 4096): pass 2 appends all c
-//    candidates (digit >= t) to shared memory, a bitonic sort of them (padded to a power of two)
-//    puts them in the output order, and the first k are the answer. The row is read twice.
-//  - Crowded top bin (c > cap, e.g. thousands of near-equal values): the two remaining radix passes
-//    (11 + 10 bits) pin the k-th key T exactly, an ordered collection pass takes every key > T and
-//    the lowest-index keys == T, and a bitonic sort orders the k winners. The row is read four times.
-// Both paths yield the first k entries of the same total order (value descending, then index
+// Every path gathers candidates in shared memory and ends in a bitonic sort of them; the first k
+// are the answer. Three paths, tried in this order:
+//  - One read (n >= kSampleMinN and 3k <= cap): a sample of kSample = 4096 keys (32 contiguous
+//    chunks of 128 spread evenly over the row) is histogrammed on the top 11 bits; the digit d at
+//    which the sample's count from the top reaches r = ceil(E * 4096 / n) (E = min(4k, cap/2): the
+//    full-row count aimed at) gives the threshold tau = d << 21. One full read of the row (float4
+//    loads where n and the pointers allow) appends every key >= tau. If k <= that count <= cap, the
+//    candidates hold the top k and the row cost one read plus the sample (4096 entries, 1/16 of a
+//    65536 row, read just before and likely still in L2). Otherwise (a sample that missed, or
+//    d == 0: mostly masked rows, where the full read is skipped) the two paths below run as before.
+//  - Two reads: pass 1 histograms the top 11 bits of every key and finds the threshold digit t (the
+//    digit of the k-th largest key); c = (entries with digit > t) + hist[t] >= k entries can still
+//    win. If c <= cap, a second read appends those c candidates (digit >= t).
+//  - Four reads (crowded top bin, c > cap, e.g. thousands of near-equal values): the two remaining
+//    radix passes (11 + 10 bits) pin the k-th key T exactly, an ordered collection pass takes every
+//    key > T and the lowest-index keys == T: the k winners.
+// All paths yield the first k entries of the same total order (value descending, then index
 // ascending; masked-out entries below every value), so they agree exactly with each other and
 // with the CPU twin. Shared memory: cap = max(4096, sort_n) uint64 candidates (sort_n: the power
-// of two >= k), i.e. 32 KiB for k <= 4096 (4 blocks of 512 threads still fit an SM) and 64 KiB
-// above, plus the 8 KiB histogram.
+// of two >= k), i.e. 32 KiB for k <= 4096 and 64 KiB above, plus the 8 KiB histogram. Registers:
+// 40 per thread (ptxas, sm_90; the collection's 16 keys in flight), so 3 blocks of 512 threads per
+// SM (4 at the former 32, which spills here).
 #include <atomic>
 #include <cstdint>
 
@@ -26,16 +34,37 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBins = 2048;  // 11-bit digits
-// Smallest candidate capacity of the two-read path (32 KiB of dynamic shared memory, under the
-// default 48 KiB limit): room for the k = 64 / AuxK k = 1152 cuts plus a well-filled threshold bin.
+constexpr int kTopShift = 21;  // the first radix digit: key >> 21
+// Smallest candidate capacity (32 KiB of dynamic shared memory, under the default 48 KiB limit):
+// room for the k = 64 / AuxK k = 1152 cuts plus a well-filled threshold bin.
 constexpr int kMinCandCap = 4096;
 // The default dynamic limit is 48 KiB minus the static shared memory (histogram + a few words).
 static_assert(kMinCandCap * sizeof(unsigned long long) + kBins * sizeof(int) + 1024 <= 48 * 1024,
               "k <= kMinCandCap must launch without raising the shared-memory limit");
 
-// Rows that took each path ([0] two reads, [1] four reads), summed over launches on this device:
-// a test hook (topk_path_rows below). One atomic per row.
-__device__ unsigned long long g_path_rows[2];
+// The one-read path's sample: kSampleChunks contiguous runs of kSampleChunkLen entries (coalesced
+// loads), spread evenly over the row. Rows shorter than kSampleMinN skip it: the sample would be
+// half the row or more, and such rows are cheap to read twice anyway.
+constexpr int kSampleChunks = 32;
+constexpr int kSampleChunkLen = 128;
+constexpr int kSample = kSampleChunks * kSampleChunkLen;  // 4096
+constexpr int64_t kSampleMinN = 8192;
+static_assert(kSampleMinN / kSampleChunks >= kSampleChunkLen, "the sample's chunks must not overlap");
+static_assert(kSample % kThreads == 0, "each thread reads the same number of sample entries");
+// The full-row candidate count the sample aims at: E = kTargetPerK * k, at most cap / 2, and the
+// path is tried only when that leaves E >= 1.5 k (3k <= cap). The count must land in [k, cap]:
+// the sample's estimate of the rank varies by ~1/sqrt(r) and the threshold bin (a quarter octave
+// of values) adds the entries below the r-th sampled key, so E keeps a margin on both sides.
+constexpr int kTargetPerK = 4;
+// Independent loads in flight per thread per round of a collection pass: float4 and scalar.
+constexpr int kIlpVec = 4;
+constexpr int kIlpScalar = 8;
+
+// Per device, summed over launches: rows that took [0] two reads, [1] four reads, [2] one read;
+// [3] rows whose one-read pass ran but missed (they also count in [0] or [1]); [4] collection
+// passes (one- or two-read) that used float4 loads. A test hook (topk_path_rows below).
+constexpr int kPathCounters = 5;
+__device__ unsigned long long g_path_rows[kPathCounters];
 
 // Order-preserving map float -> uint32 (larger float, larger key). NaN ranks as -inf and -0 as +0,
 // as in the CPU twin (which compares floats). Key 0 is reserved for masked-out entries.
@@ -50,6 +79,135 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 // Never 0 for a real entry (j < 2^31), so 0 pads a sort and sorts after every candidate.
 __device__ __forceinline__ unsigned long long pack(uint32_t key, int64_t j) {
   return (static_cast<unsigned long long>(key) << 32) | static_cast<unsigned long long>(0xFFFFFFFFu - uint32_t(j));
+}
+
+// The key of entry j: 0 when masked out, else order_key(row[j] + bias[j]).
+__device__ __forceinline__ uint32_t key_at(const float* __restrict__ row, const float* __restrict__ bias,
+                                           const uint8_t* __restrict__ mask, int64_t j) {
+  if (mask != nullptr && mask[j] == 0) return 0u;
+  float f = row[j];
+  if (bias != nullptr) f += bias[j];
+  return order_key(f);
+}
+
+// The keys of entries [W*v, W*v + W): W = 1 (scalar) or 4 (one float4 of the row and of the bias,
+// 4 mask bytes as one word; the caller checked n % 4 == 0 and the alignment). The same float adds
+// as key_at, so the same keys.
+template <int W>
+__device__ __forceinline__ void load_keys(const float* __restrict__ row, const float* __restrict__ bias,
+                                          const uint8_t* __restrict__ mask, int64_t v, uint32_t (&key)[W]) {
+  if constexpr (W == 1) {
+    key[0] = key_at(row, bias, mask, v);
+  } else {
+    static_assert(W == 4, "scalar or float4 loads");
+    float4 x = reinterpret_cast<const float4*>(row)[v];
+    if (bias != nullptr) {
+      const float4 y = reinterpret_cast<const float4*>(bias)[v];
+      x.x += y.x;
+      x.y += y.y;
+      x.z += y.z;
+      x.w += y.w;
+    }
+    key[0] = order_key(x.x);
+    key[1] = order_key(x.y);
+    key[2] = order_key(x.z);
+    key[3] = order_key(x.w);
+    if (mask != nullptr) {
+      // Little-endian on the GPU (and the host): byte e of the word is mask[4v + e].
+      const uint32_t m = reinterpret_cast<const uint32_t*>(mask)[v];
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (((m >> (8 * e)) & 0xFFu) == 0u) key[e] = 0u;
+    }
+  }
+}
+
+// One collection pass: appends every entry with key >= tau (tau > 0, so masked-out entries never
+// qualify) to cand[0, cap) and counts them in *fill: exactly when there are at most cap; else the
+// count ends > cap (a warp that sees it pass cap stops reading: the caller then falls back and
+// needs no more). Each thread issues U independent loads of W entries per round before using any;
+// a warp then takes its slots with one shared atomicAdd (an inclusive scan of the lanes' counts
+// places each lane), and skips that when no lane has a candidate. Candidate order does not matter:
+// the caller sorts. Called by the whole block; no barrier inside, and the warp ops see whole warps
+// (the round loop and the early exit are uniform over a warp).
+template <int W, int U>
+__device__ void collect_ge(const float* __restrict__ row, const float* __restrict__ bias,
+                           const uint8_t* __restrict__ mask, int64_t n, uint32_t tau, unsigned long long* cand,
+                           int cap, int* fill) {
+  const int64_t nv = n / W;
+  const int lane = threadIdx.x & 31;
+  for (int64_t base = 0; base < nv; base += int64_t(U) * blockDim.x) {
+    uint32_t key[U][W];
+    int c = 0;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = base + int64_t(u) * blockDim.x + threadIdx.x;
+      if (v < nv) {
+        load_keys<W>(row, bias, mask, v, key[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < W; ++e) key[u][e] = 0u;
+      }
+#pragma unroll
+      for (int e = 0; e < W; ++e) c += key[u][e] >= tau ? 1 : 0;
+    }
+    if (!__any_sync(0xffffffffu, c > 0)) continue;
+    int incl = c;
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+      const int t = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += t;
+    }
+    int start = 0;
+    if (lane == 31) start = atomicAdd(fill, incl);  // incl of lane 31: the warp's total
+    start = __shfl_sync(0xffffffffu, start, 31);
+    if (start >= cap) break;  // over capacity already: nothing more to store (warp-uniform)
+    int pos = start + incl - c;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        if (key[u][e] >= tau) {
+          const int64_t j = (base + int64_t(u) * blockDim.x + threadIdx.x) * W + e;
+          if (pos < cap) cand[pos] = pack(key[u][e], j);
+          ++pos;
+        }
+      }
+    }
+  }
+}
+
+// Run by warp 0 (threads 0..31) over hist[0, nb), nb a multiple of 32: the digit t at which the
+// count from the top reaches remain (count of digits > t < remain <= count of digits >= t; needs
+// 1 <= remain <= the total). Writes t, remain minus the count above t, and the count of >= t.
+__device__ void find_digit(const int* hist, int nb, int remain, int* s_digit, int* s_remain, int* s_count) {
+  // Lane l owns `per` bins below nb - l*per: lane 0 holds the largest digits. Exactly one lane
+  // brackets `remain` (the prefix sums grow with the lane and end at >= remain).
+  const int lane = threadIdx.x;
+  const int per = nb / 32;
+  const int hi = nb - lane * per;
+  int s = 0;
+  for (int t = hi - per; t < hi; ++t) s += hist[t];
+  int incl = s;
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += v;
+  }
+  const int excl = incl - s;
+  if (excl < remain && remain <= incl) {
+    int acc = excl;
+    for (int t = hi - 1; t >= hi - per; --t) {
+      const int c = hist[t];
+      if (acc + c >= remain) {
+        *s_digit = t;
+        *s_remain = remain - acc;
+        *s_count = acc + c;
+        break;
+      }
+      acc += c;
+    }
+  }
 }
 
 // Sorts a[0, sn) descending; sn a power of two. Called by the whole block with the same sn; the
@@ -73,10 +231,11 @@ __device__ void bitonic_sort_desc(unsigned long long* a, int sn) {
   }
 }
 
+// Launched with blockDim.x == kThreads (warp_sums and the sample's per-thread count assume it).
 __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ h, const float* __restrict__ bias,
                                                         const uint8_t* __restrict__ mask,
                                                         const int32_t* __restrict__ k_dev, int64_t n, int k_cap,
-                                                        int sort_n, int cap, int relu, int32_t* __restrict__ out_idx,
+                                                        int cap, int relu, int32_t* __restrict__ out_idx,
                                                         float* __restrict__ out_val) {
   extern __shared__ unsigned long long cand[];  // [cap], cap a power of two >= sort_n
   __shared__ int hist[kBins];
@@ -89,149 +248,190 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
   if (k_dev != nullptr) k = min(*k_dev, k_cap);
   if (k <= 0) return;  // uniform over the block
 
-  auto key_at = [&](int64_t j) -> uint32_t {
-    if (mask != nullptr && mask[j] == 0) return 0u;
-    float f = row[j];
-    if (bias != nullptr) f += bias[j];
-    return order_key(f);
+  // float4 loads need n % 4 == 0 (each row then starts 16-byte aligned when h does) and aligned
+  // bias / mask; uniform over the block.
+  const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(bias) % 16 == 0 && reinterpret_cast<uintptr_t>(mask) % 4 == 0;
+  // A collection pass of every key >= tau; returns how many there are (all threads, after it).
+  auto collect = [&](uint32_t tau) -> int {
+    if (vec)
+      collect_ge<4, kIlpVec>(row, bias, mask, n, tau, cand, cap, &s_fill);
+    else
+      collect_ge<1, kIlpScalar>(row, bias, mask, n, tau, cand, cap, &s_fill);
+    if (vec && threadIdx.x == 0) atomicAdd(&g_path_rows[4], 1ull);
+    __syncthreads();
+    const int count = s_fill;
+    __syncthreads();  // everyone has read s_fill before anyone resets it
+    return count;
   };
 
-  // Fill counter of the two-read path; first used after the first pass's barriers.
+  // Fill counter of the collection passes; first used after barriers on every path.
   if (threadIdx.x == 0) s_fill = 0;
 
-  // ---- radix selection of the threshold key T, and how many entries equal to T to take --------
-  uint32_t prefix = 0, pmask = 0;
-  int remain = k;   // rank of T among the entries still matching the prefix, counted from the top
-  int n_cand = -1;  // >= 0: the two-read path, with this many candidates (keys >= t << 21)
-#pragma unroll 1
-  for (int pass = 0; pass < 3; ++pass) {
-    const int sh = pass == 0 ? 21 : (pass == 1 ? 10 : 0);
-    const int nbits = pass == 2 ? 10 : 11;
-    const uint32_t dm = (1u << nbits) - 1u;
+  int n_cand = -1;  // >= 0: cand[0, n_cand) holds the top k (and maybe more): sort it
+
+  // ---- one read: a threshold from a sample, then one collection pass --------------------------
+  if (n >= kSampleMinN && 3 * k <= cap) {
     for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
     __syncthreads();
-    // Key 0 (masked out; AuxK masks ~95% of a row) has digit 0 in every pass: counted in a register
-    // and added once per warp, instead of thousands of atomics on one shared-memory word.
-    int zeros = 0;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-      const uint32_t key = key_at(j);
-      if ((key & pmask) == prefix) {
-        if (key == 0u)
-          ++zeros;
-        else
-          atomicAdd(&hist[(key >> sh) & dm], 1);
-      }
+    uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
+#pragma unroll
+    for (int m = 0; m < kSample / kThreads; ++m) {
+      const int i = m * kThreads + int(threadIdx.x);
+      const int64_t j = int64_t(i / kSampleChunkLen) * n / kSampleChunks + i % kSampleChunkLen;
+      sk[m] = key_at(row, bias, mask, j);
+    }
+    int zeros = 0;  // masked-out keys: one shared atomic per warp, not one each
+#pragma unroll
+    for (int m = 0; m < kSample / kThreads; ++m) {
+      if (sk[m] == 0u)
+        ++zeros;
+      else
+        atomicAdd(&hist[sk[m] >> kTopShift], 1);
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) zeros += __shfl_xor_sync(0xffffffffu, zeros, off);
     if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&hist[0], zeros);
     __syncthreads();
-    if (threadIdx.x < 32) {
-      // Lane l owns `per` bins below nb - l*per: lane 0 holds the largest digits. Exactly one lane
-      // brackets `remain` (the prefix sums grow with the lane and end at >= remain).
-      const int lane = threadIdx.x;
-      const int nb = int(dm) + 1, per = nb / 32;
-      const int hi = nb - lane * per;
-      int s = 0;
-      for (int t = hi - per; t < hi; ++t) s += hist[t];
-      int incl = s;
-#pragma unroll
-      for (int off = 1; off < 32; off *= 2) {
-        const int v = __shfl_up_sync(0xffffffffu, incl, off);
-        if (lane >= off) incl += v;
-      }
-      const int excl = incl - s;
-      if (excl < remain && remain <= incl) {
-        int acc = excl;
-        for (int t = hi - 1; t >= hi - per; --t) {
-          const int c = hist[t];
-          if (acc + c >= remain) {
-            s_digit = t;
-            s_remain = remain - acc;
-            s_count = acc + c;  // entries (matching the prefix) whose digit is >= t
-            break;
-          }
-          acc += c;
-        }
-      }
-    }
+    const int64_t target = min(int64_t(kTargetPerK) * k, int64_t(cap / 2));
+    const int r = int((target * kSample + n - 1) / n);  // 1 <= r <= kSample: 4 <= target <= n
+    if (threadIdx.x < 32) find_digit(hist, kBins, r, &s_digit, &s_remain, &s_count);
     __syncthreads();
-    prefix |= uint32_t(s_digit) << sh;
-    pmask |= dm << sh;
-    remain = s_remain;
-    const int count = s_count;
-    __syncthreads();  // everyone has read s_*, which the next pass may overwrite
-    // Uniform: pass and count (read from shared memory between two barriers) are the same in
-    // every thread. In the first pass every entry matches the (empty) prefix, so count is the
-    // number of keys >= prefix = t << 21 (t: the top digit of the k-th largest key), and >= k.
-    if (pass == 0 && count <= cap) {
-      n_cand = count;
-      break;
+    const int d = s_digit;  // uniform; s_digit is next written after more barriers
+    // d == 0: fewer than r sampled keys above the lowest bin (mostly masked rows): tau would take
+    // the whole row, so go straight to the radix passes.
+    if (d > 0) {
+      const int count = collect(uint32_t(d) << kTopShift);
+      if (k <= count && count <= cap) {  // uniform: count came from shared memory
+        n_cand = count;
+        if (threadIdx.x == 0) atomicAdd(&g_path_rows[2], 1ull);
+      } else if (threadIdx.x == 0) {
+        s_fill = 0;  // the radix passes' barriers order this before the next collection
+        atomicAdd(&g_path_rows[3], 1ull);
+      }
     }
   }
 
-  if (n_cand >= 0) {
-    // ---- two reads: every entry with key >= prefix (the top-digit bin and above) --------------
-    // Exactly n_cand keys qualify (the same keys the first pass counted); p < cap only guards memory.
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-      const uint32_t key = key_at(j);
-      if (key >= prefix) {
-        const int p = atomicAdd(&s_fill, 1);
-        if (p < cap) cand[p] = pack(key, j);
+  if (n_cand < 0) {
+    // ---- radix selection of the threshold key T, and how many entries equal to T to take ------
+    uint32_t prefix = 0, pmask = 0;
+    int remain = k;  // rank of T among the entries still matching the prefix, counted from the top
+#pragma unroll 1
+    for (int pass = 0; pass < 3; ++pass) {
+      const int sh = pass == 0 ? kTopShift : (pass == 1 ? 10 : 0);
+      const int nbits = pass == 2 ? 10 : 11;
+      const uint32_t dm = (1u << nbits) - 1u;
+      for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
+      __syncthreads();
+      // Key 0 (masked out; AuxK masks ~95% of a row) has digit 0 in every pass: counted in a
+      // register and added once per warp, instead of thousands of atomics on one shared word.
+      int zeros = 0;
+      if (pass == 0 && vec) {
+        // Every entry matches the empty prefix: float4 loads, 4 keys at a time.
+        for (int64_t v = threadIdx.x; v < n / 4; v += blockDim.x) {
+          uint32_t key[4];
+          load_keys<4>(row, bias, mask, v, key);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if (key[e] == 0u)
+              ++zeros;
+            else
+              atomicAdd(&hist[key[e] >> kTopShift], 1);
+          }
+        }
+      } else {
+        for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+          const uint32_t key = key_at(row, bias, mask, j);
+          if ((key & pmask) == prefix) {
+            if (key == 0u)
+              ++zeros;
+            else
+              atomicAdd(&hist[(key >> sh) & dm], 1);
+          }
+        }
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) zeros += __shfl_xor_sync(0xffffffffu, zeros, off);
+      if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&hist[0], zeros);
+      __syncthreads();
+      if (threadIdx.x < 32) find_digit(hist, int(dm) + 1, remain, &s_digit, &s_remain, &s_count);
+      __syncthreads();
+      prefix |= uint32_t(s_digit) << sh;
+      pmask |= dm << sh;
+      remain = s_remain;
+      const int count = s_count;  // entries (matching the prefix) whose digit is >= s_digit
+      __syncthreads();            // everyone has read s_*, which the next pass may overwrite
+      // Uniform: pass and count (read from shared memory between two barriers) are the same in
+      // every thread. In the first pass every entry matches the (empty) prefix, so count is the
+      // number of keys >= prefix = t << 21 (t: the top digit of the k-th largest key), and >= k.
+      if (pass == 0 && count <= cap) {
+        n_cand = count;  // two reads: the collection below finds exactly these count keys
+        break;
       }
     }
-    int sn = 1;
-    while (sn < n_cand) sn <<= 1;  // n_cand <= cap, a power of two, so sn <= cap
-    for (int i = n_cand + threadIdx.x; i < sn; i += blockDim.x) cand[i] = 0ull;
-    if (threadIdx.x == 0) atomicAdd(&g_path_rows[0], 1ull);
-    __syncthreads();
-    bitonic_sort_desc(cand, sn);  // n_cand >= k, so the first k are real candidates
-  } else {
-    // ---- four reads: collection: > T anywhere (order fixed by the sort), == T in index order --
-    const uint32_t T = prefix;
-    const int need_eq = remain;   // entries equal to T that make the cut (the lowest indices)
-    const int n_gt = k - remain;  // entries strictly above T (all make the cut)
-    if (threadIdx.x == 0) {
-      s_gt = 0;
-      s_eq_base = 0;
-      atomicAdd(&g_path_rows[1], 1ull);
-    }
-    __syncthreads();
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int64_t base = 0; base < n; base += blockDim.x) {
-      const int64_t j = base + threadIdx.x;
-      const bool in = j < n;
-      const uint32_t key = in ? key_at(j) : 0u;
-      const bool gt = in && key > T;
-      const bool eq = in && key == T;
-      if (gt) cand[atomicAdd(&s_gt, 1)] = pack(key, j);
-      const unsigned bal = __ballot_sync(0xffffffffu, eq);
-      if (lane == 0) warp_sums[warp] = __popc(bal);
-      __syncthreads();
-      int wbase = s_eq_base;
-      for (int w = 0; w < warp; ++w) wbase += warp_sums[w];
-      if (eq) {
-        const int r = wbase + __popc(bal & ((1u << lane) - 1u));
-        if (r < need_eq) cand[n_gt + r] = pack(key, j);
+
+    if (n_cand >= 0) {
+      // ---- two reads: every entry with key >= prefix (the top-digit bin and above) -----------
+      if (prefix > 0) {
+        collect(prefix);
+      } else {
+        // The threshold digit is 0 (possible only when n <= cap, e.g. fewer than k unmasked
+        // entries): every entry is a candidate, masked-out ones (key 0) included. collect_ge
+        // needs tau > 0, as it pads the tail of its last round with key 0.
+        for (int64_t j = threadIdx.x; j < n; j += blockDim.x) cand[j] = pack(key_at(row, bias, mask, j), j);
       }
-      __syncthreads();
-      // Thread 0 decides for the block: s_gt is final for this round here (its atomics happened
-      // before the barrier above), whereas reading it after the next barrier would race with the
-      // next round's atomicAdds of threads that already went on (a non-uniform break, a deadlock).
+      if (threadIdx.x == 0) atomicAdd(&g_path_rows[0], 1ull);
+    } else {
+      // ---- four reads: collection: > T anywhere (order fixed by the sort), == T in index order
+      const uint32_t T = prefix;
+      const int need_eq = remain;   // entries equal to T that make the cut (the lowest indices)
+      const int n_gt = k - remain;  // entries strictly above T (all make the cut)
       if (threadIdx.x == 0) {
-        int tot = 0;
-        for (int w = 0; w < kWarps; ++w) tot += warp_sums[w];
-        s_eq_base += tot;
-        s_done = (s_eq_base >= need_eq && s_gt >= n_gt) ? 1 : 0;
+        s_gt = 0;
+        s_eq_base = 0;
+        atomicAdd(&g_path_rows[1], 1ull);
       }
       __syncthreads();
-      if (s_done) break;  // uniform: all winners found
+      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+      for (int64_t base = 0; base < n; base += blockDim.x) {
+        const int64_t j = base + threadIdx.x;
+        const bool in = j < n;
+        const uint32_t key = in ? key_at(row, bias, mask, j) : 0u;
+        const bool gt = in && key > T;
+        const bool eq = in && key == T;
+        if (gt) cand[atomicAdd(&s_gt, 1)] = pack(key, j);
+        const unsigned bal = __ballot_sync(0xffffffffu, eq);
+        if (lane == 0) warp_sums[warp] = __popc(bal);
+        __syncthreads();
+        int wbase = s_eq_base;
+        for (int w = 0; w < warp; ++w) wbase += warp_sums[w];
+        if (eq) {
+          const int r = wbase + __popc(bal & ((1u << lane) - 1u));
+          if (r < need_eq) cand[n_gt + r] = pack(key, j);
+        }
+        __syncthreads();
+        // Thread 0 decides for the block: s_gt is final for this round here (its atomics happened
+        // before the barrier above), whereas reading it after the next barrier would race with the
+        // next round's atomicAdds of threads that already went on (a non-uniform break, a deadlock).
+        if (threadIdx.x == 0) {
+          int tot = 0;
+          for (int w = 0; w < kWarps; ++w) tot += warp_sums[w];
+          s_eq_base += tot;
+          s_done = (s_eq_base >= need_eq && s_gt >= n_gt) ? 1 : 0;
+        }
+        __syncthreads();
+        if (s_done) break;  // uniform: all winners found
+      }
+      n_cand = k;  // exactly the k winners, in cand[0, k)
     }
-    // Bitonic sort of the k winners (padded with 0, which sorts last), descending.
-    for (int i = k + threadIdx.x; i < sort_n; i += blockDim.x) cand[i] = 0ull;
-    __syncthreads();
-    bitonic_sort_desc(cand, sort_n);
   }
+
+  // ---- sort the candidates (padded with 0, which sorts last) descending; the first k win ------
+  int sn = 1;
+  while (sn < n_cand) sn <<= 1;  // n_cand <= cap, a power of two, so sn <= cap
+  for (int i = n_cand + threadIdx.x; i < sn; i += blockDim.x) cand[i] = 0ull;
+  __syncthreads();
+  bitonic_sort_desc(cand, sn);  // n_cand >= k, so the first k are real candidates
 
   for (int i = threadIdx.x; i < k; i += blockDim.x) {
     const int64_t j = int64_t(0xFFFFFFFFu - uint32_t(cand[i] & 0xFFFFFFFFull));
@@ -252,7 +452,7 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
   if (B == 0) return;
   int sort_n = 32;
   while (sort_n < k) sort_n <<= 1;
-  // Candidate capacity: a power of two >= sort_n (the four-read path sorts sort_n entries there).
+  // Candidate capacity: a power of two >= sort_n (the four-read path sorts its k winners there).
   // 32 KiB for k <= 4096, 64 KiB = kMaxTopK * 8 above.
   const int cap = sort_n > kMinCandCap ? sort_n : kMinCandCap;
   const size_t smem = size_t(cap) * sizeof(unsigned long long);
@@ -273,22 +473,27 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
     }
   }
   topk_kernel<<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k),
-                                                                     sort_n, cap, opt.relu ? 1 : 0, idx, val);
+                                                                     cap, opt.relu ? 1 : 0, idx, val);
   CUDA_CHECK_LAUNCH();
 }
 
 namespace detail {
-// Test hook (declared by tests/test_cuda_topk.cpp, not public): the rows that took the two-read
-// and the four-read path on the current device since the last call, then resets both counts.
-// Synchronises the device.
-void topk_path_rows(int64_t* two_reads, int64_t* four_reads) {
-  unsigned long long c[2] = {0, 0};
+// Test hook (declared by tests/test_cuda_topk.cpp, not public): on the current device since the
+// last call, the rows that took the two-read, four-read and one-read path, the rows whose one-read
+// pass ran and missed (then counted as two- or four-read too), and the collection passes that used
+// float4 loads. Resets all counts; synchronises the device.
+void topk_path_rows(int64_t* two_reads, int64_t* four_reads, int64_t* one_read, int64_t* one_read_missed,
+                    int64_t* vec_passes) {
+  unsigned long long c[kPathCounters] = {};
   CUDA_CHECK(cudaDeviceSynchronize());
   CUDA_CHECK(cudaMemcpyFromSymbol(c, g_path_rows, sizeof(c)));
-  const unsigned long long zero[2] = {0, 0};
+  const unsigned long long zero[kPathCounters] = {};
   CUDA_CHECK(cudaMemcpyToSymbol(g_path_rows, zero, sizeof(zero)));
   *two_reads = int64_t(c[0]);
   *four_reads = int64_t(c[1]);
+  *one_read = int64_t(c[2]);
+  *one_read_missed = int64_t(c[3]);
+  *vec_passes = int64_t(c[4]);
 }
 }  // namespace detail
 

@@ -1,9 +1,11 @@
 // The CUDA top-k selection against its CPU twin: exact indices and values on tie-free data (with
 // and without the fused bias), the tie rule (equal values: lower index first; NaN as -inf;
 // -0 == +0), AuxK's mask and device-side k, and the largest shapes (d_sae 2^20, k 512).
-// The kernel has two paths (see kernels/topk_select.cu): two reads of the row when the top 11-bit
-// radix bin and above hold <= 4096 entries (8192 for k > 4096), four reads otherwise; the
-// CudaTopKPaths cases force each one, check which ran through a test hook, and compare exactly.
+// The kernel has three paths (see kernels/topk_select.cu): one read of the row when a sample's
+// threshold (rows of n >= 8192, k <= 1365) leaves between k and 4096 candidates; else two reads
+// when the top 11-bit radix bin and above hold <= 4096 entries (8192 for k > 4096), four reads
+// otherwise. The CudaTopKPaths cases force each one (and samples that miss, so a fallback runs
+// after the one-read attempt), check which ran through a test hook, and compare exactly.
 #include "test_util.h"
 
 #ifdef TOPKSAE_HAS_CUDA
@@ -86,8 +88,9 @@ TEST(CudaTopK, LargestShapes) {
 
 TEST(CudaTopK, TieRuleLowerIndexFirst) {
   SKIP_WITHOUT_GPU();
-  // n 1500: every row takes the two-read path; n 30001: rows 0, 2 and 3 (crowded ties) the
-  // four-read path.
+  // n 1500: every row takes the two-read path; n 30001: the sampled threshold misses on every
+  // row (thousands of ties in its bin), then rows 0, 2 and 3 (crowded ties) take the four-read
+  // path, row 1 the two-read one.
   const struct {
     int64_t n, k;
   } shapes[] = {{1500, 40}, {30001, 300}};
@@ -173,21 +176,24 @@ TEST(CudaTopK, MaskAndDeviceK) {
 }  // namespace topksae::test
 
 namespace topksae::cuda::detail {
-// Test hook defined in kernels/topk_select.cu (not public): rows that took the two-read / four-read
-// path on the current device since the last call; resets both. Synchronises the device.
-void topk_path_rows(int64_t* two_reads, int64_t* four_reads);
+// Test hook defined in kernels/topk_select.cu (not public): on the current device since the last
+// call, the rows that took the two-read / four-read / one-read path, the rows whose one-read pass
+// ran and missed (also counted as two- or four-read), and the collection passes that used float4
+// loads; resets all. Synchronises the device.
+void topk_path_rows(int64_t* two_reads, int64_t* four_reads, int64_t* one_read, int64_t* one_read_missed,
+                    int64_t* vec_passes);
 }  // namespace topksae::cuda::detail
 
 namespace topksae::test {
 namespace {
 
-// ---- the two paths ----------------------------------------------------------------------------
+// ---- the three paths --------------------------------------------------------------------------
 struct PathRows {
-  int64_t two = 0, four = 0;
+  int64_t two = 0, four = 0, one = 0, missed = 0, vec = 0;
 };
 PathRows take_path_rows() {
   PathRows r;
-  cuda::detail::topk_path_rows(&r.two, &r.four);
+  cuda::detail::topk_path_rows(&r.two, &r.four, &r.one, &r.missed, &r.vec);
   return r;
 }
 
@@ -278,54 +284,138 @@ std::vector<float> crowded_rows(int64_t B, int64_t n, uint64_t seed) {
   return h;
 }
 
-TEST(CudaTopKPaths, TwoReadsOnTypicalData) {
+// Expects the rows per path (the float4 count is checked by the callers that know it).
+void expect_paths(const PathRows& p, int64_t one, int64_t two, int64_t four, int64_t missed) {
+  EXPECT_EQ(p.one, one) << "one-read rows";
+  EXPECT_EQ(p.two, two) << "two-read rows";
+  EXPECT_EQ(p.four, four) << "four-read rows";
+  EXPECT_EQ(p.missed, missed) << "rows whose one-read pass missed";
+}
+
+// The entries the kernel samples (kernels/topk_select.cu: 32 runs of 128 from (c * n) / 32).
+std::vector<int64_t> sampled_entries(int64_t n) {
+  std::vector<int64_t> js;
+  for (int64_t c = 0; c < 32; ++c)
+    for (int64_t o = 0; o < 128; ++o) js.push_back(c * n / 32 + o);
+  return js;
+}
+
+TEST(CudaTopKPaths, OneReadOnTypicalData) {
   SKIP_WITHOUT_GPU();
-  // The ramps put at most ~5000 entries in the top bin and above (capacity 4096, 8192 for k 5000):
-  // the two-read path everywhere.
+  // Tie-free ramps, n >= 8192 and 3k <= 4096: the sample's threshold leaves between k and 4096
+  // candidates. n % 4 == 0 takes the float4 loads, other n the scalar ones; none is a multiple of
+  // a round (512 threads x 4 float4 or x 8 floats).
   const struct {
     int64_t B, n, k;
-  } shapes[] = {{9, 65536 + 123, 64}, {5, 3001, 100}, {3, 20001, 1152}, {4, 40001, 1}, {2, 30001, 5000}};
+  } shapes[] = {{9, 65536 + 123, 64}, {4, 65536 + 4, 64}, {3, 20000, 1152}, {4, 40001, 1}, {5, 12344, 300}};
+  for (auto s : shapes) {
+    SCOPED_TRACE(::testing::Message() << "B=" << s.B << " n=" << s.n << " k=" << s.k);
+    TopKCase c;
+    c.B = s.B, c.n = s.n, c.kcap = s.k;
+    c.h = tie_free_rows(s.B, s.n, 500 + uint64_t(s.n));
+    const PathRows p = expect_case_matches_cpu(c);
+    expect_paths(p, s.B, 0, 0, 0);
+    EXPECT_EQ(p.vec, s.n % 4 == 0 ? s.B : 0);
+  }
+  // Gaussian pre-activations with the fused bias and relu, the encoder's form (scalar and float4).
+  for (const int64_t n : {int64_t(65536 + 1001), int64_t(65536 + 1000)}) {
+    SCOPED_TRACE(::testing::Message() << "gaussian n=" << n);
+    TopKCase c;
+    c.B = 6, c.n = n, c.kcap = 64, c.relu = true;
+    c.h = randn(size_t(c.B * c.n), 31);
+    c.bias = randn(size_t(c.n), 32, 0.5f);
+    const PathRows p = expect_case_matches_cpu(c);
+    expect_paths(p, c.B, 0, 0, 0);
+    EXPECT_EQ(p.vec, n % 4 == 0 ? c.B : 0);
+  }
+  // Mask, bias and a device-side k below the capacity k, scalar loads (n odd): 20% eligible.
+  TopKCase c;
+  c.B = 5, c.n = 30001, c.kcap = 128, c.k_used = 100, c.relu = true;
+  c.h = tie_free_rows(c.B, c.n, 501);
+  c.bias = randn(size_t(c.n), 502, 0.2f);
+  c.mask.resize(size_t(c.n));
+  for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(j)] = (j * 7919) % 5 == 0;
+  const PathRows p = expect_case_matches_cpu(c);
+  expect_paths(p, c.B, 0, 0, 0);
+  EXPECT_EQ(p.vec, 0);
+}
+
+TEST(CudaTopKPaths, TwoReadsWhenNotSampled) {
+  SKIP_WITHOUT_GPU();
+  // n < 8192 or 3k > 4096 skip the sample; the ramps put at most ~5000 entries in the top bin and
+  // above (capacity 4096, 8192 for k 5000): two reads. n 8188 collects with float4 loads.
+  const struct {
+    int64_t B, n, k;
+  } shapes[] = {{5, 3001, 100}, {4, 8191, 64}, {3, 8188, 200}, {2, 30001, 5000}, {11, 2049, 129}};
   for (auto s : shapes) {
     SCOPED_TRACE(::testing::Message() << "B=" << s.B << " n=" << s.n << " k=" << s.k);
     TopKCase c;
     c.B = s.B, c.n = s.n, c.kcap = s.k;
     c.h = tie_free_rows(s.B, s.n, 300 + uint64_t(s.n));
     const PathRows p = expect_case_matches_cpu(c);
-    EXPECT_EQ(p.two, s.B);
-    EXPECT_EQ(p.four, 0);
+    expect_paths(p, 0, s.B, 0, 0);
+    EXPECT_EQ(p.vec, s.n % 4 == 0 ? s.B : 0);
   }
-  // Gaussian pre-activations with the fused bias and relu, the encoder's form.
-  TopKCase c;
-  c.B = 6, c.n = 65536 + 1001, c.kcap = 64, c.relu = true;
-  c.h = randn(size_t(c.B * c.n), 31);
-  c.bias = randn(size_t(c.n), 32, 0.5f);
-  const PathRows p = expect_case_matches_cpu(c);
-  EXPECT_EQ(p.two, c.B);
-  EXPECT_EQ(p.four, 0);
 }
 
 TEST(CudaTopKPaths, FourReadsWhenTheTopBinIsCrowded) {
   SKIP_WITHOUT_GPU();
-  // Thousands of distinct values sharing the top 11 bits (> the 4096-entry capacity).
+  // Thousands of distinct values sharing the top 11 bits (> the 4096-entry capacity). n >= 8192
+  // and 3k <= 4096: the sample's threshold is that bin too, so its pass overflows (a miss) first.
   const struct {
     int64_t B, n, k;
-  } shapes[] = {{4, 20001, 64}, {3, 9001, 1152}, {2, 30001, 5000}};
+    bool sampled;
+  } shapes[] = {{4, 20001, 64, true}, {3, 9001, 1152, true}, {2, 30001, 5000, false}, {3, 6001, 64, false}};
   for (auto s : shapes) {
     SCOPED_TRACE(::testing::Message() << "B=" << s.B << " n=" << s.n << " k=" << s.k);
     TopKCase c;
     c.B = s.B, c.n = s.n, c.kcap = s.k;
     c.h = crowded_rows(s.B, s.n, 400 + uint64_t(s.n));
     const PathRows p = expect_case_matches_cpu(c);
-    EXPECT_EQ(p.two, 0);
-    EXPECT_EQ(p.four, s.B);
+    expect_paths(p, 0, 0, s.B, s.sampled ? s.B : 0);
   }
 }
 
-TEST(CudaTopKPaths, ExactTiesAtTheThresholdOnBothPaths) {
+TEST(CudaTopKPaths, SampleMissFallsBack) {
+  SKIP_WITHOUT_GPU();
+  // Too few candidates: 30 values far above the rest, all inside the sampled runs, so the sample's
+  // 16th largest (r = 64 * 4 * 4096 / 65536) sets a threshold that only those 30 pass (< k = 64).
+  // The radix passes then take the ramp's top bin too: two reads. float4 loads, fused bias.
+  {
+    TopKCase c;
+    c.B = 3, c.n = 65536, c.kcap = 64;
+    c.h = tie_free_rows(c.B, c.n, 601);  // values within +-32.8
+    c.bias = randn(size_t(c.n), 602, 0.1f);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t r = 0; r < 30; ++r) c.h[size_t(b * c.n + r * c.n / 32 + 5 + b)] = 1000.f + float(r);
+    const PathRows p = expect_case_matches_cpu(c);
+    expect_paths(p, 0, c.B, 0, c.B);
+    EXPECT_EQ(p.vec, 2 * c.B);  // the missed pass and the two-read collection
+  }
+  // Too many: every sampled entry holds a distinct value just above 1 and the rest of the row is a
+  // ramp over +-32.8, so the threshold (the bin of 1.0) passes half the row (> 4096); the ramp's
+  // top bin alone holds the cut: two reads. Scalar loads (n odd), mask, device-side k, relu.
+  {
+    TopKCase c;
+    c.B = 3, c.n = 65536 + 123, c.kcap = 100, c.k_used = 64, c.relu = true;
+    c.h = tie_free_rows(c.B, c.n, 603);  // multiples of 1e-3: none in (1, 1.0005)
+    const std::vector<int64_t> js = sampled_entries(c.n);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (size_t i = 0; i < js.size(); ++i) c.h[size_t(b * c.n + js[i])] = 1.f + float(i + 1) * 0x1p-23f;
+    c.mask.resize(size_t(c.n));
+    for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(j)] = j % 10 != 7;
+    const PathRows p = expect_case_matches_cpu(c);
+    expect_paths(p, 0, c.B, 0, c.B);
+    EXPECT_EQ(p.vec, 0);
+  }
+}
+
+TEST(CudaTopKPaths, ExactTiesAtTheThresholdOnEveryPath) {
   SKIP_WITHOUT_GPU();
   // Values from a set of 8, so the cut falls inside a run of thousands of equal values: the
   // winners among them are the lowest indices. n 3001 fits the capacity (two reads); at n 60001
-  // each value has ~7500 copies, more than the capacity (four reads).
+  // each value has ~7500 copies, more than the capacity: the sampled threshold overflows, then
+  // four reads.
   for (const int64_t n : {int64_t(3001), int64_t(60001)}) {
     for (const int64_t k : {int64_t(100), int64_t(1000)}) {
       SCOPED_TRACE(::testing::Message() << "n=" << n << " k=" << k);
@@ -335,12 +425,14 @@ TEST(CudaTopKPaths, ExactTiesAtTheThresholdOnBothPaths) {
       std::mt19937_64 rng(uint64_t(n * 7 + k));
       for (float& v : c.h) v = float(int(rng() % 8)) * 0.125f + 0.5f;
       const PathRows p = expect_case_matches_cpu(c);
-      EXPECT_EQ(p.two, n <= 4096 ? c.B : 0);
-      EXPECT_EQ(p.four, n <= 4096 ? 0 : c.B);
+      if (n <= 4096)
+        expect_paths(p, 0, c.B, 0, 0);
+      else
+        expect_paths(p, 0, 0, c.B, c.B);
     }
   }
-  // A long row whose top bin holds ~2000 copies of 5.0 under 32 distinct larger values: two
-  // reads, and the 68 lowest-index 5.0s make the cut.
+  // A long row whose top bin holds ~2000 copies of 5.0 under 32 distinct larger values: the
+  // sample's threshold is the bin of 5.0, so one read, and the 68 lowest-index 5.0s make the cut.
   TopKCase c;
   c.B = 3, c.n = 50001, c.kcap = 100;
   c.h = tie_free_rows(c.B, c.n, 77);
@@ -353,14 +445,13 @@ TEST(CudaTopKPaths, ExactTiesAtTheThresholdOnBothPaths) {
     }
   }
   const PathRows p = expect_case_matches_cpu(c);
-  EXPECT_EQ(p.two, c.B);
-  EXPECT_EQ(p.four, 0);
+  expect_paths(p, c.B, 0, 0, 0);
 }
 
 TEST(CudaTopKPaths, AuxKMaskAndDeviceK) {
   SKIP_WITHOUT_GPU();
   // AuxK's form: k = d_in / 2 = 1152 over d_sae = 65536 with ~5% of the latents dead (eligible),
-  // relu, device-side k.
+  // relu, device-side k: one read with float4 loads (the mask as 4-byte words).
   {
     TopKCase c;
     c.B = 3, c.n = 65536, c.kcap = 1152, c.k_used = 1152, c.relu = true;
@@ -368,14 +459,14 @@ TEST(CudaTopKPaths, AuxKMaskAndDeviceK) {
     c.mask.resize(size_t(c.n));
     for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(j)] = (j * 7919) % 20 == 0;
     const PathRows p = expect_case_matches_cpu(c);
-    EXPECT_EQ(p.two, c.B);
-    EXPECT_EQ(p.four, 0);
+    expect_paths(p, c.B, 0, 0, 0);
+    EXPECT_EQ(p.vec, c.B);
     // A device k below the capacity k leaves the tail untouched.
     c.k_used = 777;
     const PathRows q = expect_case_matches_cpu(c);
-    EXPECT_EQ(q.two, c.B);
+    expect_paths(q, c.B, 0, 0, 0);
   }
-  // 20% eligible, crowded into one radix bin: > 4096 candidates, four reads.
+  // 20% eligible, crowded into one radix bin: > 4096 candidates, the sample misses, four reads.
   {
     TopKCase c;
     c.B = 2, c.n = 65536, c.kcap = 1152, c.k_used = 1152, c.relu = true;
@@ -383,11 +474,11 @@ TEST(CudaTopKPaths, AuxKMaskAndDeviceK) {
     c.mask.resize(size_t(c.n));
     for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(j)] = (j * 7919) % 5 == 0;
     const PathRows p = expect_case_matches_cpu(c);
-    EXPECT_EQ(p.two, 0);
-    EXPECT_EQ(p.four, c.B);
+    expect_paths(p, 0, 0, c.B, c.B);
   }
   // Fewer eligible latents than k: the rest of the cut is masked-out entries, lowest index first,
-  // reporting their own values. n 3001 fits the capacity (every entry is a candidate), 10001 not.
+  // reporting their own values. n 3001 fits the capacity (every entry is a candidate), 10001 not;
+  // there the sample holds fewer than r eligible keys (threshold digit 0), so no one-read pass.
   for (const int64_t n : {int64_t(3001), int64_t(10001)}) {
     SCOPED_TRACE(::testing::Message() << "n=" << n);
     TopKCase c;
@@ -397,8 +488,10 @@ TEST(CudaTopKPaths, AuxKMaskAndDeviceK) {
     c.mask.resize(size_t(n));
     for (int64_t j = 0; j < n; ++j) c.mask[size_t(j)] = (j * 31) % 30 == 1;  // n / 30 < 500 eligible
     const PathRows p = expect_case_matches_cpu(c);
-    EXPECT_EQ(p.two, n <= 4096 ? c.B : 0);
-    EXPECT_EQ(p.four, n <= 4096 ? 0 : c.B);
+    if (n <= 4096)
+      expect_paths(p, 0, c.B, 0, 0);
+    else
+      expect_paths(p, 0, 0, c.B, 0);
   }
 }
 

@@ -142,9 +142,10 @@ struct TopKOptions {
 };
 // Per row of h [B, n] (n <= 2^31-1, k <= 8192): the k largest RAW values (+bias), sorted
 // descending, ties to the lower index; NaN ranks as -inf. idx/val [B, k]. A radix selection per
-// row, never a full sort of it: two reads of the row when its top 11-bit radix bin and above hold
-// <= 4096 entries (a sort of those candidates), else four (three histogram passes, then a sort
-// of the k winners).
+// row, never a full sort of it: one read of the row (after a 4096-entry sample) when a threshold
+// from the sample leaves between k and 4096 candidates (n >= 8192, k <= 1365); else two reads when
+// its top 11-bit radix bin and above hold <= 4096 entries (a sort of those candidates), else four
+// (three histogram passes, then a sort of the k winners).
 void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, float* val,
                  const TopKOptions& opt = {});
 constexpr int64_t kMaxTopK = 8192;
