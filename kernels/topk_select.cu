@@ -17,6 +17,10 @@
 //  - Four reads (crowded top bin, c > cap, e.g. thousands of near-equal values): the two remaining
 //    radix passes (11 + 10 bits) pin the k-th key T exactly, an ordered collection pass takes every
 //    key > T and the lowest-index keys == T: the k winners.
+// Unsorted (TopKOptions::sorted = false, AuxK's dense path, whose consumers need only the set):
+// the three radix passes pin T, then one ordered pass writes every key > T and the lowest-index
+// keys == T straight to the output in index order: no candidates and no sort (a bitonic sort of
+// 2048..4096 candidates per row was most of AuxK's top-k time on an H200).
 // All paths yield the first k entries of the same total order (value descending, then index
 // ascending; masked-out entries below every value), so they agree exactly with each other and
 // with the CPU twin. Shared memory: cap = max(4096, sort_n) uint64 candidates (sort_n: the power
@@ -235,11 +239,11 @@ __device__ void bitonic_sort_desc(unsigned long long* a, int sn) {
 __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ h, const float* __restrict__ bias,
                                                         const uint8_t* __restrict__ mask,
                                                         const int32_t* __restrict__ k_dev, int64_t n, int k_cap,
-                                                        int cap, int relu, int32_t* __restrict__ out_idx,
+                                                        int cap, int relu, int sorted, int32_t* __restrict__ out_idx,
                                                         float* __restrict__ out_val) {
   extern __shared__ unsigned long long cand[];  // [cap], cap a power of two >= sort_n
   __shared__ int hist[kBins];
-  __shared__ int warp_sums[kWarps];
+  __shared__ int warp_sums[kWarps], warp_gt[kWarps];
   __shared__ int s_digit, s_remain, s_count, s_fill, s_gt, s_eq_base, s_done;
 
   const int64_t b = blockIdx.x;
@@ -271,7 +275,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
   int n_cand = -1;  // >= 0: cand[0, n_cand) holds the top k (and maybe more): sort it
 
   // ---- one read: a threshold from a sample, then one collection pass --------------------------
-  if (n >= kSampleMinN && 3 * k <= cap) {
+  if (sorted && n >= kSampleMinN && 3 * k <= cap) {
     for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
     __syncthreads();
     uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
@@ -364,10 +368,64 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
       // Uniform: pass and count (read from shared memory between two barriers) are the same in
       // every thread. In the first pass every entry matches the (empty) prefix, so count is the
       // number of keys >= prefix = t << 21 (t: the top digit of the k-th largest key), and >= k.
-      if (pass == 0 && count <= cap) {
+      if (sorted && pass == 0 && count <= cap) {
         n_cand = count;  // two reads: the collection below finds exactly these count keys
         break;
       }
+    }
+
+    if (!sorted) {
+      // ---- unsorted (four reads, counted as such): the k winners in index order, written
+      // directly: every key > T and the need_eq lowest-index keys == T. A winner's slot is the
+      // number of winners before it: the > T ones before it, plus min(== T ones before it,
+      // need_eq). Block-wide counts per round from ballots; no candidates, no sort.
+      const uint32_t T = prefix;
+      const int need_eq = remain;
+      if (threadIdx.x == 0) {
+        s_gt = 0;
+        s_eq_base = 0;
+        atomicAdd(&g_path_rows[1], 1ull);
+      }
+      __syncthreads();
+      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+      const unsigned below = (1u << lane) - 1u;
+      for (int64_t base = 0; base < n; base += blockDim.x) {
+        const int64_t j = base + threadIdx.x;
+        const bool in = j < n;
+        const uint32_t key = in ? key_at(row, bias, mask, j) : 0u;
+        const bool gt = in && key > T;
+        const bool eq = in && key == T;
+        const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
+        if (lane == 0) {
+          warp_gt[warp] = __popc(bgt);
+          warp_sums[warp] = __popc(beq);
+        }
+        __syncthreads();
+        int gt_before = s_gt + __popc(bgt & below), eq_before = s_eq_base + __popc(beq & below);
+        for (int w = 0; w < warp; ++w) {
+          gt_before += warp_gt[w];
+          eq_before += warp_sums[w];
+        }
+        if (gt || (eq && eq_before < need_eq)) {
+          const int slot = gt_before + min(eq_before, need_eq);
+          float v = row[j];
+          if (bias != nullptr) v += bias[j];
+          if (relu) v = (v < 0.f) ? 0.f : v;
+          out_idx[b * k_cap + slot] = int32_t(j);
+          out_val[b * k_cap + slot] = v;
+        }
+        __syncthreads();  // every thread has read s_gt, s_eq_base and the warp counts
+        if (threadIdx.x == 0) {
+          for (int w = 0; w < kWarps; ++w) {
+            s_gt += warp_gt[w];
+            s_eq_base += warp_sums[w];
+          }
+          s_done = s_gt + min(s_eq_base, need_eq) >= k ? 1 : 0;
+        }
+        __syncthreads();
+        if (s_done) break;  // uniform: all k winners written
+      }
+      return;  // uniform: sorted is a kernel argument
     }
 
     if (n_cand >= 0) {
@@ -473,7 +531,7 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
     }
   }
   topk_kernel<<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k),
-                                                                     cap, opt.relu ? 1 : 0, idx, val);
+                                                                     cap, opt.relu ? 1 : 0, opt.sorted ? 1 : 0, idx, val);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1075,6 +1075,7 @@ struct TrainStep::Impl {
       // T over the compacted columns: positions r in [0, ndc) in idxT, values in hT ([B, kc]).
       TopKOptions oc;
       oc.k_dev = &M->k_aux;
+      oc.sorted = false;  // scatter_aux_kernel and mask_aux_grad_kernel need only the set
       topk_select(ctx, Zd, B, ndc, kc, as<int32_t>(idxT), as<float>(hT), oc);
       CUDA_CHECK(cudaMemsetAsync(Zd, 0, size_t(B * ndc) * 4, s));
       scatter_aux_kernel<<<detail::grid_for(B * kc, kThreads), kThreads, 0, s>>>(as<int32_t>(idxT), as<float>(hT), B,

@@ -204,6 +204,7 @@ struct TopKCase {
   std::vector<float> bias;         // [n] or empty
   std::vector<uint8_t> mask;       // [n] or empty
   bool relu = false;
+  bool sorted = true;              // false: the same set expected, in ascending index order
 };
 
 // Runs the CUDA twin on c and compares with the CPU twin: masked-out entries rank below every
@@ -224,6 +225,8 @@ PathRows expect_case_matches_cpu(const TopKCase& c) {
   std::vector<int32_t> ci(size_t(B * k));
   std::vector<float> cv(size_t(B * k));
   if (k > 0) cpu::topk_select(hm.data(), B, n, k, ci.data(), cv.data());
+  if (!c.sorted)  // the unsorted kernel writes the same winners in index order
+    for (int64_t b = 0; b < B; ++b) std::sort(ci.begin() + b * k, ci.begin() + (b + 1) * k);
 
   cuda::Context ctx;
   take_path_rows();  // reset
@@ -238,6 +241,7 @@ PathRows expect_case_matches_cpu(const TopKCase& c) {
   opt.mask = c.mask.empty() ? nullptr : dm.p();
   opt.k_dev = c.k_used >= 0 ? dk.p() : nullptr;
   opt.relu = c.relu;
+  opt.sorted = c.sorted;
   cuda::topk_select(ctx, dh.p(), B, n, kcap, gi.p(), gv.p(), opt);
   ctx.synchronize();
   const PathRows paths = take_path_rows();
@@ -492,6 +496,46 @@ TEST(CudaTopKPaths, AuxKMaskAndDeviceK) {
       expect_paths(p, 0, c.B, 0, 0);
     else
       expect_paths(p, 0, 0, c.B, 0);
+  }
+}
+
+// TopKOptions::sorted = false (AuxK's dense path): the same winners as the CPU twin's top k, in
+// ascending index order, from three radix passes and one ordered pass (counted as four reads),
+// never a sort; on tie-free rows, on rows full of ties at the threshold (lowest indices win),
+// with fewer eligible entries than k (masked ones fill the cut), and on a crowded radix bin.
+TEST(CudaTopKPaths, UnsortedGivesTheSetInIndexOrder) {
+  SKIP_WITHOUT_GPU();
+  {  // AuxK's compacted form: [B, n_dead] with a device k below the capacity, odd n
+    TopKCase c;
+    c.B = 5, c.n = 3299, c.kcap = 1200, c.k_used = 1152, c.sorted = false;
+    c.h = tie_free_rows(c.B, c.n, 95);
+    expect_paths(expect_case_matches_cpu(c), 0, 0, c.B, 0);
+  }
+  {  // ties: 40 distinct values over 3296 entries, plus a bias that keeps them tied per latent
+    TopKCase c;
+    c.B = 4, c.n = 3296, c.kcap = 1000, c.sorted = false;
+    std::mt19937_64 rng(96);
+    c.h.resize(size_t(c.B * c.n));
+    for (float& v : c.h) v = float(int(rng() % 40)) * 0.25f - 3.f;
+    c.bias.assign(size_t(c.n), 0.5f);
+    expect_paths(expect_case_matches_cpu(c), 0, 0, c.B, 0);
+  }
+  {  // fewer eligible entries than k: masked ones (lowest index first) complete the cut
+    TopKCase c;
+    c.B = 3, c.n = 3001, c.kcap = 600, c.k_used = 500, c.sorted = false;
+    c.h = tie_free_rows(c.B, c.n, 97);
+    c.mask.resize(size_t(c.n));
+    for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(j)] = (j * 31) % 30 == 1;
+    expect_paths(expect_case_matches_cpu(c), 0, 0, c.B, 0);
+  }
+  {  // a long row (no one-read attempt when unsorted), relu, and a crowded bin
+    TopKCase c;
+    c.B = 2, c.n = 65541, c.kcap = 64, c.relu = true, c.sorted = false;
+    c.h = tie_free_rows(c.B, c.n, 98);
+    expect_paths(expect_case_matches_cpu(c), 0, 0, c.B, 0);
+    c.n = 20011, c.kcap = 1152;
+    c.h = crowded_rows(c.B, c.n, 99);
+    expect_paths(expect_case_matches_cpu(c), 0, 0, c.B, 0);
   }
 }
 

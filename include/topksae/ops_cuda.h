@@ -139,6 +139,9 @@ struct TopKOptions {
   const int32_t* k_dev = nullptr;  // device scalar: the k to use (<= k); rows past it are untouched.
                                    // 0 selects nothing. Lets AuxK's k stay on the device.
   bool relu = false;               // write relu(value) instead of the raw value
+  bool sorted = true;              // false: the same k winners in ascending index order, without
+                                   // the candidates' sort (for consumers of the set: AuxK's dense
+                                   // path); three radix passes + one ordered pass over the row
 };
 // Per row of h [B, n] (n <= 2^31-1, k <= 8192): the k largest RAW values (+bias), sorted
 // descending, ties to the lower index; NaN ranks as -inf. idx/val [B, k]. A radix selection per
