@@ -532,7 +532,7 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
         const int64_t c = c0 + lane + 32 * t;
         if (c < d) {
           const float v = extra != nullptr ? acc[t] + extra[c] : acc[t];
-          dW_dec[j * d + c] = v;
+          __stcs(&dW_dec[j * d + c], v);  // evict-first: keeps g / ga (read per entry) in L2
           sq += v * v;
         }
       }
@@ -628,7 +628,7 @@ __global__ void __launch_bounds__(256) grad_enc_kernel(const int32_t* __restrict
       const int64_t j = j0 + tx;
       if (i < d && j < n) {
         const float v = tile[tx][rr];
-        dW_enc[i * n + j] = v;
+        __stcs(&dW_enc[i * n + j], v);  // evict-first: keeps u (read per entry) in L2
         sq += v * v;
       }
     }
@@ -867,7 +867,12 @@ struct TrainStep::Impl {
                     ", d_sae=", n);
       slab_tpt = slab_threads_arg;
     } else if (slab_threads_arg == 0 && vec_ok) {
-      slab_tpt = gather_threads_per_token(ctx, std::min(n, Bmax * k));
+      // The widest slab whose rows fit in a quarter of L2, 16..128 threads: on the H200 (bench/
+      // results/H200-2026-11-27-run3.md) 16 threads took 0.397 ms at 2304x65536 against 0.435 ms
+      // for 32, whereas the decode prefers 32 (gather_threads_per_token).
+      const int64_t rows = std::min(n, Bmax * k), budget = int64_t(ctx.l2_bytes()) / 4;
+      slab_tpt = 128;
+      while (slab_tpt > 16 && rows * int64_t(slab_tpt) * 16 > budget) slab_tpt /= 2;
     }
     slabs = slab_tpt > 0 ? (d + 4 * slab_tpt - 1) / (4 * slab_tpt) : 0;
 

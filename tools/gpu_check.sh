@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The ONE script a session with a lent GPU runs, in one device call (budget ~9 min on an H100/H200):
 #   configure (-DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON), build the test and bench binaries
-#   -j16, run the GPU tests (the gtest cases named Cuda*), run the three benches at the PERF.md
-#   shapes and the PyTorch peers (torch_peers.py) in the same call, then (with the time left)
-#   compute-sanitizer memcheck over a few small GPU tests; write everything into $OUT, print a
-#   short table LAST.
+#   and the topksae command -j16, run the GPU tests (the gtest cases named Cuda*), run the three
+#   benches at the PERF.md shapes and the PyTorch peers (torch_peers.py) in the same call, the
+#   command's --device cuda paths (tests/cli/device_test.py and a short synthetic training run),
+#   Nsight Compute's per-kernel times of one training step (profile.txt), then (with the time
+#   left) compute-sanitizer memcheck over a few small GPU tests; write everything into $OUT, print
+#   a short table LAST.
 #
 # Before the device call (on the session's machine, from the repository root): the device tool
 # copies only the repository, so `bash tools/gpu_prep.sh` first puts the peers script in
@@ -77,15 +79,26 @@ git log -1 --oneline 2>/dev/null | tee "$OUT/commit.txt"
 
 # Reserves: what the later stages need at least (tests 60, benches 3 x 40, peers 60, table 10).
 built=0
+# The topksae command too (CLI11 from the image or from .deps/usr), for its --device cuda runs
+# below; if that configuration fails, once more without the command.
+tools=1
 run_stage configure 120 300 "$OUT/configure.log" \
   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON \
-    -DTOPKSAE_BUILD_TOOLS=OFF
+    -DTOPKSAE_BUILD_TOOLS=ON -DCMAKE_PREFIX_PATH="$PWD/.deps/usr"
+if [ "$stage_rc" -ne 0 ]; then
+  tail -5 "$OUT/configure.log"
+  tools=0
+  run_stage "configure without the command" 120 300 "$OUT/configure2.log" \
+    cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTOPKSAE_CUDA=ON \
+      -DTOPKSAE_BUILD_TOOLS=OFF
+fi
 if [ "$stage_rc" -ne 0 ]; then
   tail -30 "$OUT/configure.log"; echo "CONFIGURE FAILED"
 else
-  # Only the binaries this script runs (not the CLI, examples or consumers).
-  run_stage build 300 250 "$OUT/build.log" \
-    cmake --build build-gpu -j16 --target topksae_tests bench_decode bench_encode bench_train_step
+  # Only the binaries this script runs (not the examples or consumers).
+  targets=(topksae_tests bench_decode bench_encode bench_train_step)
+  [ "$tools" = 1 ] && targets+=(topksae_cli)
+  run_stage build 300 250 "$OUT/build.log" cmake --build build-gpu -j16 --target "${targets[@]}"
   if [ "$stage_rc" -ne 0 ]; then
     grep -E "error|Error" "$OUT/build.log" | head -40; echo "BUILD FAILED"
   else
@@ -118,6 +131,21 @@ if [ -n "$peers" ]; then
   tail -3 "$OUT/torch_peers.log"
 else
   status+=("torch_peers: NOT RUN (script not found: copy ../shared/peers/torch_peers.py to shared/peers/ first)")
+fi
+
+# The topksae command with --device cuda: encode / decode / eval against --device cpu
+# (tests/cli/device_test.py, the ctest cli_device), then a short synthetic training run on the GPU.
+if [ "$built" = 1 ] && [ "$tools" = 1 ]; then
+  run_stage "cli --device cuda (device_test.py)" 90 60 "$OUT/cli_device.log" \
+    python3 tests/cli/device_test.py ./build-gpu/tools/topksae
+  tail -3 "$OUT/cli_device.log"
+  run_stage "cli train --device cuda" 60 50 "$OUT/cli_train.log" \
+    ./build-gpu/tools/topksae train --synthetic --device cuda --precision tf32 --d-in 256 --d-sae 4096 --k 32 \
+      --training-tokens 1000000 --out "$OUT/cli_train_run" --overwrite
+  tail -4 "$OUT/cli_train.log"
+  rm -rf "$OUT/cli_train_run"
+else
+  status+=("cli --device cuda: NOT RUN (the topksae command was not built)")
 fi
 
 # Where one step's time goes: Nsight Compute times each kernel of ONE training step at the large

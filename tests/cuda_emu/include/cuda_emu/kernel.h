@@ -166,6 +166,11 @@ template <typename T>
 T __ldg(const T* p) {
   return *p;
 }
+// Streaming (evict-first) store: a cache hint on the GPU, a plain store here.
+template <typename T>
+void __stcs(T* p, T v) {
+  *p = v;
+}
 
 // ---- atomics: exactly CUDA's overloads (one OS thread runs the grid, so plain RMWs) --------------
 #define CUDA_EMU_ATOMIC(name, T, expr) \
