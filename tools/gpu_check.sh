@@ -50,6 +50,7 @@ stage_rc=0
 run_stage() {
   local name=$1 cap=$2 reserve=$3 log=$4
   shift 4
+  reserve=$((reserve * budget / 540))  # the reserves below are sized for the default budget
   local left=$((budget - ($(date +%s) - t0) - reserve))
   local lim=$cap
   [ "$left" -lt "$lim" ] && lim=$left
