@@ -24,9 +24,11 @@
 // All paths yield the first k entries of the same total order (value descending, then index
 // ascending; masked-out entries below every value), so they agree exactly with each other and
 // with the CPU twin. Shared memory: cap = max(4096, sort_n) uint64 candidates (sort_n: the power
-// of two >= k), i.e. 32 KiB for k <= 4096 and 64 KiB above, plus the 8 KiB histogram. Registers:
-// 40 per thread (ptxas, sm_90; the collection's 16 keys in flight), so 3 blocks of 512 threads per
-// SM (4 at the former 32, which spills here).
+// of two >= k), i.e. 32 KiB for k <= 4096 and 64 KiB above, plus the 8 KiB histogram. Registers
+// (ptxas, sm_90): 40 per thread for the sorted kernel (the collection's 16 keys in flight), so 3
+// blocks of 512 threads per SM (4 at 32, which spills), and 33 for the unsorted one: two template
+// instances, since one kernel with both (runs 3 and 5 on the H200 measured that) needed 53, i.e. 2
+// blocks per SM. The split is not yet timed on a GPU.
 #include <atomic>
 #include <cstdint>
 
@@ -236,10 +238,13 @@ __device__ void bitonic_sort_desc(unsigned long long* a, int sn) {
 }
 
 // Launched with blockDim.x == kThreads (warp_sums and the sample's per-thread count assume it).
+// kSorted false: TopKOptions::sorted = false. A template, not an argument, so that the sorted
+// kernel carries none of the unsorted code: registers decide how many blocks fit an SM.
+template <bool kSorted>
 __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ h, const float* __restrict__ bias,
                                                         const uint8_t* __restrict__ mask,
                                                         const int32_t* __restrict__ k_dev, int64_t n, int k_cap,
-                                                        int cap, int relu, int sorted, int32_t* __restrict__ out_idx,
+                                                        int cap, int relu, int32_t* __restrict__ out_idx,
                                                         float* __restrict__ out_val) {
   extern __shared__ unsigned long long cand[];  // [cap], cap a power of two >= sort_n
   __shared__ int hist[kBins];
@@ -269,13 +274,63 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
     return count;
   };
 
+  // The unsorted kernel's output once the radix passes have pinned the k-th key T: every key > T
+  // and the need_eq lowest-index keys == T, written in index order. A winner's slot is the number
+  // of winners before it: the > T ones before it plus min(the == T ones before it, need_eq), from
+  // per-warp ballot counts and the running totals of earlier rounds. Called by the whole block.
+  auto ordered_winners = [&](uint32_t T, int need_eq) {
+    if (threadIdx.x == 0) {
+      s_gt = 0;
+      s_eq_base = 0;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned below = (1u << lane) - 1u;
+    for (int64_t base = 0; base < n; base += blockDim.x) {
+      const int64_t j = base + threadIdx.x;
+      const bool in = j < n;
+      const uint32_t key = in ? key_at(row, bias, mask, j) : 0u;
+      const bool gt = in && key > T;
+      const bool eq = in && key == T;
+      const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
+      if (lane == 0) {
+        warp_gt[warp] = __popc(bgt);
+        warp_sums[warp] = __popc(beq);
+      }
+      __syncthreads();
+      int gt_before = s_gt + __popc(bgt & below), eq_before = s_eq_base + __popc(beq & below);
+      for (int w = 0; w < warp; ++w) {
+        gt_before += warp_gt[w];
+        eq_before += warp_sums[w];
+      }
+      if (gt || (eq && eq_before < need_eq)) {
+        const int slot = gt_before + min(eq_before, need_eq);
+        float v = row[j];
+        if (bias != nullptr) v += bias[j];
+        if (relu) v = (v < 0.f) ? 0.f : v;
+        out_idx[b * k_cap + slot] = int32_t(j);
+        out_val[b * k_cap + slot] = v;
+      }
+      __syncthreads();  // every thread has read s_gt, s_eq_base and the warp counts
+      if (threadIdx.x == 0) {
+        for (int w = 0; w < kWarps; ++w) {
+          s_gt += warp_gt[w];
+          s_eq_base += warp_sums[w];
+        }
+        s_done = s_gt + min(s_eq_base, need_eq) >= k ? 1 : 0;
+      }
+      __syncthreads();
+      if (s_done) break;  // uniform: all k winners placed
+    }
+  };
+
   // Fill counter of the collection passes; first used after barriers on every path.
   if (threadIdx.x == 0) s_fill = 0;
 
   int n_cand = -1;  // >= 0: cand[0, n_cand) holds the top k (and maybe more): sort it
 
   // ---- one read: a threshold from a sample, then one collection pass --------------------------
-  if (sorted && n >= kSampleMinN && 3 * k <= cap) {
+  if (kSorted && n >= kSampleMinN && 3 * k <= cap) {
     for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
     __syncthreads();
     uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
@@ -368,64 +423,18 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
       // Uniform: pass and count (read from shared memory between two barriers) are the same in
       // every thread. In the first pass every entry matches the (empty) prefix, so count is the
       // number of keys >= prefix = t << 21 (t: the top digit of the k-th largest key), and >= k.
-      if (sorted && pass == 0 && count <= cap) {
+      if (kSorted && pass == 0 && count <= cap) {
         n_cand = count;  // two reads: the collection below finds exactly these count keys
         break;
       }
     }
 
-    if (!sorted) {
-      // ---- unsorted (four reads, counted as such): the k winners in index order, written
-      // directly: every key > T and the need_eq lowest-index keys == T. A winner's slot is the
-      // number of winners before it: the > T ones before it, plus min(== T ones before it,
-      // need_eq). Block-wide counts per round from ballots; no candidates, no sort.
-      const uint32_t T = prefix;
-      const int need_eq = remain;
-      if (threadIdx.x == 0) {
-        s_gt = 0;
-        s_eq_base = 0;
-        atomicAdd(&g_path_rows[1], 1ull);
-      }
-      __syncthreads();
-      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-      const unsigned below = (1u << lane) - 1u;
-      for (int64_t base = 0; base < n; base += blockDim.x) {
-        const int64_t j = base + threadIdx.x;
-        const bool in = j < n;
-        const uint32_t key = in ? key_at(row, bias, mask, j) : 0u;
-        const bool gt = in && key > T;
-        const bool eq = in && key == T;
-        const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
-        if (lane == 0) {
-          warp_gt[warp] = __popc(bgt);
-          warp_sums[warp] = __popc(beq);
-        }
-        __syncthreads();
-        int gt_before = s_gt + __popc(bgt & below), eq_before = s_eq_base + __popc(beq & below);
-        for (int w = 0; w < warp; ++w) {
-          gt_before += warp_gt[w];
-          eq_before += warp_sums[w];
-        }
-        if (gt || (eq && eq_before < need_eq)) {
-          const int slot = gt_before + min(eq_before, need_eq);
-          float v = row[j];
-          if (bias != nullptr) v += bias[j];
-          if (relu) v = (v < 0.f) ? 0.f : v;
-          out_idx[b * k_cap + slot] = int32_t(j);
-          out_val[b * k_cap + slot] = v;
-        }
-        __syncthreads();  // every thread has read s_gt, s_eq_base and the warp counts
-        if (threadIdx.x == 0) {
-          for (int w = 0; w < kWarps; ++w) {
-            s_gt += warp_gt[w];
-            s_eq_base += warp_sums[w];
-          }
-          s_done = s_gt + min(s_eq_base, need_eq) >= k ? 1 : 0;
-        }
-        __syncthreads();
-        if (s_done) break;  // uniform: all k winners written
-      }
-      return;  // uniform: sorted is a kernel argument
+    if constexpr (!kSorted) {
+      // ---- unsorted (four reads, counted as such): the k winners written straight to the
+      // output in index order; no candidates, no sort.
+      if (threadIdx.x == 0) atomicAdd(&g_path_rows[1], 1ull);
+      ordered_winners(prefix, remain);
+      return;
     }
 
     if (n_cand >= 0) {
@@ -440,7 +449,10 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
       }
       if (threadIdx.x == 0) atomicAdd(&g_path_rows[0], 1ull);
     } else {
-      // ---- four reads: collection: > T anywhere (order fixed by the sort), == T in index order
+      // ---- four reads: collection: > T anywhere (order fixed by the sort), == T in index order.
+      // Not ordered_winners (the unsorted kernel's pass): its extra block-wide counts take this
+      // kernel from 40 to 61 registers (ptxas, sm_90), i.e. 3 -> 2 blocks of 512 threads per SM,
+      // which the one-read path above (the common one) would pay for.
       const uint32_t T = prefix;
       const int need_eq = remain;   // entries equal to T that make the cut (the lowest indices)
       const int n_gt = k - remain;  // entries strictly above T (all make the cut)
@@ -525,13 +537,18 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
     if (dev >= kMaxDevices || !attr_set[dev].load(std::memory_order_acquire)) {
       // The largest cap: sort_n for k = kMaxTopK (kMinCandCap is smaller).
       static_assert(kMinCandCap <= kMaxTopK, "the attribute below must cover every cap");
-      CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      int(kMaxTopK * sizeof(unsigned long long))));
+      for (auto* kernel : {topk_kernel<true>, topk_kernel<false>})
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(kMaxTopK * sizeof(unsigned long long))));
       if (dev < kMaxDevices) attr_set[dev].store(true, std::memory_order_release);
     }
   }
-  topk_kernel<<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k),
-                                                                     cap, opt.relu ? 1 : 0, opt.sorted ? 1 : 0, idx, val);
+  if (opt.sorted)
+    topk_kernel<true><<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k),
+                                                                           cap, opt.relu ? 1 : 0, idx, val);
+  else
+    topk_kernel<false><<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n,
+                                                                            int(k), cap, opt.relu ? 1 : 0, idx, val);
   CUDA_CHECK_LAUNCH();
 }
 
