@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
           auto run = [&](int i) {
             if (!data_on) {
               // The first timed step of the plain variant in an NVTX range "profile_<precision>",
-              // so that Nsight Compute can time its kernels alone (tools/gpu_profile.sh).
+              // so that Nsight Compute can time its kernels alone (tools/gpu_check.sh's profile stage).
               const bool mark = i == a.warmup && std::string(var.suffix) == "_data_off";
               if (mark) nvtxRangePushA(("profile_" + pn).c_str());
               g.step(static_cast<float*>(dx[size_t(i % nsets)].data()), s.batch);

@@ -188,10 +188,7 @@ int gather_threads_per_token(const Context& ctx, int64_t rows_used) {
   // threads at 2304x65536, whose 128-column slab rows fill 56% of L2; 0.046 vs 0.050 for 64
   // threads at 768x24576), and wider slabs lost even where their rows fit in L2. So: 32 threads,
   // or 16 (64 columns, 256-byte row segments) when the slab's rows would not fit in L2 at all.
-  const int64_t budget = int64_t(ctx.l2_bytes());
-  int tpt = 32;
-  while (tpt > 16 && rows_used * int64_t(tpt) * 16 > budget) tpt /= 2;
-  return tpt;
+  return detail::widest_slab_threads(rows_used, int64_t(ctx.l2_bytes()), 32);
 }
 
 void decode_topk(Context& ctx, const DeviceSae& sae, const TopKCodes& c, float* out) {

@@ -870,9 +870,7 @@ struct TrainStep::Impl {
       // The widest slab whose rows fit in a quarter of L2, 16..128 threads: on the H200 (bench/
       // results/H200-2026-11-27-run3.md) 16 threads took 0.397 ms at 2304x65536 against 0.435 ms
       // for 32, whereas the decode prefers 32 (gather_threads_per_token).
-      const int64_t rows = std::min(n, Bmax * k), budget = int64_t(ctx.l2_bytes()) / 4;
-      slab_tpt = 128;
-      while (slab_tpt > 16 && rows * int64_t(slab_tpt) * 16 > budget) slab_tpt /= 2;
+      slab_tpt = detail::widest_slab_threads(std::min(n, Bmax * k), int64_t(ctx.l2_bytes()) / 4, 128);
     }
     slabs = slab_tpt > 0 ? (d + 4 * slab_tpt - 1) / (4 * slab_tpt) : 0;
 

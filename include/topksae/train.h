@@ -78,6 +78,9 @@ struct TrainConfig {
 
   // sae_lens: training_tokens // train_batch_size_tokens.
   int64_t total_training_steps() const { return training_tokens / batch_size; }
+  // The steps a run takes: ceil(tokens / batch), one more than total_training_steps when the batch
+  // does not divide the tokens (sae_lens trains until n_training_samples >= training_tokens).
+  int64_t steps_to_run() const { return (training_tokens + batch_size - 1) / batch_size; }
   // lr_end, or lr / 10 when unset.
   double effective_lr_end() const { return lr_end ? *lr_end : lr / 10; }
   // The SAE this config trains (dtype f32).
@@ -320,9 +323,8 @@ class Trainer {
   int64_t run(int64_t max_steps = -1);
   // The source ran dry during the last run().
   bool exhausted() const { return exhausted_; }
-  // sae_lens's fit loop runs while n_training_samples < training_tokens: ceil(training_tokens /
-  // batch_size) steps, one more than total_training_steps (which sets the LR schedule) when
-  // batch_size does not divide training_tokens.
+  // sae_lens's fit loop runs while n_training_samples < training_tokens: TrainConfig::steps_to_run
+  // steps from the start.
   bool done() const { return st_.n_training_samples >= cfg_.training_tokens; }
 
   void save_checkpoint(const std::filesystem::path& dir) const;

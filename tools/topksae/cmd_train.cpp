@@ -309,10 +309,7 @@ void run_train(TrainArgs& a) {
     have_last = true;
     log->write(m.step, m.named());
     log->flush();
-    // The steps the run takes: ceil(tokens / batch), one more than total_training_steps (which sets
-    // the LR schedule, as sae_lens) when the batch does not divide the tokens.
-    const int64_t steps_run = (cfg.training_tokens + cfg.batch_size - 1) / cfg.batch_size;
-    ProgressSample p{.step = m.step + 1, .total_steps = steps_run, .tokens = m.n_training_samples,
+    ProgressSample p{.step = m.step + 1, .total_steps = cfg.steps_to_run(), .tokens = m.n_training_samples,
                      .loss = m.overall_loss, .l0 = m.l0, .explained_variance = m.explained_variance,
                      .dead = m.dead_features, .d_sae = cfg.d_sae};
     progress.update(p);
