@@ -14,9 +14,12 @@
 // The dead count, AuxK's k and scale and the clip factor (StepControl) and the metrics
 // (DevMetrics) stay on the device; the host never waits inside a step (only, at most, for the
 // step kLag+1 back, to bound the dead count).
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "common/cuda_raii.h"
 #include "common/device_array.h"
