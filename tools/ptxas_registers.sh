@@ -24,10 +24,11 @@ for line in open(sys.argv[1]):
     if m and name:
         dm = subprocess.run(["c++filt", name], capture_output=True, text=True).stdout.strip()
         name = None
-        if dm.startswith("void cub::") or "cub::" in dm.split("(")[0]:
+        dm = dm.replace("(anonymous namespace)::", "")
+        dm = re.sub(r"^void ", "", dm.split("(")[0])  # the name, without the parameter list
+        if dm.startswith("cub::"):
             continue
-        dm = re.sub(r"^void ", "", dm.split("(")[0])
-        dm = re.sub(r"topksae::cuda::(train::|detail::)?(\(anonymous namespace\)::)?", "", dm)
+        dm = re.sub(r"^topksae::cuda::", "", dm)
         rows.append((dm, int(m.group(1))))
 for n, r in sorted(set(rows)):
     print(f"{n}\t{r}")
