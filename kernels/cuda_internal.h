@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "common/launch_shape.h"  // widest_slab_threads
 #include "cuda_check.h"
 #include "topksae/ops_cuda.h"
 
@@ -28,15 +29,6 @@ inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
   int64_t g = (n + threads - 1) / threads;
   if (g < 1) g = 1;
   return unsigned(g < cap ? g : cap);
-}
-
-// Column-slab sweeps of W_dec rows (gather decode, the train step's dz): the most threads per
-// row, from max_threads halving down to 16, whose slab of `rows` rows (threads * 4 floats each)
-// fits in budget_bytes.
-inline int widest_slab_threads(int64_t rows, int64_t budget_bytes, int max_threads) {
-  int tpt = max_threads;
-  while (tpt > 16 && rows * int64_t(tpt) * 16 > budget_bytes) tpt /= 2;
-  return tpt;
 }
 
 // Exclusive scan of int64 [n] into out [n] on the stream (CUB, temp storage in kSlotScanTmp).

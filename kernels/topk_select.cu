@@ -26,13 +26,20 @@
 // with the CPU twin. Shared memory: cap = max(4096, sort_n) uint64 candidates (sort_n: the power
 // of two >= k), i.e. 32 KiB for k <= 4096 and 64 KiB above, plus the 8 KiB histogram. Registers
 // (ptxas, sm_90): 40 per thread for the sorted kernel (the collection's 16 keys in flight), so 3
-// blocks of 512 threads per SM (4 at 32, which spills), and 33 for the unsorted one: two template
+// blocks of 512 threads per SM (4 at 32, which spills), and 32 for the unsorted one: two template
 // instances, since one kernel with both (runs 3 and 5 on the H200 measured that) needed 53, i.e. 2
-// blocks per SM. The split is not yet timed on a GPU.
+// blocks per SM. The split is not yet timed on a GPU. Each path is one device function below
+// (one_read_path, radix_select + two_read_collect, threshold_pass, sort_and_write); the test-only
+// path counters (topk_select_testing.h) exist only in two more instances (kCount), which
+// topk_select launches only while a test has switched counting on.
+// Over 600 lines: one kernel's paths and the row-level helpers they share (keys, loads, the
+// collection pass, the digit search, the sort) read best together.
 #include <atomic>
 #include <cstdint>
 
+#include "common/reduce.cuh"
 #include "cuda_internal.h"
+#include "topk_select_testing.h"
 
 namespace topksae::cuda {
 
@@ -66,11 +73,14 @@ constexpr int kTargetPerK = 4;
 constexpr int kIlpVec = 4;
 constexpr int kIlpScalar = 8;
 
-// Per device, summed over launches: rows that took [0] two reads, [1] four reads, [2] one read;
-// [3] rows whose one-read pass ran but missed (they also count in [0] or [1]); [4] collection
-// passes (one- or two-read) that used float4 loads. A test hook (topk_path_rows below).
-constexpr int kPathCounters = 5;
+// The test-only path counters (topk_select_testing.h), per device, summed over the launches of
+// the counting kernel instances: rows that took two reads, four reads, one read; rows whose
+// one-read pass ran but missed (they also count as two or four reads); collection passes (one- or
+// two-read) that used float4 loads.
+enum PathCounter : int { kPathTwoReads, kPathFourReads, kPathOneRead, kPathOneReadMissed, kPathVecPasses, kPathCounters };
 __device__ unsigned long long g_path_rows[kPathCounters];
+// Whether topk_select launches the counting instances (set_topk_path_counting; off by default).
+std::atomic<bool> g_count_paths{false};
 
 // Order-preserving map float -> uint32 (larger float, larger key). NaN ranks as -inf and -0 as +0,
 // as in the CPU twin (which compares floats). Key 0 is reserved for masked-out entries.
@@ -158,12 +168,7 @@ __device__ void collect_ge(const float* __restrict__ row, const float* __restric
       for (int e = 0; e < W; ++e) c += key[u][e] >= tau ? 1 : 0;
     }
     if (!__any_sync(0xffffffffu, c > 0)) continue;
-    int incl = c;
-#pragma unroll
-    for (int off = 1; off < 32; off *= 2) {
-      const int t = __shfl_up_sync(0xffffffffu, incl, off);
-      if (lane >= off) incl += t;
-    }
+    const int incl = detail::warp_inclusive_scan(c);
     int start = 0;
     if (lane == 31) start = atomicAdd(fill, incl);  // incl of lane 31: the warp's total
     start = __shfl_sync(0xffffffffu, start, 31);
@@ -194,12 +199,7 @@ __device__ void find_digit(const int* hist, int nb, int remain, int* s_digit, in
   const int hi = nb - lane * per;
   int s = 0;
   for (int t = hi - per; t < hi; ++t) s += hist[t];
-  int incl = s;
-#pragma unroll
-  for (int off = 1; off < 32; off *= 2) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += v;
-  }
+  const int incl = detail::warp_inclusive_scan(s);
   const int excl = incl - s;
   if (excl < remain && remain <= incl) {
     int acc = excl;
@@ -237,279 +237,319 @@ __device__ void bitonic_sort_desc(unsigned long long* a, int sn) {
   }
 }
 
+// The kernel's shared state besides the candidates (one struct, so the paths below take it whole).
+struct TopKShared {
+  int hist[kBins];
+  int warp_sums[kWarps], warp_gt[kWarps];
+  int digit, remain, count, fill, gt, eq_base, done;
+};
+
+// One row's input: the keys are order_key(row[j] + bias[j]), 0 where mask[j] == 0.
+struct RowIn {
+  const float* __restrict__ row;
+  const float* __restrict__ bias;
+  const uint8_t* __restrict__ mask;
+  int64_t n;
+  bool vec;  // float4 loads allowed (n % 4 == 0, aligned row / bias / mask)
+};
+
+// The test-only path counters (topk_select_testing.h): compiled into the kCount instances only.
+template <bool kCount>
+__device__ __forceinline__ void count_path(int which) {
+  if constexpr (kCount) atomicAdd(&g_path_rows[which], 1ull);
+}
+
+// A collection pass of every key >= tau into cand; returns how many there are (all threads,
+// after it). Called by the whole block.
+template <bool kCount>
+__device__ __forceinline__ int collect(const RowIn& r, uint32_t tau, unsigned long long* cand, int cap,
+                                       TopKShared& sm) {
+  if (r.vec)
+    collect_ge<4, kIlpVec>(r.row, r.bias, r.mask, r.n, tau, cand, cap, &sm.fill);
+  else
+    collect_ge<1, kIlpScalar>(r.row, r.bias, r.mask, r.n, tau, cand, cap, &sm.fill);
+  if (r.vec && threadIdx.x == 0) count_path<kCount>(kPathVecPasses);
+  __syncthreads();
+  const int count = sm.fill;
+  __syncthreads();  // everyone has read fill before anyone resets it
+  return count;
+}
+
+// ---- path 1, one read: a threshold from a sample, then one collection pass ---------------------
+// Returns the candidate count when cand[0, count) holds the top k (k <= count <= cap), else -1
+// (the sample missed, or it saw mostly masked keys): the radix passes run next.
+template <bool kCount>
+__device__ int one_read_path(const RowIn& r, int k, unsigned long long* cand, int cap, TopKShared& sm) {
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) sm.hist[i] = 0;
+  __syncthreads();
+  uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
+#pragma unroll
+  for (int m = 0; m < kSample / kThreads; ++m) {
+    const int i = m * kThreads + int(threadIdx.x);
+    const int64_t j = int64_t(i / kSampleChunkLen) * r.n / kSampleChunks + i % kSampleChunkLen;
+    sk[m] = key_at(r.row, r.bias, r.mask, j);
+  }
+  int zeros = 0;  // masked-out keys: one shared atomic per warp, not one each
+#pragma unroll
+  for (int m = 0; m < kSample / kThreads; ++m) {
+    if (sk[m] == 0u)
+      ++zeros;
+    else
+      atomicAdd(&sm.hist[sk[m] >> kTopShift], 1);
+  }
+  zeros = detail::warp_sum(zeros);
+  if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&sm.hist[0], zeros);
+  __syncthreads();
+  const int64_t target = min(int64_t(kTargetPerK) * k, int64_t(cap / 2));
+  const int rank = int((target * kSample + r.n - 1) / r.n);  // 1 <= rank <= kSample: 4 <= target <= n
+  if (threadIdx.x < 32) find_digit(sm.hist, kBins, rank, &sm.digit, &sm.remain, &sm.count);
+  __syncthreads();
+  const int d = sm.digit;  // uniform; digit is next written after more barriers
+  // d == 0: fewer than rank sampled keys above the lowest bin (mostly masked rows): tau would take
+  // the whole row, so go straight to the radix passes.
+  if (d == 0) return -1;
+  const int count = collect<kCount>(r, uint32_t(d) << kTopShift, cand, cap, sm);
+  if (k <= count && count <= cap) {  // uniform: count came from shared memory
+    if (threadIdx.x == 0) count_path<kCount>(kPathOneRead);
+    return count;
+  }
+  if (threadIdx.x == 0) {
+    sm.fill = 0;  // the radix passes' barriers order this before the next collection
+    count_path<kCount>(kPathOneReadMissed);
+  }
+  return -1;
+}
+
+// ---- the radix selection of the k-th key ---------------------------------------------------------
+// Up to three histogram passes (11 + 11 + 10 bits) pin the k-th largest key T (*prefix) and how
+// many keys equal to T make the cut (*remain, the lowest-index ones). With stop_at_cap (the
+// two-read path), returns after the first pass when the top-digit bin and above hold <= cap keys:
+// that count (then *prefix = the bin's lowest key); else -1.
+__device__ int radix_select(const RowIn& r, int k, int cap, bool stop_at_cap, TopKShared& sm, uint32_t* prefix_out,
+                            int* remain_out) {
+  uint32_t prefix = 0, pmask = 0;
+  int remain = k;  // rank of T among the entries still matching the prefix, counted from the top
+  int result = -1;
+#pragma unroll 1
+  for (int pass = 0; pass < 3; ++pass) {
+    const int sh = pass == 0 ? kTopShift : (pass == 1 ? 10 : 0);
+    const int nbits = pass == 2 ? 10 : 11;
+    const uint32_t dm = (1u << nbits) - 1u;
+    for (int i = threadIdx.x; i < kBins; i += blockDim.x) sm.hist[i] = 0;
+    __syncthreads();
+    // Key 0 (masked out; AuxK masks ~95% of a row) has digit 0 in every pass: counted in a
+    // register and added once per warp, instead of thousands of atomics on one shared word.
+    int zeros = 0;
+    if (pass == 0 && r.vec) {
+      // Every entry matches the empty prefix: float4 loads, 4 keys at a time.
+      for (int64_t v = threadIdx.x; v < r.n / 4; v += blockDim.x) {
+        uint32_t key[4];
+        load_keys<4>(r.row, r.bias, r.mask, v, key);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (key[e] == 0u)
+            ++zeros;
+          else
+            atomicAdd(&sm.hist[key[e] >> kTopShift], 1);
+        }
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < r.n; j += blockDim.x) {
+        const uint32_t key = key_at(r.row, r.bias, r.mask, j);
+        if ((key & pmask) == prefix) {
+          if (key == 0u)
+            ++zeros;
+          else
+            atomicAdd(&sm.hist[(key >> sh) & dm], 1);
+        }
+      }
+    }
+    zeros = detail::warp_sum(zeros);
+    if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&sm.hist[0], zeros);
+    __syncthreads();
+    if (threadIdx.x < 32) find_digit(sm.hist, int(dm) + 1, remain, &sm.digit, &sm.remain, &sm.count);
+    __syncthreads();
+    prefix |= uint32_t(sm.digit) << sh;
+    pmask |= dm << sh;
+    remain = sm.remain;
+    const int count = sm.count;  // entries (matching the prefix) whose digit is >= digit
+    __syncthreads();             // everyone has read sm.*, which the next pass may overwrite
+    // Uniform: pass and count (read from shared memory between two barriers) are the same in
+    // every thread. In the first pass every entry matches the (empty) prefix, so count is the
+    // number of keys >= prefix = t << 21 (t: the top digit of the k-th largest key), and >= k.
+    if (stop_at_cap && pass == 0 && count <= cap) {
+      result = count;
+      break;
+    }
+  }
+  *prefix_out = prefix;
+  *remain_out = remain;
+  return result;
+}
+
+// ---- path 2, two reads: every entry with key >= prefix (the top-digit bin and above) -----------
+template <bool kCount>
+__device__ void two_read_collect(const RowIn& r, uint32_t prefix, unsigned long long* cand, int cap, TopKShared& sm) {
+  if (prefix > 0) {
+    collect<kCount>(r, prefix, cand, cap, sm);
+  } else {
+    // The threshold digit is 0 (possible only when n <= cap, e.g. fewer than k unmasked entries):
+    // every entry is a candidate, masked-out ones (key 0) included. collect_ge needs tau > 0, as
+    // it pads the tail of its last round with key 0.
+    for (int64_t j = threadIdx.x; j < r.n; j += blockDim.x) cand[j] = pack(key_at(r.row, r.bias, r.mask, j), j);
+  }
+  if (threadIdx.x == 0) count_path<kCount>(kPathTwoReads);
+}
+
+// ---- path 3, four reads (after the three radix passes): the k winners, once T is pinned ---------
+// One ordered pass over the row takes every key > T and the need_eq lowest-index keys == T. The
+// == T keys are ranked by per-warp ballots and the running total of earlier rounds. Then:
+//  - kDirect false (the sorted kernel): > T keys go to cand[0, n_gt) in any order (an atomic
+//    slot; the sort orders them), == T ones to cand[n_gt + rank]; the caller sorts cand[0, k).
+//  - kDirect true (the unsorted kernel): every winner goes straight to the output in index order;
+//    its slot is the number of winners before it, so the > T keys are ranked by ballots too.
+// Two instances of one loop, not one kernel with a runtime flag: the direct ranking's extra
+// block-wide counts would take the sorted kernel from 40 to 61 registers (ptxas, sm_90), i.e.
+// 3 -> 2 blocks of 512 threads per SM, which the one-read path (the common one) would pay for.
+// Called by the whole block.
+template <bool kDirect>
+__device__ void threshold_pass(const RowIn& r, uint32_t T, int need_eq, int k, int relu, TopKShared& sm,
+                               unsigned long long* cand, int32_t* __restrict__ out_idx, float* __restrict__ out_val) {
+  const int n_gt = k - need_eq;  // entries strictly above T (all make the cut)
+  if (threadIdx.x == 0) {
+    sm.gt = 0;
+    sm.eq_base = 0;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const unsigned below = (1u << lane) - 1u;
+  for (int64_t base = 0; base < r.n; base += blockDim.x) {
+    const int64_t j = base + threadIdx.x;
+    const bool in = j < r.n;
+    const uint32_t key = in ? key_at(r.row, r.bias, r.mask, j) : 0u;
+    const bool gt = in && key > T;
+    const bool eq = in && key == T;
+    const unsigned beq = __ballot_sync(0xffffffffu, eq);
+    unsigned bgt = 0;
+    if constexpr (kDirect) {
+      bgt = __ballot_sync(0xffffffffu, gt);
+      if (lane == 0) sm.warp_gt[warp] = __popc(bgt);
+    } else {
+      if (gt) cand[atomicAdd(&sm.gt, 1)] = pack(key, j);
+    }
+    if (lane == 0) sm.warp_sums[warp] = __popc(beq);
+    __syncthreads();
+    int eq_before = sm.eq_base + __popc(beq & below);
+    int gt_before = 0;
+    if constexpr (kDirect) gt_before = sm.gt + __popc(bgt & below);
+    for (int w = 0; w < warp; ++w) {
+      eq_before += sm.warp_sums[w];
+      if constexpr (kDirect) gt_before += sm.warp_gt[w];
+    }
+    if constexpr (kDirect) {
+      if (gt || (eq && eq_before < need_eq)) {
+        const int slot = gt_before + min(eq_before, need_eq);
+        float v = r.row[j];
+        if (r.bias != nullptr) v += r.bias[j];
+        if (relu) v = (v < 0.f) ? 0.f : v;
+        out_idx[slot] = int32_t(j);
+        out_val[slot] = v;
+      }
+    } else {
+      if (eq && eq_before < need_eq) cand[n_gt + eq_before] = pack(key, j);
+    }
+    __syncthreads();  // every thread has read gt, eq_base and the warp counts
+    // Thread 0 decides for the block: the sorted kernel's gt is final for this round here (its
+    // atomics happened before the barrier above), whereas reading it after the next barrier would
+    // race with the next round's atomicAdds of threads that already went on (a non-uniform break,
+    // a deadlock).
+    if (threadIdx.x == 0) {
+      for (int w = 0; w < kWarps; ++w) {
+        sm.eq_base += sm.warp_sums[w];
+        if constexpr (kDirect) sm.gt += sm.warp_gt[w];
+      }
+      if constexpr (kDirect)
+        sm.done = sm.gt + min(sm.eq_base, need_eq) >= k ? 1 : 0;
+      else
+        sm.done = (sm.eq_base >= need_eq && sm.gt >= n_gt) ? 1 : 0;
+    }
+    __syncthreads();
+    if (sm.done) break;  // uniform: all k winners placed
+  }
+}
+
+// ---- the end of the sorted paths: sort the candidates, write the first k -------------------------
+// cand[0, n_cand) holds the top k (and maybe more); padded with 0 (which sorts last) to a power
+// of two and sorted descending.
+__device__ void sort_and_write(const RowIn& r, unsigned long long* cand, int n_cand, int k, int relu,
+                               int32_t* __restrict__ out_idx, float* __restrict__ out_val) {
+  int sn = 1;
+  while (sn < n_cand) sn <<= 1;  // n_cand <= cap, a power of two, so sn <= cap
+  for (int i = n_cand + threadIdx.x; i < sn; i += blockDim.x) cand[i] = 0ull;
+  __syncthreads();
+  bitonic_sort_desc(cand, sn);  // n_cand >= k, so the first k are real candidates
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    const int64_t j = int64_t(0xFFFFFFFFu - uint32_t(cand[i] & 0xFFFFFFFFull));
+    float v = r.row[j];
+    if (r.bias != nullptr) v += r.bias[j];
+    if (relu) v = (v < 0.f) ? 0.f : v;  // == std::max(v, 0.f): NaN stays NaN
+    out_idx[i] = int32_t(j);
+    out_val[i] = v;
+  }
+}
+
 // Launched with blockDim.x == kThreads (warp_sums and the sample's per-thread count assume it).
-// kSorted false: TopKOptions::sorted = false. A template, not an argument, so that the sorted
-// kernel carries none of the unsorted code: registers decide how many blocks fit an SM.
-template <bool kSorted>
+// kSorted false: TopKOptions::sorted = false. Template arguments, not kernel arguments, so that
+// the sorted kernel carries none of the unsorted code and the production kernels none of the
+// test counters (kCount): registers decide how many blocks fit an SM.
+template <bool kSorted, bool kCount>
 __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ h, const float* __restrict__ bias,
                                                         const uint8_t* __restrict__ mask,
                                                         const int32_t* __restrict__ k_dev, int64_t n, int k_cap,
                                                         int cap, int relu, int32_t* __restrict__ out_idx,
                                                         float* __restrict__ out_val) {
   extern __shared__ unsigned long long cand[];  // [cap], cap a power of two >= sort_n
-  __shared__ int hist[kBins];
-  __shared__ int warp_sums[kWarps], warp_gt[kWarps];
-  __shared__ int s_digit, s_remain, s_count, s_fill, s_gt, s_eq_base, s_done;
+  __shared__ TopKShared sm;
 
   const int64_t b = blockIdx.x;
-  const float* row = h + b * n;
   int k = k_cap;
   if (k_dev != nullptr) k = min(*k_dev, k_cap);
   if (k <= 0) return;  // uniform over the block
-
+  RowIn r{h + b * n, bias, mask, n, false};
   // float4 loads need n % 4 == 0 (each row then starts 16-byte aligned when h does) and aligned
   // bias / mask; uniform over the block.
-  const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(bias) % 16 == 0 && reinterpret_cast<uintptr_t>(mask) % 4 == 0;
-  // A collection pass of every key >= tau; returns how many there are (all threads, after it).
-  auto collect = [&](uint32_t tau) -> int {
-    if (vec)
-      collect_ge<4, kIlpVec>(row, bias, mask, n, tau, cand, cap, &s_fill);
-    else
-      collect_ge<1, kIlpScalar>(row, bias, mask, n, tau, cand, cap, &s_fill);
-    if (vec && threadIdx.x == 0) atomicAdd(&g_path_rows[4], 1ull);
-    __syncthreads();
-    const int count = s_fill;
-    __syncthreads();  // everyone has read s_fill before anyone resets it
-    return count;
-  };
-
-  // The unsorted kernel's output once the radix passes have pinned the k-th key T: every key > T
-  // and the need_eq lowest-index keys == T, written in index order. A winner's slot is the number
-  // of winners before it: the > T ones before it plus min(the == T ones before it, need_eq), from
-  // per-warp ballot counts and the running totals of earlier rounds. Called by the whole block.
-  auto ordered_winners = [&](uint32_t T, int need_eq) {
-    if (threadIdx.x == 0) {
-      s_gt = 0;
-      s_eq_base = 0;
-    }
-    __syncthreads();
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const unsigned below = (1u << lane) - 1u;
-    for (int64_t base = 0; base < n; base += blockDim.x) {
-      const int64_t j = base + threadIdx.x;
-      const bool in = j < n;
-      const uint32_t key = in ? key_at(row, bias, mask, j) : 0u;
-      const bool gt = in && key > T;
-      const bool eq = in && key == T;
-      const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
-      if (lane == 0) {
-        warp_gt[warp] = __popc(bgt);
-        warp_sums[warp] = __popc(beq);
-      }
-      __syncthreads();
-      int gt_before = s_gt + __popc(bgt & below), eq_before = s_eq_base + __popc(beq & below);
-      for (int w = 0; w < warp; ++w) {
-        gt_before += warp_gt[w];
-        eq_before += warp_sums[w];
-      }
-      if (gt || (eq && eq_before < need_eq)) {
-        const int slot = gt_before + min(eq_before, need_eq);
-        float v = row[j];
-        if (bias != nullptr) v += bias[j];
-        if (relu) v = (v < 0.f) ? 0.f : v;
-        out_idx[b * k_cap + slot] = int32_t(j);
-        out_val[b * k_cap + slot] = v;
-      }
-      __syncthreads();  // every thread has read s_gt, s_eq_base and the warp counts
-      if (threadIdx.x == 0) {
-        for (int w = 0; w < kWarps; ++w) {
-          s_gt += warp_gt[w];
-          s_eq_base += warp_sums[w];
-        }
-        s_done = s_gt + min(s_eq_base, need_eq) >= k ? 1 : 0;
-      }
-      __syncthreads();
-      if (s_done) break;  // uniform: all k winners placed
-    }
-  };
-
+  r.vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(r.row) % 16 == 0 && reinterpret_cast<uintptr_t>(bias) % 16 == 0 &&
+          reinterpret_cast<uintptr_t>(mask) % 4 == 0;
+  out_idx += b * k_cap;
+  out_val += b * k_cap;
   // Fill counter of the collection passes; first used after barriers on every path.
-  if (threadIdx.x == 0) s_fill = 0;
+  if (threadIdx.x == 0) sm.fill = 0;
 
-  int n_cand = -1;  // >= 0: cand[0, n_cand) holds the top k (and maybe more): sort it
-
-  // ---- one read: a threshold from a sample, then one collection pass --------------------------
-  if (kSorted && n >= kSampleMinN && 3 * k <= cap) {
-    for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
-    uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
-#pragma unroll
-    for (int m = 0; m < kSample / kThreads; ++m) {
-      const int i = m * kThreads + int(threadIdx.x);
-      const int64_t j = int64_t(i / kSampleChunkLen) * n / kSampleChunks + i % kSampleChunkLen;
-      sk[m] = key_at(row, bias, mask, j);
-    }
-    int zeros = 0;  // masked-out keys: one shared atomic per warp, not one each
-#pragma unroll
-    for (int m = 0; m < kSample / kThreads; ++m) {
-      if (sk[m] == 0u)
-        ++zeros;
-      else
-        atomicAdd(&hist[sk[m] >> kTopShift], 1);
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) zeros += __shfl_xor_sync(0xffffffffu, zeros, off);
-    if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&hist[0], zeros);
-    __syncthreads();
-    const int64_t target = min(int64_t(kTargetPerK) * k, int64_t(cap / 2));
-    const int r = int((target * kSample + n - 1) / n);  // 1 <= r <= kSample: 4 <= target <= n
-    if (threadIdx.x < 32) find_digit(hist, kBins, r, &s_digit, &s_remain, &s_count);
-    __syncthreads();
-    const int d = s_digit;  // uniform; s_digit is next written after more barriers
-    // d == 0: fewer than r sampled keys above the lowest bin (mostly masked rows): tau would take
-    // the whole row, so go straight to the radix passes.
-    if (d > 0) {
-      const int count = collect(uint32_t(d) << kTopShift);
-      if (k <= count && count <= cap) {  // uniform: count came from shared memory
-        n_cand = count;
-        if (threadIdx.x == 0) atomicAdd(&g_path_rows[2], 1ull);
-      } else if (threadIdx.x == 0) {
-        s_fill = 0;  // the radix passes' barriers order this before the next collection
-        atomicAdd(&g_path_rows[3], 1ull);
-      }
-    }
-  }
-
-  if (n_cand < 0) {
-    // ---- radix selection of the threshold key T, and how many entries equal to T to take ------
-    uint32_t prefix = 0, pmask = 0;
-    int remain = k;  // rank of T among the entries still matching the prefix, counted from the top
-#pragma unroll 1
-    for (int pass = 0; pass < 3; ++pass) {
-      const int sh = pass == 0 ? kTopShift : (pass == 1 ? 10 : 0);
-      const int nbits = pass == 2 ? 10 : 11;
-      const uint32_t dm = (1u << nbits) - 1u;
-      for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
-      __syncthreads();
-      // Key 0 (masked out; AuxK masks ~95% of a row) has digit 0 in every pass: counted in a
-      // register and added once per warp, instead of thousands of atomics on one shared word.
-      int zeros = 0;
-      if (pass == 0 && vec) {
-        // Every entry matches the empty prefix: float4 loads, 4 keys at a time.
-        for (int64_t v = threadIdx.x; v < n / 4; v += blockDim.x) {
-          uint32_t key[4];
-          load_keys<4>(row, bias, mask, v, key);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            if (key[e] == 0u)
-              ++zeros;
-            else
-              atomicAdd(&hist[key[e] >> kTopShift], 1);
-          }
-        }
+  if constexpr (!kSorted) {
+    // The three radix passes pin T, then the k winners go straight to the output in index order
+    // (counted as four reads): no candidates, no sort.
+    uint32_t T;
+    int need_eq;
+    radix_select(r, k, cap, false, sm, &T, &need_eq);
+    if (threadIdx.x == 0) count_path<kCount>(kPathFourReads);
+    threshold_pass<true>(r, T, need_eq, k, relu, sm, cand, out_idx, out_val);
+    return;
+  } else {
+    int n_cand = -1;  // >= 0: cand[0, n_cand) holds the top k (and maybe more)
+    if (n >= kSampleMinN && 3 * k <= cap) n_cand = one_read_path<kCount>(r, k, cand, cap, sm);
+    if (n_cand < 0) {
+      uint32_t T;
+      int need_eq;
+      n_cand = radix_select(r, k, cap, true, sm, &T, &need_eq);
+      if (n_cand >= 0) {
+        two_read_collect<kCount>(r, T, cand, cap, sm);
       } else {
-        for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-          const uint32_t key = key_at(row, bias, mask, j);
-          if ((key & pmask) == prefix) {
-            if (key == 0u)
-              ++zeros;
-            else
-              atomicAdd(&hist[(key >> sh) & dm], 1);
-          }
-        }
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) zeros += __shfl_xor_sync(0xffffffffu, zeros, off);
-      if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&hist[0], zeros);
-      __syncthreads();
-      if (threadIdx.x < 32) find_digit(hist, int(dm) + 1, remain, &s_digit, &s_remain, &s_count);
-      __syncthreads();
-      prefix |= uint32_t(s_digit) << sh;
-      pmask |= dm << sh;
-      remain = s_remain;
-      const int count = s_count;  // entries (matching the prefix) whose digit is >= s_digit
-      __syncthreads();            // everyone has read s_*, which the next pass may overwrite
-      // Uniform: pass and count (read from shared memory between two barriers) are the same in
-      // every thread. In the first pass every entry matches the (empty) prefix, so count is the
-      // number of keys >= prefix = t << 21 (t: the top digit of the k-th largest key), and >= k.
-      if (kSorted && pass == 0 && count <= cap) {
-        n_cand = count;  // two reads: the collection below finds exactly these count keys
-        break;
+        if (threadIdx.x == 0) count_path<kCount>(kPathFourReads);
+        threshold_pass<false>(r, T, need_eq, k, relu, sm, cand, out_idx, out_val);
+        n_cand = k;  // exactly the k winners, in cand[0, k)
       }
     }
-
-    if constexpr (!kSorted) {
-      // ---- unsorted (four reads, counted as such): the k winners written straight to the
-      // output in index order; no candidates, no sort.
-      if (threadIdx.x == 0) atomicAdd(&g_path_rows[1], 1ull);
-      ordered_winners(prefix, remain);
-      return;
-    }
-
-    if (n_cand >= 0) {
-      // ---- two reads: every entry with key >= prefix (the top-digit bin and above) -----------
-      if (prefix > 0) {
-        collect(prefix);
-      } else {
-        // The threshold digit is 0 (possible only when n <= cap, e.g. fewer than k unmasked
-        // entries): every entry is a candidate, masked-out ones (key 0) included. collect_ge
-        // needs tau > 0, as it pads the tail of its last round with key 0.
-        for (int64_t j = threadIdx.x; j < n; j += blockDim.x) cand[j] = pack(key_at(row, bias, mask, j), j);
-      }
-      if (threadIdx.x == 0) atomicAdd(&g_path_rows[0], 1ull);
-    } else {
-      // ---- four reads: collection: > T anywhere (order fixed by the sort), == T in index order.
-      // Not ordered_winners (the unsorted kernel's pass): its extra block-wide counts take this
-      // kernel from 40 to 61 registers (ptxas, sm_90), i.e. 3 -> 2 blocks of 512 threads per SM,
-      // which the one-read path above (the common one) would pay for.
-      const uint32_t T = prefix;
-      const int need_eq = remain;   // entries equal to T that make the cut (the lowest indices)
-      const int n_gt = k - remain;  // entries strictly above T (all make the cut)
-      if (threadIdx.x == 0) {
-        s_gt = 0;
-        s_eq_base = 0;
-        atomicAdd(&g_path_rows[1], 1ull);
-      }
-      __syncthreads();
-      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-      for (int64_t base = 0; base < n; base += blockDim.x) {
-        const int64_t j = base + threadIdx.x;
-        const bool in = j < n;
-        const uint32_t key = in ? key_at(row, bias, mask, j) : 0u;
-        const bool gt = in && key > T;
-        const bool eq = in && key == T;
-        if (gt) cand[atomicAdd(&s_gt, 1)] = pack(key, j);
-        const unsigned bal = __ballot_sync(0xffffffffu, eq);
-        if (lane == 0) warp_sums[warp] = __popc(bal);
-        __syncthreads();
-        int wbase = s_eq_base;
-        for (int w = 0; w < warp; ++w) wbase += warp_sums[w];
-        if (eq) {
-          const int r = wbase + __popc(bal & ((1u << lane) - 1u));
-          if (r < need_eq) cand[n_gt + r] = pack(key, j);
-        }
-        __syncthreads();
-        // Thread 0 decides for the block: s_gt is final for this round here (its atomics happened
-        // before the barrier above), whereas reading it after the next barrier would race with the
-        // next round's atomicAdds of threads that already went on (a non-uniform break, a deadlock).
-        if (threadIdx.x == 0) {
-          int tot = 0;
-          for (int w = 0; w < kWarps; ++w) tot += warp_sums[w];
-          s_eq_base += tot;
-          s_done = (s_eq_base >= need_eq && s_gt >= n_gt) ? 1 : 0;
-        }
-        __syncthreads();
-        if (s_done) break;  // uniform: all winners found
-      }
-      n_cand = k;  // exactly the k winners, in cand[0, k)
-    }
-  }
-
-  // ---- sort the candidates (padded with 0, which sorts last) descending; the first k win ------
-  int sn = 1;
-  while (sn < n_cand) sn <<= 1;  // n_cand <= cap, a power of two, so sn <= cap
-  for (int i = n_cand + threadIdx.x; i < sn; i += blockDim.x) cand[i] = 0ull;
-  __syncthreads();
-  bitonic_sort_desc(cand, sn);  // n_cand >= k, so the first k are real candidates
-
-  for (int i = threadIdx.x; i < k; i += blockDim.x) {
-    const int64_t j = int64_t(0xFFFFFFFFu - uint32_t(cand[i] & 0xFFFFFFFFull));
-    float v = row[j];
-    if (bias != nullptr) v += bias[j];
-    if (relu) v = (v < 0.f) ? 0.f : v;  // == std::max(v, 0.f): NaN stays NaN
-    out_idx[b * k_cap + i] = int32_t(j);
-    out_val[b * k_cap + i] = v;
+    sort_and_write(r, cand, n_cand, k, relu, out_idx, out_val);
   }
 }
 }  // namespace
@@ -537,38 +577,38 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
     if (dev >= kMaxDevices || !attr_set[dev].load(std::memory_order_acquire)) {
       // The largest cap: sort_n for k = kMaxTopK (kMinCandCap is smaller).
       static_assert(kMinCandCap <= kMaxTopK, "the attribute below must cover every cap");
-      for (auto* kernel : {topk_kernel<true>, topk_kernel<false>})
+      for (auto* kernel : {topk_kernel<true, false>, topk_kernel<false, false>, topk_kernel<true, true>,
+                           topk_kernel<false, true>})
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         int(kMaxTopK * sizeof(unsigned long long))));
       if (dev < kMaxDevices) attr_set[dev].store(true, std::memory_order_release);
     }
   }
-  if (opt.sorted)
-    topk_kernel<true><<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k),
-                                                                           cap, opt.relu ? 1 : 0, idx, val);
-  else
-    topk_kernel<false><<<unsigned(B), kThreads, smem, detail::stream(ctx)>>>(h, opt.bias, opt.mask, opt.k_dev, n,
-                                                                            int(k), cap, opt.relu ? 1 : 0, idx, val);
+  const cudaStream_t st = detail::stream(ctx);
+  const int relu = opt.relu ? 1 : 0;
+  const bool count = g_count_paths.load(std::memory_order_relaxed);
+  auto* kernel = opt.sorted ? (count ? topk_kernel<true, true> : topk_kernel<true, false>)
+                            : (count ? topk_kernel<false, true> : topk_kernel<false, false>);
+  kernel<<<unsigned(B), kThreads, smem, st>>>(h, opt.bias, opt.mask, opt.k_dev, n, int(k), cap, relu, idx, val);
   CUDA_CHECK_LAUNCH();
 }
 
 namespace detail {
-// Test hook (declared by tests/test_cuda_topk.cpp, not public): on the current device since the
-// last call, the rows that took the two-read, four-read and one-read path, the rows whose one-read
-// pass ran and missed (then counted as two- or four-read too), and the collection passes that used
-// float4 loads. Resets all counts; synchronises the device.
-void topk_path_rows(int64_t* two_reads, int64_t* four_reads, int64_t* one_read, int64_t* one_read_missed,
-                    int64_t* vec_passes) {
+void set_topk_path_counting(bool on) { g_count_paths.store(on, std::memory_order_relaxed); }
+
+TopKPathRows take_topk_path_rows() {
   unsigned long long c[kPathCounters] = {};
   CUDA_CHECK(cudaDeviceSynchronize());
   CUDA_CHECK(cudaMemcpyFromSymbol(c, g_path_rows, sizeof(c)));
   const unsigned long long zero[kPathCounters] = {};
   CUDA_CHECK(cudaMemcpyToSymbol(g_path_rows, zero, sizeof(zero)));
-  *two_reads = int64_t(c[0]);
-  *four_reads = int64_t(c[1]);
-  *one_read = int64_t(c[2]);
-  *one_read_missed = int64_t(c[3]);
-  *vec_passes = int64_t(c[4]);
+  TopKPathRows r;
+  r.two_reads = int64_t(c[kPathTwoReads]);
+  r.four_reads = int64_t(c[kPathFourReads]);
+  r.one_read = int64_t(c[kPathOneRead]);
+  r.one_read_missed = int64_t(c[kPathOneReadMissed]);
+  r.vec_passes = int64_t(c[kPathVecPasses]);
+  return r;
 }
 }  // namespace detail
 

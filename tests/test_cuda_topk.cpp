@@ -5,7 +5,8 @@
 // threshold (rows of n >= 8192, k <= 1365) leaves between k and 4096 candidates; else two reads
 // when the top 11-bit radix bin and above hold <= 4096 entries (8192 for k > 4096), four reads
 // otherwise. The CudaTopKPaths cases force each one (and samples that miss, so a fallback runs
-// after the one-read attempt), check which ran through a test hook, and compare exactly.
+// after the one-read attempt), check which ran through the test-only counters
+// (kernels/topk_select_testing.h), and compare exactly.
 #include "test_util.h"
 
 #ifdef TOPKSAE_HAS_CUDA
@@ -18,6 +19,7 @@
 #include "cuda_test_util.h"
 #include "topksae/ops_cpu.h"
 #include "topksae/ops_cuda.h"
+#include "topk_select_testing.h"
 
 namespace topksae::test {
 namespace {
@@ -175,15 +177,6 @@ TEST(CudaTopK, MaskAndDeviceK) {
 }  // namespace
 }  // namespace topksae::test
 
-namespace topksae::cuda::detail {
-// Test hook defined in kernels/topk_select.cu (not public): on the current device since the last
-// call, the rows that took the two-read / four-read / one-read path, the rows whose one-read pass
-// ran and missed (also counted as two- or four-read), and the collection passes that used float4
-// loads; resets all. Synchronises the device.
-void topk_path_rows(int64_t* two_reads, int64_t* four_reads, int64_t* one_read, int64_t* one_read_missed,
-                    int64_t* vec_passes);
-}  // namespace topksae::cuda::detail
-
 namespace topksae::test {
 namespace {
 
@@ -191,9 +184,15 @@ namespace {
 struct PathRows {
   int64_t two = 0, four = 0, one = 0, missed = 0, vec = 0;
 };
+// Reads and resets the counters.
 PathRows take_path_rows() {
+  const cuda::detail::TopKPathRows c = cuda::detail::take_topk_path_rows();
   PathRows r;
-  cuda::detail::topk_path_rows(&r.two, &r.four, &r.one, &r.missed, &r.vec);
+  r.two = c.two_reads;
+  r.four = c.four_reads;
+  r.one = c.one_read;
+  r.missed = c.one_read_missed;
+  r.vec = c.vec_passes;
   return r;
 }
 
@@ -229,7 +228,8 @@ PathRows expect_case_matches_cpu(const TopKCase& c) {
     for (int64_t b = 0; b < B; ++b) std::sort(ci.begin() + b * k, ci.begin() + (b + 1) * k);
 
   cuda::Context ctx;
-  take_path_rows();  // reset
+  cuda::detail::set_topk_path_counting(true);  // the counting kernel instances, for this case only
+  take_path_rows();                            // reset
   DevVec<float> dh(c.h);
   DevVec<float> db(c.bias.empty() ? std::vector<float>(1, 0.f) : c.bias);
   DevVec<uint8_t> dm(c.mask.empty() ? std::vector<uint8_t>(1, 0) : c.mask);
@@ -245,6 +245,7 @@ PathRows expect_case_matches_cpu(const TopKCase& c) {
   cuda::topk_select(ctx, dh.p(), B, n, kcap, gi.p(), gv.p(), opt);
   ctx.synchronize();
   const PathRows paths = take_path_rows();
+  cuda::detail::set_topk_path_counting(false);
   const std::vector<int32_t> ri = gi.get();
   const std::vector<float> rv = gv.get();
   int64_t wrong_idx = 0, wrong_val = 0, wrong_tail = 0, nonzero = 0;

@@ -1,0 +1,163 @@
+// The CUDA training step's memory plan (src/train/train_plan.h): host-only arithmetic, tested in
+// every build (no GPU). The CUDA tests check that an object allocates exactly plan.bytes()
+// (CudaTrainStep.PlannedBytesMatchAllocation); here, the choices and the sizes themselves.
+#include "test_util.h"
+#include "topksae/error.h"
+#include "train/train_plan.h"
+
+namespace topksae::test {
+namespace {
+
+using train_detail::AuxPath;
+using train_detail::DeviceLimits;
+using train_detail::plan_train_step;
+using train_detail::TrainPlan;
+
+constexpr DeviceLimits kH100{227 * 1024, 50LL << 20};
+
+TrainConfig config(int64_t d, int64_t n, int64_t k, int64_t batch) {
+  TrainConfig c;
+  c.d_in = d;
+  c.d_sae = n;
+  c.k = k;
+  c.batch_size = batch;
+  c.training_tokens = batch * 10;
+  return c;
+}
+
+TEST(TrainPlan, ShapesAndParameterLayout) {
+  const TrainPlan p = plan_train_step(config(37, 203, 5, 19), {}, kH100);
+  EXPECT_EQ(p.d, 37);
+  EXPECT_EQ(p.n, 203);
+  EXPECT_EQ(p.half_d, 18);
+  EXPECT_EQ(p.kcap, 18);
+  EXPECT_EQ(p.Bmax, 19);
+  EXPECT_EQ(p.E, 19 * (5 + 18));
+  EXPECT_EQ(p.oBenc, 37 * 203);
+  EXPECT_EQ(p.oWdec, 37 * 203 + 203);
+  EXPECT_EQ(p.oBdec, 37 * 203 + 203 + 203 * 37);
+  EXPECT_EQ(p.P, 2 * 37 * 203 + 203 + 37);
+  EXPECT_EQ(p.sort_bits, 8);  // keys in [0, 203]: 256 > 203
+  // d_in = 37 is not a multiple of 4: no float4 slabs, whole-row dz.
+  EXPECT_EQ(p.slab_tpt, 0);
+  EXPECT_EQ(p.slabs, 0);
+  // A small d_sae: the dense capacity holds every latent, so the gather path never runs.
+  EXPECT_EQ(p.aux_cap, 203);
+  EXPECT_FALSE(p.gather_possible);
+  EXPECT_EQ(p.sort_counts(), std::vector<int64_t>{19 * 5});
+  EXPECT_EQ(p.pre_elems, std::max<int64_t>(p.hrows * 203, 19 * 203));
+  EXPECT_EQ(p.arena_elems, 19 * 203 + 6 * 19 * 5);
+  EXPECT_EQ(p.aux_rows_elems, 203 * 37);
+  EXPECT_EQ(p.w16_elems, 0);
+}
+
+TEST(TrainPlan, AutomaticDenseCapacityAndGatherPath) {
+  // d_sae 65536: cap = max(n / 8, 4096) = 8192 < n, so a step may gather.
+  const TrainPlan p = plan_train_step(config(2304, 65536, 64, 4096), {}, kH100);
+  EXPECT_EQ(p.aux_cap, 8192);
+  EXPECT_TRUE(p.gather_possible);
+  EXPECT_EQ(p.sort_counts(), (std::vector<int64_t>{4096 * 64, 4096 * (64 + 1152)}));
+  EXPECT_EQ(p.arena_elems, std::max<int64_t>(4096 * 8192 + 6 * 4096 * 64, 6 * p.E));
+  // 256 MiB chunks of h: 4096 x 65536 floats is 1 GiB, so 4 chunks of 1024 rows.
+  EXPECT_EQ(p.hrows, 1024);
+  EXPECT_EQ(p.pre_elems, std::max<int64_t>(1024 * 65536, 4096 * 8192));
+  EXPECT_GT(p.slab_tpt, 0);
+  EXPECT_EQ(p.slabs, (2304 + 4 * p.slab_tpt - 1) / (4 * p.slab_tpt));
+  EXPECT_EQ(p.part_elems, p.slabs * 4096 * 64);
+}
+
+TEST(TrainPlan, StepShapePerDeadBound) {
+  const TrainPlan p = plan_train_step(config(2304, 65536, 64, 4096), {}, kH100);
+  auto s = p.shape(0);
+  EXPECT_EQ(s.path, AuxPath::none);
+  EXPECT_EQ(s.entries_offset, 0);
+  EXPECT_EQ(s.entries_per, 4096 * 64);
+  s = p.shape(33);  // padded to 64 columns; AuxK's k = min(1152, 64)
+  EXPECT_EQ(s.path, AuxPath::dense);
+  EXPECT_EQ(s.ndc, 64);
+  EXPECT_EQ(s.kc, 64);
+  EXPECT_EQ(s.kT, 0);
+  EXPECT_EQ(s.entries_offset, p.aux_cols_elems());  // after Hc / Zd
+  EXPECT_EQ(s.entries_per, 4096 * 64);
+  s = p.shape(5000);
+  EXPECT_EQ(s.path, AuxPath::dense);
+  EXPECT_EQ(s.ndc, 5024);
+  EXPECT_EQ(s.kc, 1152);
+  s = p.shape(8192);
+  EXPECT_EQ(s.path, AuxPath::dense);
+  EXPECT_EQ(s.ndc, 8192);
+  s = p.shape(8193);  // over the capacity: the T entries join the entry lists
+  EXPECT_EQ(s.path, AuxPath::gather);
+  EXPECT_EQ(s.ndc, 0);
+  EXPECT_EQ(s.kT, 1152);
+  EXPECT_EQ(s.entries_offset, 0);
+  EXPECT_EQ(s.entries_per, p.E);
+  // Every path's six entry arrays fit the arena.
+  for (int64_t nd : {int64_t(0), int64_t(1), int64_t(8192), int64_t(65536)}) {
+    const auto t = p.shape(nd);
+    EXPECT_LE(t.entries_offset + 6 * t.entries_per, p.arena_elems) << nd;
+  }
+}
+
+TEST(TrainPlan, BytesAddUpEveryBuffer) {
+  TrainConfig c = config(40, 300, 6, 17);
+  const TrainPlan p = plan_train_step(c, {.precision = cuda::Precision::bf16, .slab_threads = 16}, kH100);
+  ASSERT_EQ(p.aux_cap, 300);
+  ASSERT_EQ(p.slab_tpt, 16);
+  ASSERT_EQ(p.slabs, 1);  // 40 columns / (4 * 16)
+  const int64_t B = 17, d = 40, n = 300, k = 6, kcap = 20, P = 2 * d * n + n + d;
+  size_t want = 4 * size_t(P) * 4;                 // param, grad, m, v
+  want += size_t(d * n) * 2 + size_t(B * d) * 2;   // bf16 W_enc, u
+  want += size_t(B * d) * 4;                       // u
+  want += size_t(std::max(B * n, B * n)) * 4;      // h / G (hrows = B; aux_cap = n)
+  want += size_t(B * k) * 12 + size_t(B * kcap) * 8;
+  want += 4 * size_t(B * d) * 4 + size_t(d) * 8 + size_t(B) * 32;
+  want += size_t(B * n + 6 * B * k) * 4;           // arena
+  want += size_t(n + 1) * 4;                       // start
+  want += size_t(1 * B * k) * 4;                   // part
+  want += 1000;                                    // sort_tmp (given)
+  want += size_t(n) * 22;                          // dead, fired, since, act, dead32
+  want += size_t(n) * 8 + size_t(n) * 8 + size_t(n * d) * 4 + 300;  // pos, pos_of, dead_list, dbe, aux_rows, scan_tmp
+  want += 128;                                     // the metrics record (given)
+  EXPECT_EQ(p.bytes(1000, 300, 128), want);
+  // Without bf16 the two bf16 copies go; fp32 and tf32 plan the same bytes.
+  const TrainPlan f = plan_train_step(c, {.precision = cuda::Precision::fp32, .slab_threads = 16}, kH100);
+  const TrainPlan t = plan_train_step(c, {.precision = cuda::Precision::tf32, .slab_threads = 16}, kH100);
+  EXPECT_EQ(f.bytes(1000, 300, 128), want - size_t(d * n) * 2 - size_t(B * d) * 2);
+  EXPECT_EQ(t.bytes(1000, 300, 128), f.bytes(1000, 300, 128));
+}
+
+TEST(TrainPlan, ExplicitOptions) {
+  const TrainConfig c = config(64, 512, 8, 100);
+  EXPECT_EQ(plan_train_step(c, {.encode_rows = -1}, kH100).hrows, 100);
+  EXPECT_EQ(plan_train_step(c, {.encode_rows = 30}, kH100).hrows, 30);
+  EXPECT_EQ(plan_train_step(c, {.max_batch = 7}, kH100).Bmax, 7);
+  const TrainPlan g = plan_train_step(c, {.aux_dense_cap = 0}, kH100);
+  EXPECT_EQ(g.aux_cap, 0);
+  EXPECT_TRUE(g.gather_possible);
+  EXPECT_EQ(g.aux_rows_elems, 0);
+  EXPECT_EQ(g.shape(1).path, AuxPath::gather);
+  EXPECT_EQ(plan_train_step(c, {.aux_dense_cap = 100}, kH100).aux_cap, 100);
+  EXPECT_EQ(plan_train_step(c, {.slab_threads = -1}, kH100).slab_tpt, 0);
+  // Auto slab width: the widest whose rows fit a quarter of L2 (16 .. 128 threads).
+  EXPECT_EQ(plan_train_step(c, {}, kH100).slab_tpt, 128);
+  EXPECT_EQ(plan_train_step(c, {}, DeviceLimits{227 * 1024, 4 * 512 * 16 * 16}).slab_tpt, 16);
+}
+
+TEST(TrainPlan, RefusesWhatTheKernelsCannotRun) {
+  const TrainConfig c = config(64, 512, 8, 100);
+  EXPECT_THROW(plan_train_step(c, {.slab_threads = 8}, kH100), Error);
+  EXPECT_THROW(plan_train_step(config(63, 512, 8, 100), {.slab_threads = 32}, kH100), Error);  // d_in % 4
+  EXPECT_THROW(plan_train_step(c, {.aux_dense_cap = -2}, kH100), Error);
+  EXPECT_THROW(plan_train_step(c, {.encode_rows = -2}, kH100), Error);
+  EXPECT_THROW(plan_train_step(c, {}, DeviceLimits{2 * 64 * 4 - 1, 50LL << 20}), Error);  // dz's shared memory
+  EXPECT_NO_THROW(plan_train_step(c, {}, DeviceLimits{2 * 64 * 4, 50LL << 20}));
+  TrainConfig r = c;
+  r.rescale_acts_by_decoder_norm = true;
+  EXPECT_THROW(plan_train_step(r, {}, kH100), Error);
+  // batch * (k + d_in/2) entries must stay below 2^31 (int32 entry numbers).
+  EXPECT_THROW(plan_train_step(config(8192, 65536, 64, 1 << 20), {}, kH100), Error);
+}
+
+}  // namespace
+}  // namespace topksae::test
