@@ -206,7 +206,7 @@ class SlowSource : public ActivationSource {
   explicit SlowSource(SyntheticConfig c) : inner_(c) {}
   int64_t d_in() const override { return inner_.d_in(); }
   int64_t next(float* out, int64_t rows) override {
-    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
     return inner_.next(out, rows);
   }
   std::string position() const override { return inner_.position(); }
@@ -228,14 +228,49 @@ TEST(DataPipeline, TrainerReportsTheShareOfTimeSpentWaitingForData) {
   c.batch_size = 8;
   c.training_tokens = 8 * 6;
   SlowSource slow(sc);
-  Trainer t(c, slow);
+  // What the CLI's progress line and metrics log read while the run goes on.
+  Trainer* self = nullptr;
+  std::vector<Trainer::InputWait> during;
+  TrainerOptions o;
+  o.on_step = [&](const StepMetrics&) { during.push_back(self->input_wait()); };
+  Trainer t(c, slow, o);
+  self = &t;
   EXPECT_EQ(t.input_wait().total_s, 0.0);
   EXPECT_EQ(t.run(), 6);
+  ASSERT_EQ(during.size(), 6u);
+  EXPECT_GT(during[2].total_s, 0.0);
+  EXPECT_GT(during[2].fraction(), 0.5) << "mid-run: " << during[2].waited_s << " s of " << during[2].total_s;
+  EXPECT_LE(during[2].total_s, during[5].total_s);
   const Trainer::InputWait w = t.input_wait();
-  EXPECT_GE(w.waited_s, 6 * 0.039);  // six reads of at least 40 ms
+  EXPECT_GE(w.waited_s, 6 * 0.149);  // six reads of at least 150 ms
   EXPECT_LE(w.waited_s, w.total_s);
   EXPECT_GT(w.fraction(), 0.5) << w.waited_s << " s of " << w.total_s;
   EXPECT_LE(w.fraction(), 1.0);
+}
+
+// The same on the GPU, where the waiting is read off the GPU's timeline (the gaps between steps,
+// kernels/device_wait_clock.h) rather than the host's reading time.
+TEST(CudaTrainerInputWait, ASlowSourceShowsAsGapsBetweenSteps) {
+  SKIP_WITHOUT_GPU();
+  SyntheticConfig sc;
+  sc.d_in = 16;
+  sc.n_features = 32;
+  TrainConfig c;
+  c.d_in = 16;
+  c.d_sae = 32;
+  c.k = 2;
+  c.batch_size = 8;
+  c.training_tokens = 8 * 6;
+  SlowSource slow(sc);
+  TrainerOptions o;
+  o.device = Device::cuda;
+  Trainer t(c, slow, o);
+  EXPECT_EQ(t.run(), 6);
+  const Trainer::InputWait w = t.input_wait();
+  // Five gaps (none before the first step) of at least the 150 ms read each.
+  EXPECT_GE(w.waited_s, 5 * 0.149) << w.waited_s << " s of " << w.total_s;
+  EXPECT_LE(w.waited_s, w.total_s);
+  EXPECT_GT(w.fraction(), 0.5);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 // hand-derived gradients can be checked against central finite differences. Both are instantiated
 // in src/train/*.cpp and src/cpu/*.cpp.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -359,6 +360,10 @@ class Trainer {
   std::unique_ptr<detail::TrainBackend> backend_;
   bool exhausted_ = false;
   double host_data_s_ = 0, run_s_ = 0;  // for input_wait()
+  // While run() loops: when the loop started and its checkpoint-writing seconds so far.
+  bool looping_ = false;
+  std::chrono::steady_clock::time_point loop0_;
+  double saving_s_ = 0;
 };
 
 }  // namespace topksae

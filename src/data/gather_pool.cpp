@@ -20,17 +20,18 @@ GatherPool::~GatherPool() {
 }
 
 void GatherPool::drain() {
-  for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) (*fn_)(i);
+  for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) fn_(ctx_, i);
 }
 
-void GatherPool::run(int n, const std::function<void(int)>& fn) {
+void GatherPool::run(int n, Fn fn, void* ctx) {
   if (workers_.empty() || n <= 1) {
-    for (int i = 0; i < n; ++i) fn(i);
+    for (int i = 0; i < n; ++i) fn(ctx, i);
     return;
   }
   {
     std::lock_guard<std::mutex> lk(mu_);
-    fn_ = &fn;
+    fn_ = fn;
+    ctx_ = ctx;
     n_ = n;
     next_.store(0, std::memory_order_relaxed);
     busy_ = workers_.size();
@@ -41,6 +42,7 @@ void GatherPool::run(int n, const std::function<void(int)>& fn) {
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return busy_ == 0; });  // no worker touches fn after this
   fn_ = nullptr;
+  ctx_ = nullptr;
 }
 
 void GatherPool::work() {

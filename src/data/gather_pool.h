@@ -1,12 +1,12 @@
-// A few threads that copy one batch's rows at once (PrefetchSource's gather): run(n, fn) calls
-// fn(0) .. fn(n-1) spread over the workers and the calling thread and returns when all are done.
-// The threads live as long as the pool, so a batch costs two wake-ups, no thread start and no
-// allocation. fn must not throw (the caller catches inside it).
+// A few threads that copy one batch's rows at once (PrefetchSource's gather): run(n, fn, ctx)
+// calls fn(ctx, 0) .. fn(ctx, n-1) spread over the workers and the calling thread and returns when
+// all are done. The threads live as long as the pool, so a batch costs two wake-ups, no thread
+// start and no allocation (a plain function and a context pointer, not a std::function). fn must
+// not throw (the caller catches inside it).
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -22,7 +22,8 @@ class GatherPool {
   GatherPool(const GatherPool&) = delete;
   GatherPool& operator=(const GatherPool&) = delete;
   int threads() const { return int(workers_.size()) + 1; }
-  void run(int n, const std::function<void(int)>& fn);
+  using Fn = void (*)(void* ctx, int i);
+  void run(int n, Fn fn, void* ctx);
 
  private:
   void drain();
@@ -30,7 +31,8 @@ class GatherPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
-  const std::function<void(int)>* fn_ = nullptr;
+  Fn fn_ = nullptr;
+  void* ctx_ = nullptr;
   int n_ = 0;
   std::atomic<int> next_{0};
   size_t busy_ = 0;   // workers still inside the current generation

@@ -35,14 +35,20 @@ int64_t PrefetchSource::next_gathered(float* out, int64_t rows) {
   const int64_t per = std::max<int64_t>(16, n / (4 * pool_->threads()) + 1);
   const int chunks = int((n + per - 1) / per);
   errors_.assign(size_t(chunks), nullptr);
-  pool_->run(chunks, [&](int c) {
-    const int64_t r0 = c * per, m = std::min(per, n - r0);
+  struct Job {
+    PrefetchSource* self;
+    float* out;
+    int64_t n, per;
+  } job{this, out, n, per};
+  pool_->run(chunks, [](void* ctx, int c) {
+    const Job& j = *static_cast<const Job*>(ctx);
+    const int64_t r0 = c * j.per, m = std::min(j.per, j.n - r0);
     try {
-      gather_->read_ids(ids_.data() + r0, m, out + r0 * d_in_);
+      j.self->gather_->read_ids(j.self->ids_.data() + r0, m, j.out + r0 * j.self->d_in_);
     } catch (...) {
-      errors_[size_t(c)] = std::current_exception();
+      j.self->errors_[size_t(c)] = std::current_exception();
     }
-  });
+  }, &job);
   for (const std::exception_ptr& e : errors_)
     if (e) {  // the first bad row in batch order, whichever thread met it first
       gather_->undo_next_ids();

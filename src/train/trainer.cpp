@@ -85,8 +85,18 @@ int64_t Trainer::run_steps(int64_t max_steps) {
   using clock = std::chrono::steady_clock;
   const int64_t step0 = st_.step, samples0 = st_.n_training_samples, B = cfg_.batch_size;
   int64_t ran = 0;
-  const clock::time_point loop0 = clock::now();
-  double saving_s = 0;  // checkpoints: not time the device could have spent on steps
+  // input_wait() during the loop (from on_step) counts the loop so far; checkpoint writes are
+  // not time the device could have spent on steps.
+  loop0_ = clock::now();
+  saving_s_ = 0;
+  looping_ = true;
+  struct EndLoop {
+    Trainer* t;
+    ~EndLoop() {
+      t->run_s_ += seconds_since(t->loop0_) - t->saving_s_;
+      t->looping_ = false;
+    }
+  } end_loop{this};
   while (samples0 + ran * B < cfg_.training_tokens && (max_steps < 0 || ran < max_steps)) {
     if (opts_.should_stop && opts_.should_stop()) break;
     float* batch = backend_->batch_buffer();  // [B, d_in]
@@ -107,17 +117,17 @@ int64_t Trainer::run_steps(int64_t max_steps) {
       const clock::time_point s0 = clock::now();
       sync(true);
       save_checkpoint(opts_.checkpoint_dir);
-      saving_s += seconds_since(s0);
+      saving_s_ += seconds_since(s0);
     }
   }
-  run_s_ += seconds_since(loop0) - saving_s;
   return ran;
 }
 
 Trainer::InputWait Trainer::input_wait() {
   InputWait w;
   w.total_s = run_s_;
-  w.waited_s = backend_ ? std::min(backend_->device_wait_seconds(host_data_s_), run_s_) : 0.0;
+  if (looping_) w.total_s += seconds_since(loop0_) - saving_s_;
+  w.waited_s = backend_ ? std::min(backend_->device_wait_seconds(host_data_s_), w.total_s) : 0.0;
   return w;
 }
 
