@@ -12,6 +12,7 @@
 // cudaStreamNonBlocking): the TrainStep's synchronous cudaMemcpy uploads and downloads on the
 // legacy default stream stay ordered with them.
 #include "cuda_check.h"
+#include "device_wait_clock.h"
 #include "topksae/buffer.h"
 #include "topksae/train_cuda.h"
 #include "train/train_backend.h"
@@ -74,7 +75,9 @@ class CudaBackend final : public TrainBackend {
                                copy_.s));
     CUDA_CHECK(cudaEventRecord(copied_[j].e, copy_.s));
     CUDA_CHECK(cudaStreamWaitEvent(compute_.s, copied_[j].e, 0));
+    wait_clock_.began(compute_.s);  // input-wait share (device_wait_clock.h)
     step_.step(static_cast<const float*>(dev_[j].data()), B);
+    wait_clock_.ended(compute_.s);  // input-wait share
     CUDA_CHECK(cudaEventRecord(consumed_[j].e, compute_.s));
     ++queued_;
   }
@@ -84,8 +87,12 @@ class CudaBackend final : public TrainBackend {
   std::vector<StepMetrics> sync() override {
     std::vector<StepMetrics> m = step_.drain_metrics();
     step_.download(st_);  // synchronises the compute stream, which waited for every copy
+    wait_clock_.pause();  // input-wait share: the gap after a sync is the host's, not the data's
     return m;
   }
+
+  // input-wait share: the GPU's idle gaps between steps, not the host's reading time.
+  double device_wait_seconds(double) override { return wait_clock_.waited_s(); }
 
  private:
   int slot() const { return static_cast<int>(queued_ % 2); }
@@ -102,6 +109,7 @@ class CudaBackend final : public TrainBackend {
   HostBuffer pinned_[2];  // [batch_size, d_in] each, pinned
   DeviceBuffer dev_[2];   // [batch_size, d_in] each
   OwnedEvent copied_[2], consumed_[2];
+  DeviceWaitClock wait_clock_;  // input-wait share
 };
 
 }  // namespace

@@ -25,6 +25,11 @@ TEST(Report, ProgressLine) {
   EXPECT_NE(bar.find("EV 0.912"), std::string::npos) << bar;
   EXPECT_NE(bar.find("dead 1.2%"), std::string::npos) << bar;
   EXPECT_NE(bar.find("ETA 1m05s"), std::string::npos) << bar;
+  EXPECT_EQ(bar.find("data wait"), std::string::npos) << "not measured, not shown: " << bar;
+  ProgressSample w = s;
+  w.data_wait = 0.423;
+  const std::string waiting = format_progress(w, 12345, 65, false);
+  EXPECT_NE(waiting.find("| data wait 42% | ETA"), std::string::npos) << waiting;
   EXPECT_EQ(format_progress(s, 1, 1, false).find('['), std::string::npos);
   EXPECT_EQ(format_duration(3725), "1h02m");
   // not a terminal: plain lines, the last step always printed

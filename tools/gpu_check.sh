@@ -4,6 +4,7 @@
 #   and the topksae command -j16, run the GPU tests (the gtest cases named Cuda*), run the three
 #   benches at the PERF.md shapes and the PyTorch peers (torch_peers.py) in the same call, the
 #   command's --device cuda paths (tests/cli/device_test.py and a short synthetic training run),
+#   `topksae train --data` from a 2 GiB file against bench_train_step (tools/train_data_check.sh),
 #   Nsight Compute's per-kernel times of one training step (profile.txt), then (with the time
 #   left) compute-sanitizer memcheck over a few small GPU tests; write everything into $OUT, print
 #   a short table LAST.
@@ -97,7 +98,7 @@ if [ "$stage_rc" -ne 0 ]; then
   tail -30 "$OUT/configure.log"; echo "CONFIGURE FAILED"
 else
   # Only the binaries this script runs (not the examples or consumers).
-  targets=(topksae_tests bench_decode bench_encode bench_train_step)
+  targets=(topksae_tests bench_decode bench_encode bench_train_step bench_data)
   [ "$tools" = 1 ] && targets+=(topksae_cli)
   run_stage build 300 250 "$OUT/build.log" cmake --build build-gpu -j16 --target "${targets[@]}"
   if [ "$stage_rc" -ne 0 ]; then
@@ -145,6 +146,13 @@ if [ "$built" = 1 ] && [ "$tools" = 1 ]; then
       --training-tokens 1000000 --out "$OUT/cli_train_run" --overwrite
   tail -4 "$OUT/cli_train.log"
   rm -rf "$OUT/cli_train_run"
+  # Training from files at the PERF.md shapes (issue 18): bench_data on this machine's cores, then
+  # `topksae train --data` on a 2 GiB npy, its tokens/s beside bench_train_step's from above
+  # (tools/train_data_check.sh; about 60 s).
+  run_stage "train --data vs bench_train_step" 100 40 "$OUT/train_data.log" \
+    bash tools/train_data_check.sh build-gpu "$OUT"
+  grep -E "tokens/s|could not|failed" "$OUT/train_data.txt" 2>/dev/null | while read -r l; do echo "  $l"; done
+  [ -f "$OUT/train_data.txt" ] && while read -r l; do status+=("train --data: $l"); done < <(grep "tokens/s" "$OUT/train_data.txt")
 else
   status+=("cli --device cuda: NOT RUN (the topksae command was not built)")
 fi

@@ -22,13 +22,33 @@
 
 namespace topksae {
 
-// A source whose rows have stable ids that can be read back at random.
-class IndexedSource : public ActivationSource {
+// A source that splits next() into its cheap part and its expensive part, so that a batch can be
+// copied once, by several threads, straight into its destination (prefetch.h): next_ids() chooses
+// the ids of the next rows (bookkeeping only, on one thread), read_ids() copies rows by id out of
+// the memory-mapped shards (thread-safe, the bytes).
+class GatherSource : public ActivationSource {
+ public:
+  // The ids of the next `rows` rows into ids [rows]; returns how many (fewer at the end, as
+  // next()). Strong exception guarantee: on Error the source is as it was before the call.
+  virtual int64_t next_ids(int64_t* ids, int64_t rows) = 0;
+  // Puts the source back where it was before the last next_ids() call (once; for a batch whose
+  // rows turned out bad when read), so position() again names the rows after the last good batch.
+  virtual void undo_next_ids() = 0;
+  // Rows by id into out [n, d_in], converted to float32. Const and safe to call from several
+  // threads at once. Throws Error naming the file and row of a row holding NaN or Inf.
+  virtual void read_ids(const int64_t* ids, int64_t n, float* out) const = 0;
+  // next_ids + read_ids on this thread (undone when a row is bad).
+  int64_t next(float* out, int64_t rows) override;
+
+ private:
+  std::vector<int64_t> ids_;  // [rows] reused by next()
+};
+
+// A gather source over rows with stable ids (the files themselves, in order).
+class IndexedSource : public GatherSource {
  public:
   // Like next(), and writes each row's id into ids [rows].
   virtual int64_t next_indexed(float* out, int64_t* ids, int64_t rows) = 0;
-  // Rows by id into out [n, d_in] (ids previously returned by next_indexed).
-  virtual void read_ids(const int64_t* ids, int64_t n, float* out) const = 0;
 };
 
 // The shards of a dataset, opened and checked (random access, no cursor). Thread-compatible: reads
@@ -51,6 +71,11 @@ class FileDataset {
   const std::filesystem::path& path() const { return path_; }
   // Rows [row0, row0 + n) of the concatenation into out [n, d_in] (crossing shards as needed).
   void read_rows(int64_t row0, int64_t n, float* out) const;
+  // Reads row `row` into out [d_in] and says whether every value is finite (a NaN / Inf row).
+  bool read_row_checked(int64_t row, float* out) const;
+  // madvise(WILLNEED) on the bytes of rows [row0, row0 + n): the kernel starts reading them into
+  // the page cache now, so a later gather from a cold file waits less. Best effort.
+  void will_need(int64_t row0, int64_t n) const;
   // "<file> row <r>" for a global row: where to look when a row is bad.
   std::string where(int64_t row) const;
   // "3 npy shards at data/ (1200000 rows of d_in 768, f32)"; Arrow data also names its column.
@@ -88,8 +113,13 @@ class FileSource : public IndexedSource {
  public:
   FileSource(std::shared_ptr<const FileDataset> data, FileSourceOptions opts = {});
   int64_t d_in() const override { return data_->d_in(); }
+  // The plain sequential read: rows copied (and converted) in file order, each checked for NaN/Inf.
   int64_t next(float* out, int64_t rows) override;
   int64_t next_indexed(float* out, int64_t* ids, int64_t rows) override;
+  // Ids in file order. Reads no data unless skip_nonfinite, where it reads the rows to leave the
+  // bad ones out; without it a bad row is refused when read_ids reads it.
+  int64_t next_ids(int64_t* ids, int64_t rows) override;
+  void undo_next_ids() override;
   void read_ids(const int64_t* ids, int64_t n, float* out) const override;
   // {"source":"files","rows":R,"d_in":D,"cursor":C,"epoch":E,"skipped":S}
   std::string position() const override;
@@ -104,6 +134,11 @@ class FileSource : public IndexedSource {
   FileSourceOptions opts_;
   int64_t cursor_ = 0, epoch_ = 0;
   std::atomic<int64_t> skipped_{0};  // read by the main thread while a prefetch thread reads
+  struct Undo {
+    int64_t cursor = 0, epoch = 0, skipped = 0;
+    bool valid = false;
+  } undo_;
+  std::vector<float> scratch_;  // [d_in] one row, for the skip_nonfinite scan in next_ids
 };
 
 // The source a command line describes: a FileSource over `path` (shared by train, eval, encode).

@@ -1,11 +1,21 @@
-// A prefetch thread in front of any ActivationSource: it reads batches of batch_rows ahead into a
-// bounded queue, so reading (mmap page faults, dtype conversion, shuffling) overlaps the training
-// step instead of stalling it. Errors raised while reading are re-thrown by next() in order, after
-// the batches read before them.
+// The stage between a source and the trainer's batch buffer, in one of two modes.
 //
-// position() is the position of what the CONSUMER has taken, not of what the thread has read
-// ahead: {"source":"prefetch","inner":<inner position before the current batch>,"skip":rows of it
-// already taken}. seek() stops the thread, seeks the inner source, skips, and restarts.
+// Over a GatherSource (the files, shuffled or not: the default pipeline) it copies each batch
+// once, straight into the caller's buffer (on the GPU the pinned staging buffer), with several
+// threads: the inner source picks the row ids (cheap bookkeeping, on the calling thread), then
+// the gather threads copy the rows out of the memory-mapped shards. What runs ahead of the
+// consumer is the page cache: the inner source asks the kernel to read the rows it has planned
+// (madvise WILLNEED), and on the GPU the host fills the next staging buffer while the GPU runs the
+// step before. So there is no queue of copied batches (it would cost one more copy of every byte)
+// and the position is that of the consumer, built only when asked. A row holding NaN/Inf fails the
+// batch that holds it, and the source is put back before that batch (GatherSource::undo_next_ids).
+//
+// Over any other source (the synthetic one) a thread reads batches of batch_rows ahead into a
+// bounded queue, so producing overlaps the training step. Errors raised while reading are
+// re-thrown by next() in order, after the batches read before them. position() is the position of
+// what the CONSUMER has taken: {"source":"prefetch","inner":<inner position before the current
+// batch>,"skip":rows of it already taken}. seek() stops the thread, seeks the inner source, skips,
+// and restarts. (The gather mode writes the same form, with skip 0.)
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -21,10 +31,16 @@
 
 namespace topksae {
 
+class GatherSource;
+namespace detail {
+class GatherPool;
+}
+
 class PrefetchSource : public ActivationSource {
  public:
-  // depth: batches kept ready (>= 1).
-  PrefetchSource(std::unique_ptr<ActivationSource> inner, int64_t batch_rows, int depth = 4);
+  // depth: batches kept ready (>= 1; the queue mode). gather_threads: threads that copy a batch
+  // in the gather mode, the caller included (0: min(hardware threads, 8)).
+  PrefetchSource(std::unique_ptr<ActivationSource> inner, int64_t batch_rows, int depth = 4, int gather_threads = 0);
   ~PrefetchSource() override;
   int64_t d_in() const override { return d_in_; }
   int64_t next(float* out, int64_t rows) override;
@@ -45,6 +61,12 @@ class PrefetchSource : public ActivationSource {
   void start();
   void stop();
   void produce();
+  int64_t next_gathered(float* out, int64_t rows);
+  // The gather mode (gather_ != nullptr: inner_ is a GatherSource).
+  GatherSource* gather_ = nullptr;
+  std::unique_ptr<detail::GatherPool> pool_;
+  std::vector<int64_t> ids_;                  // [rows] the batch's ids, reused
+  std::vector<std::exception_ptr> errors_;    // [chunks] reused
   std::unique_ptr<ActivationSource> inner_;
   int64_t d_in_, batch_rows_;
   size_t depth_;

@@ -24,9 +24,12 @@ struct ProgressSample {
   int64_t tokens = 0;       // tokens trained on so far
   double loss = 0, l0 = 0, explained_variance = 0;
   int64_t dead = 0, d_sae = 1;
+  // Share of the time the device waited for data (Trainer::input_wait); < 0: not shown.
+  double data_wait = -1;
 };
 
-// "[#####.....]  42.0% step 420/1000 | 12.3k tok/s | loss 0.0123 | L0 31.9 | EV 0.912 | dead 1.2% | ETA 1m05s"
+// "[#####.....]  42.0% step 420/1000 | 12.3k tok/s | loss 0.0123 | L0 31.9 | EV 0.912 | dead 1.2% |
+// data wait 3% | ETA 1m05s"
 // (the bar only when `bar`).
 std::string format_progress(const ProgressSample& s, double tokens_per_s, double eta_s, bool bar);
 std::string format_duration(double seconds);  // "1h02m", "3m05s", "12s"

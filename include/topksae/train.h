@@ -7,6 +7,7 @@
 // hand-derived gradients can be checked against central finite differences. Both are instantiated
 // in src/train/*.cpp and src/cpu/*.cpp.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -331,6 +332,16 @@ class Trainer {
   // Saves final_sae() with sparsity.safetensors.
   void save_final(const std::filesystem::path& dir) const;
 
+  // Whether the run is input-bound: of the seconds spent in run() so far (in this process,
+  // checkpoint writes left out), how many the device sat idle waiting for the next batch. CPU:
+  // the time spent reading batches (the step runs on the same thread). GPU: the gaps between
+  // steps on the GPU's own timeline (CUDA events), for the steps finished so far.
+  struct InputWait {
+    double waited_s = 0, total_s = 0;
+    double fraction() const { return total_s > 0 ? waited_s / total_s : 0.0; }
+  };
+  InputWait input_wait();
+
   const TrainConfig& config() const { return cfg_; }
   const TrainState& state() const { return st_; }
   // The current (unfolded) SAE.
@@ -338,8 +349,8 @@ class Trainer {
 
  private:
   void ensure_scaling_factor();
-  int64_t run_steps(int64_t max_steps, std::string* position);
-  void sync(const std::string& position, bool report);
+  int64_t run_steps(int64_t max_steps);
+  void sync(bool report);
   TrainConfig cfg_;
   ActivationSource& src_;
   TrainerOptions opts_;
@@ -348,6 +359,11 @@ class Trainer {
   // (cpu) or a device copy of it (cuda). Dropped by resume().
   std::unique_ptr<detail::TrainBackend> backend_;
   bool exhausted_ = false;
+  double host_data_s_ = 0, run_s_ = 0;  // for input_wait()
+  // While run() loops: when the loop started and its checkpoint-writing seconds so far.
+  bool looping_ = false;
+  std::chrono::steady_clock::time_point loop0_;
+  double saving_s_ = 0;
 };
 
 }  // namespace topksae

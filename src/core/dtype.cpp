@@ -1,8 +1,14 @@
 #include "topksae/dtype.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "topksae/error.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TOPKSAE_X86_F16C 1
+#endif
 
 namespace topksae {
 
@@ -81,11 +87,35 @@ uint16_t f32_to_f16(float f) {
   return sign | uint16_t(v >> 13);
 }
 
+namespace {
+#ifdef TOPKSAE_X86_F16C
+// float16 -> float32 eight at a time with the F16C instruction (every x86-64 CPU since 2012): the
+// training data path widens whole float16 rows, and the scalar loop runs at a fraction of memory
+// speed. The conversion is exact, as f16_to_f32 (NaNs stay NaN; a signalling NaN comes out quiet).
+__attribute__((target("avx,f16c"))) void f16_rows_to_f32(const uint16_t* s, float* d, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  for (; i < n; ++i) d[i] = f16_to_f32(s[i]);
+}
+bool have_f16c() {
+  static const bool yes = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return yes;
+}
+#endif
+}  // namespace
+
 void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
   switch (from) {
     case DType::f32: std::memcpy(dst, src, n * 4); return;
     case DType::f16: {
       const auto* s = static_cast<const uint16_t*>(src);
+#ifdef TOPKSAE_X86_F16C
+      if (have_f16c()) {
+        f16_rows_to_f32(s, dst, n);
+        return;
+      }
+#endif
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }

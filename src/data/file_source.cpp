@@ -2,7 +2,11 @@
 // safetensors and Arrow IPC readers (memory-mapped), rows read straight out of the maps.
 #include "topksae/file_source.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -185,6 +189,42 @@ void FileDataset::read_rows(int64_t row0, int64_t n, float* out) const {
   }
 }
 
+namespace {
+// True when every value of x [n] is finite: the exponent bits of a NaN or Inf are all ones. One
+// pass without branches, so the compiler vectorises it (the row is in L1 after its copy).
+bool all_finite(const float* x, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, sizeof b);
+    bad |= uint32_t((b & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+}  // namespace
+
+bool FileDataset::read_row_checked(int64_t row, float* out) const {
+  read_rows(row, 1, out);
+  return all_finite(out, d_in_);
+}
+
+void FileDataset::will_need(int64_t row0, int64_t n) const {
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  row0 = std::max<int64_t>(row0, 0);
+  n = std::min(n, rows_ - row0);
+  while (n > 0) {
+    const size_t s = segment_of(row0);
+    const ArrayView& v = segments_[s].view;
+    const int64_t local = row0 - starts_[s], m = std::min(n, starts_[s + 1] - row0);
+    const size_t row_bytes = size_t(d_in_) * itemsize(v.dtype);
+    const uintptr_t a = reinterpret_cast<uintptr_t>(v.data) + size_t(local) * row_bytes;
+    const uintptr_t lo = a & ~(page - 1), hi = a + size_t(m) * row_bytes;
+    if (hi > lo) (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_WILLNEED);
+    row0 += m;
+    n -= m;
+  }
+}
+
 std::string FileDataset::where(int64_t row) const {
   const size_t s = segment_of(row);
   const Segment& g = segments_[s];
@@ -223,6 +263,7 @@ int64_t FileSource::next(float* out, int64_t rows) {
 }
 
 int64_t FileSource::next_indexed(float* out, int64_t* ids, int64_t rows) {
+  undo_.valid = false;
   const int64_t d = data_->d_in(), total = data_->rows();
   int64_t written = 0;
   int64_t scanned_without_keep = 0;  // a dataset of nothing but bad rows must not spin forever
@@ -238,9 +279,7 @@ int64_t FileSource::next_indexed(float* out, int64_t* ids, int64_t rows) {
     int64_t kept = 0;
     for (int64_t r = 0; r < m; ++r) {
       const float* row = dst + r * d;
-      bool finite = true;
-      for (int64_t i = 0; i < d; ++i) finite &= std::isfinite(row[i]);
-      if (!finite) {
+      if (!all_finite(row, d)) {
         TOPKSAE_CHECK(opts_.skip_nonfinite, data_->where(cursor_ + r),
                       " holds NaN or Inf (pass --skip-nonfinite to skip such rows and count them)");
         ++skipped_;
@@ -258,9 +297,71 @@ int64_t FileSource::next_indexed(float* out, int64_t* ids, int64_t rows) {
   return written;
 }
 
+int64_t FileSource::next_ids(int64_t* ids, int64_t rows) {
+  const int64_t total = data_->rows();
+  // Work on copies and commit at the end: an Error (every row bad) leaves the source unchanged.
+  int64_t cursor = cursor_, epoch = epoch_, skipped = skipped_.load(), written = 0;
+  int64_t scanned_without_keep = 0;
+  // The rows handed out now are read soon (in order) or within a mixing buffer's worth of
+  // batches (shuffled): ask the kernel to start reading them, and the next as many, now.
+  data_->will_need(cursor, 2 * rows);
+  while (written < rows) {
+    if (cursor == total) {
+      if (!opts_.loop) break;
+      cursor = 0;
+      ++epoch;
+      data_->will_need(0, rows);
+    }
+    if (!opts_.skip_nonfinite) {
+      // No data is read here: read_ids checks each row when it copies it.
+      const int64_t m = std::min(rows - written, total - cursor);
+      for (int64_t r = 0; r < m; ++r) ids[written + r] = cursor + r;
+      cursor += m;
+      written += m;
+      continue;
+    }
+    scratch_.resize(size_t(data_->d_in()));
+    if (data_->read_row_checked(cursor, scratch_.data())) {
+      ids[written++] = cursor;
+      scanned_without_keep = 0;
+    } else {
+      ++skipped;
+      TOPKSAE_CHECK(++scanned_without_keep <= total, data_->path().string(), ": every row holds NaN or Inf");
+    }
+    ++cursor;
+  }
+  undo_ = {cursor_, epoch_, skipped_.load(), true};
+  cursor_ = cursor;
+  epoch_ = epoch;
+  skipped_ = skipped;
+  return written;
+}
+
+void FileSource::undo_next_ids() {
+  if (!undo_.valid) return;
+  cursor_ = undo_.cursor;
+  epoch_ = undo_.epoch;
+  skipped_ = undo_.skipped;
+  undo_.valid = false;
+}
+
 void FileSource::read_ids(const int64_t* ids, int64_t n, float* out) const {
   const int64_t d = data_->d_in();
-  for (int64_t i = 0; i < n; ++i) data_->read_rows(ids[i], 1, out + i * d);
+  for (int64_t i = 0; i < n; ++i)
+    TOPKSAE_CHECK(data_->read_row_checked(ids[i], out + i * d), data_->where(ids[i]),
+                  " holds NaN or Inf (pass --skip-nonfinite to skip such rows and count them)");
+}
+
+int64_t GatherSource::next(float* out, int64_t rows) {
+  if (ids_.size() < size_t(rows)) ids_.resize(size_t(rows));
+  const int64_t n = next_ids(ids_.data(), rows);
+  try {
+    read_ids(ids_.data(), n, out);
+  } catch (...) {
+    undo_next_ids();
+    throw;
+  }
+  return n;
 }
 
 std::string FileSource::position() const {
@@ -285,6 +386,7 @@ void FileSource::seek(const std::string& position) {
   int64_t c = j.value("cursor", int64_t(-1));
   TOPKSAE_CHECK(c >= 0 && c <= data_->rows(), "data position cursor ", c, " out of range");
   cursor_ = c;
+  undo_.valid = false;
   epoch_ = j.value("epoch", int64_t(0));
   skipped_ = j.value("skipped", int64_t(0));
 }

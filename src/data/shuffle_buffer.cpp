@@ -2,7 +2,6 @@
 #include "topksae/shuffle_buffer.h"
 
 #include <algorithm>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -24,74 +23,90 @@ ShuffleBuffer::ShuffleBuffer(std::unique_ptr<IndexedSource> inner, int64_t buffe
 }
 
 void ShuffleBuffer::refill() {
-  const int64_t d = inner_->d_in();
-  serving_.clear();
-  serving_ids_.clear();
-  serve_pos_ = 0;
-  int64_t n = int64_t(stored_ids_.size());
-  while (!inner_done_ && n < buffer_rows_) {
-    stored_.resize(size_t((n + batch_rows_) * d));
-    stored_ids_.resize(size_t(n + batch_rows_));
-    int64_t got = inner_->next_indexed(stored_.data() + n * d, stored_ids_.data() + n, batch_rows_);
+  State& s = st_;
+  s.serving.clear();
+  s.serve_pos = 0;
+  int64_t n = int64_t(s.stored.size());
+  while (!s.inner_done && n < buffer_rows_) {
+    s.stored.resize(size_t(n + batch_rows_));
+    const int64_t got = inner_->next_ids(s.stored.data() + n, batch_rows_);
     n += got;
-    stored_.resize(size_t(n * d));
-    stored_ids_.resize(size_t(n));
-    if (got < batch_rows_) inner_done_ = true;
+    s.stored.resize(size_t(n));
+    if (got < batch_rows_) s.inner_done = true;
   }
   if (n >= buffer_rows_) {
-    // Fisher-Yates over rows, seeded per refill so a resumed run shuffles identically.
-    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(refills_));
-    std::vector<float> tmp(static_cast<size_t>(d));
+    // Fisher-Yates over the ids, seeded per refill so a resumed run shuffles identically (the
+    // same draws, in the same order, as when the buffer held the rows themselves).
+    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(s.refills));
     for (int64_t i = n - 1; i > 0; --i) {
-      int64_t j = int64_t(below(rng, uint64_t(i + 1)));
-      if (j == i) continue;
-      std::swap(stored_ids_[size_t(i)], stored_ids_[size_t(j)]);
-      std::swap_ranges(stored_.begin() + i * d, stored_.begin() + (i + 1) * d, stored_.begin() + j * d);
+      const int64_t j = int64_t(below(rng, uint64_t(i + 1)));
+      std::swap(s.stored[size_t(i)], s.stored[size_t(j)]);
     }
-    ++refills_;
-    int64_t serve = std::max<int64_t>(1, n / (2 * batch_rows_)) * batch_rows_;
-    serving_.assign(stored_.begin(), stored_.begin() + serve * d);
-    serving_ids_.assign(stored_ids_.begin(), stored_ids_.begin() + serve);
-    stored_.erase(stored_.begin(), stored_.begin() + serve * d);
-    stored_ids_.erase(stored_ids_.begin(), stored_ids_.begin() + serve);
+    ++s.refills;
+    const int64_t serve = std::max<int64_t>(1, n / (2 * batch_rows_)) * batch_rows_;
+    s.serving.assign(s.stored.begin(), s.stored.begin() + serve);
+    s.stored.erase(s.stored.begin(), s.stored.begin() + serve);
   } else {
     // The source ran dry: hand out what is left, in order, in whole batches.
-    int64_t serve = n / batch_rows_ * batch_rows_;
-    serving_.assign(stored_.begin(), stored_.begin() + serve * d);
-    serving_ids_.assign(stored_ids_.begin(), stored_ids_.begin() + serve);
-    stored_.clear();
-    stored_ids_.clear();
+    const int64_t serve = n / batch_rows_ * batch_rows_;
+    s.serving.assign(s.stored.begin(), s.stored.begin() + serve);
+    s.stored.clear();
   }
 }
 
-int64_t ShuffleBuffer::next(float* out, int64_t rows) {
-  const int64_t d = inner_->d_in();
+int64_t ShuffleBuffer::next_ids(int64_t* ids, int64_t rows) {
+  undo_.valid = true;
+  undo_.refilled = false;
+  undo_.serve_pos = st_.serve_pos;
   int64_t written = 0;
   while (written < rows) {
-    if (serve_pos_ == serving_ids_.size()) {
-      if (inner_done_ && stored_ids_.empty()) break;
-      refill();
-      if (serving_ids_.empty()) break;
+    if (st_.serve_pos == st_.serving.size()) {
+      if (st_.inner_done && st_.stored.empty()) break;
+      if (!undo_.refilled) {
+        undo_.state = st_;
+        undo_.state.serve_pos = undo_.serve_pos;  // where this call started in that serving set
+        undo_.inner_position = inner_->position();
+        undo_.refilled = true;
+      }
+      try {
+        refill();
+      } catch (...) {
+        undo_next_ids();  // strong guarantee: as before the call
+        throw;
+      }
+      if (st_.serving.empty()) break;
     }
-    int64_t m = std::min<int64_t>(rows - written, int64_t(serving_ids_.size() - serve_pos_));
-    std::memcpy(out + written * d, serving_.data() + serve_pos_ * size_t(d), size_t(m * d) * sizeof(float));
-    serve_pos_ += size_t(m);
+    const int64_t m = std::min<int64_t>(rows - written, int64_t(st_.serving.size() - st_.serve_pos));
+    std::copy_n(st_.serving.data() + st_.serve_pos, m, ids + written);
+    st_.serve_pos += size_t(m);
     written += m;
   }
   return written;
+}
+
+void ShuffleBuffer::undo_next_ids() {
+  if (!undo_.valid) return;
+  if (undo_.refilled) {
+    // The first refill of the undone call happened at a serving boundary; state held then.
+    st_ = std::move(undo_.state);
+    inner_->seek(undo_.inner_position);
+  } else {
+    st_.serve_pos = undo_.serve_pos;
+  }
+  undo_.valid = false;
 }
 
 std::string ShuffleBuffer::position() const {
   nlohmann::json j;
   j["source"] = "shuffle";
   j["inner"] = nlohmann::json::parse(inner_->position());
-  j["refills"] = refills_;
-  j["inner_done"] = inner_done_;
+  j["refills"] = st_.refills;
+  j["inner_done"] = st_.inner_done;
   j["buffer_rows"] = buffer_rows_;
   j["batch_rows"] = batch_rows_;
   j["seed"] = seed_;
-  j["stored"] = stored_ids_;
-  j["serving"] = std::vector<int64_t>(serving_ids_.begin() + std::ptrdiff_t(serve_pos_), serving_ids_.end());
+  j["stored"] = st_.stored;
+  j["serving"] = std::vector<int64_t>(st_.serving.begin() + std::ptrdiff_t(st_.serve_pos), st_.serving.end());
   return j.dump();
 }
 
@@ -108,17 +123,16 @@ void ShuffleBuffer::seek(const std::string& position) {
                 "the checkpoint's shuffle buffer (", j.value("buffer_rows", int64_t(-1)), " rows, batch ",
                 j.value("batch_rows", int64_t(-1)), ", seed ", j.value("seed", uint64_t(0)), ") differs from this run's (",
                 buffer_rows_, " rows, batch ", batch_rows_, ", seed ", seed_, ")");
+  State st;
+  st.refills = j.value("refills", int64_t(0));
+  st.inner_done = j.value("inner_done", false);
+  st.stored = j.at("stored").get<std::vector<int64_t>>();
+  st.serving = j.at("serving").get<std::vector<int64_t>>();
+  for (const auto* v : {&st.stored, &st.serving})
+    for (int64_t id : *v) TOPKSAE_CHECK(id >= 0, "data position holds a negative row id ", id);
   inner_->seek(j.at("inner").dump());
-  refills_ = j.value("refills", int64_t(0));
-  inner_done_ = j.value("inner_done", false);
-  const int64_t d = inner_->d_in();
-  stored_ids_ = j.at("stored").get<std::vector<int64_t>>();
-  stored_.resize(stored_ids_.size() * size_t(d));
-  inner_->read_ids(stored_ids_.data(), int64_t(stored_ids_.size()), stored_.data());
-  serving_ids_ = j.at("serving").get<std::vector<int64_t>>();
-  serving_.resize(serving_ids_.size() * size_t(d));
-  inner_->read_ids(serving_ids_.data(), int64_t(serving_ids_.size()), serving_.data());
-  serve_pos_ = 0;
+  st_ = std::move(st);
+  undo_.valid = false;
 }
 
 std::string ShuffleBuffer::describe() const {

@@ -141,7 +141,8 @@ std::string html_report(const ReportContent& c) {
                           {"metrics/explained_variance", "explained variance (metrics/explained_variance)", false},
                           {"sparsity/dead_features", "dead latents (sparsity/dead_features)", false},
                           {"losses/auxiliary_reconstruction_loss", "AuxK loss (losses/auxiliary_reconstruction_loss)", false},
-                          {"details/current_learning_rate", "learning rate (details/current_learning_rate)", false}};
+                          {"details/current_learning_rate", "learning rate (details/current_learning_rate)", false},
+                          {"perf/data_wait_fraction", "share of the time the device waited for data (perf/data_wait_fraction)", false}};
   for (auto& ch : charts) {
     auto it = c.history.series.find(ch.key);
     if (it == c.history.series.end()) continue;

@@ -42,11 +42,12 @@ std::string format_progress(const ProgressSample& s, double tokens_per_s, double
     int filled = int(frac * width);
     os << "[" << std::string(size_t(filled), '#') << std::string(size_t(width - filled), '.') << "] ";
   }
-  char buf[256];
+  char buf[256], wait[40] = "";
+  if (s.data_wait >= 0) std::snprintf(wait, sizeof wait, " | data wait %.0f%%", 100 * s.data_wait);
   std::snprintf(buf, sizeof buf,
-                "%5.1f%% step %lld/%lld | %s tok/s | loss %.4g | L0 %.1f | EV %.3f | dead %.1f%% | ETA %s",
+                "%5.1f%% step %lld/%lld | %s tok/s | loss %.4g | L0 %.1f | EV %.3f | dead %.1f%%%s | ETA %s",
                 100 * frac, (long long)s.step, (long long)s.total_steps, si(tokens_per_s).c_str(), s.loss, s.l0,
-                s.explained_variance, 100.0 * double(s.dead) / double(std::max<int64_t>(s.d_sae, 1)),
+                s.explained_variance, 100.0 * double(s.dead) / double(std::max<int64_t>(s.d_sae, 1)), wait,
                 format_duration(eta_s).c_str());
   os << buf;
   return os.str();

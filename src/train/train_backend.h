@@ -25,6 +25,9 @@ class TrainBackend {
   // (all fields; data_position and scaling_factor as they were then) and returns the uncollected
   // metrics, oldest first.
   virtual std::vector<StepMetrics> sync() = 0;
+  // Seconds the device sat idle waiting for batches so far, given the seconds the host spent
+  // reading them. The CPU steps on the reading thread, so every second read is a second waited.
+  virtual double device_wait_seconds(double host_data_s) { return host_data_s; }
 };
 
 // *st must outlive the backend.

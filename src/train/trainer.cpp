@@ -3,6 +3,9 @@
 // checkpoints that resume bit-identically (same weights, moments, counters and data position).
 // The steps run on a backend (src/train/train_backend.h): the CPU, or the GPU with the host
 // reading ahead; checkpoints always go through the host state, so they are the same files.
+#include <algorithm>
+#include <chrono>
+
 #include "topksae/error.h"
 #include "topksae/train.h"
 #include "train/train_backend.h"
@@ -54,38 +57,56 @@ int64_t Trainer::run(int64_t max_steps) {
     backend_ = opts_.device == Device::cuda ? detail::make_cuda_backend(cfg_, &st_, opts_.precision)
                                             : detail::make_cpu_backend(cfg_, &st_);
   exhausted_ = false;
-  // The source position after the last batch queued; it becomes st_.data_position when the
-  // state catches up with the queue (sync), never before.
-  std::string position = st_.data_position;
   int64_t ran = 0;
   try {
-    ran = run_steps(max_steps, &position);
+    ran = run_steps(max_steps);
   } catch (...) {
     // Leave a state whose weights and data position belong together: wait for what was queued.
     // If that fails too (the GPU broke), st_ keeps the state of the last sync.
     try {
-      sync(position, false);
+      sync(false);
     } catch (...) {
       backend_.reset();
     }
     throw;
   }
-  sync(position, true);
+  sync(true);
   return ran;
 }
 
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
 // Reads and queues batches; returns the number queued. st_ lags behind the queue (on cuda).
-int64_t Trainer::run_steps(int64_t max_steps, std::string* position) {
+int64_t Trainer::run_steps(int64_t max_steps) {
+  using clock = std::chrono::steady_clock;
   const int64_t step0 = st_.step, samples0 = st_.n_training_samples, B = cfg_.batch_size;
   int64_t ran = 0;
+  // input_wait() during the loop (from on_step) counts the loop so far; checkpoint writes are
+  // not time the device could have spent on steps.
+  loop0_ = clock::now();
+  saving_s_ = 0;
+  looping_ = true;
+  struct EndLoop {
+    Trainer* t;
+    ~EndLoop() {
+      t->run_s_ += seconds_since(t->loop0_) - t->saving_s_;
+      t->looping_ = false;
+    }
+  } end_loop{this};
   while (samples0 + ran * B < cfg_.training_tokens && (max_steps < 0 || ran < max_steps)) {
     if (opts_.should_stop && opts_.should_stop()) break;
     float* batch = backend_->batch_buffer();  // [B, d_in]
-    if (src_.next(batch, B) < B) {
+    const clock::time_point t0 = clock::now();
+    const int64_t got = src_.next(batch, B);
+    host_data_s_ += seconds_since(t0);
+    if (got < B) {
       exhausted_ = true;  // the source ran dry: a short batch is dropped
       break;
     }
-    *position = src_.position();
     backend_->queue(B);
     ++ran;
     for (const StepMetrics& m : backend_->poll())
@@ -93,17 +114,29 @@ int64_t Trainer::run_steps(int64_t max_steps, std::string* position) {
     const bool finished = samples0 + ran * B >= cfg_.training_tokens;
     if (!opts_.checkpoint_dir.empty() && opts_.checkpoint_every > 0 && (step0 + ran) % opts_.checkpoint_every == 0 &&
         !finished) {
-      sync(*position, true);
+      const clock::time_point s0 = clock::now();
+      sync(true);
       save_checkpoint(opts_.checkpoint_dir);
+      saving_s_ += seconds_since(s0);
     }
   }
   return ran;
 }
 
-// Brings st_ up to date with every queued step; report: hand their metrics to on_step.
-void Trainer::sync(const std::string& position, bool report) {
+Trainer::InputWait Trainer::input_wait() {
+  InputWait w;
+  w.total_s = run_s_;
+  if (looping_) w.total_s += seconds_since(loop0_) - saving_s_;
+  w.waited_s = backend_ ? std::min(backend_->device_wait_seconds(host_data_s_), w.total_s) : 0.0;
+  return w;
+}
+
+// Brings st_ up to date with every queued step; report: hand their metrics to on_step. The
+// sources keep their position exact even when a read fails (GatherSource's strong guarantee, the
+// prefetch queue's positions), so the position is asked for here, once, not after every batch.
+void Trainer::sync(bool report) {
   const std::vector<StepMetrics> ms = backend_->sync();
-  st_.data_position = position;
+  st_.data_position = src_.position();
   if (report)
     for (const StepMetrics& m : ms)
       if (opts_.on_step) opts_.on_step(m);

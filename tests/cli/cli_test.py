@@ -168,7 +168,13 @@ def case_npy_run(tmp):
     fail_unless(cfg["d_in"] == 16 and cfg["d_sae"] == 48, f"cfg.json: {cfg}")
     fail_unless(cfg["metadata"].get("model_name") == "gpt2" and cfg["metadata"].get("hook_name") == "blocks.0.hook_resid_pre",
                 f"metadata from --config not kept: {cfg['metadata']}")
-    fail_unless(len(metrics_lines(f"{out}/metrics.jsonl")) == 12, "training_tokens from --config not used")
+    lines = metrics_lines(f"{out}/metrics.jsonl")
+    fail_unless(len(lines) == 12, "training_tokens from --config not used")
+    # the share of time the device waited for data: on the progress line, in every metrics line, in the report
+    fail_unless(re.search(r"\| data wait \d+% \|", log), f"the progress line lacks the data-wait share:\n{log}")
+    fail_unless(all(0 <= l["perf/data_wait_fraction"] <= 1 for l in lines), "metrics.jsonl lacks perf/data_wait_fraction")
+    with open(f"{out}/report.html") as f:
+        fail_unless("time the device waited for data" in f.read(), "the report lacks the data-wait share")
     check_readback(out, data, 16)
     # encode -> decode, top-k and CSR agree
     run("encode", "--sae", out, "--input", data, "--tensor", "acts", "--out", f"{tmp}/f.safetensors")

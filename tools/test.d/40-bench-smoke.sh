@@ -5,7 +5,7 @@
 # assertions: the numbers of a smoke run mean nothing.
 set -euo pipefail
 ran=0
-for b in bench_decode bench_encode bench_train_step; do
+for b in bench_decode bench_encode bench_train_step bench_data; do
   exe="build/bench/$b"
   [ -x "$exe" ] || { echo "missing $exe (TOPKSAE_BUILD_BENCH off?)"; exit 1; }
   "$exe" --tiny --json "build/$b-smoke.json" | tail -n 12

@@ -168,6 +168,28 @@ std::unique_ptr<ActivationSource> make_source(const DataSpec& d, const TrainConf
   return std::make_unique<PrefetchSource>(std::move(src), cfg.batch_size, 4);
 }
 
+// "12% of 5m03s of training" (+ ": input-bound" when the device mostly waited).
+std::string input_wait_summary(const Trainer::InputWait& w) {
+  return concat(int(w.fraction() * 100 + 0.5), "% of ", format_duration(w.total_s), " of training",
+                w.fraction() > 0.5 ? ": input-bound, the data did not keep up" : "");
+}
+
+// Says once, in plain words, that a run is mostly waiting for its data: after 20 steps and 5 s
+// (so a slow first batch from a cold disk alone does not trigger it) with the device idle more
+// than half of the time.
+struct InputWaitNotice {
+  bool said = false;
+  int64_t steps = 0;
+  std::string check(const Trainer::InputWait& w, Device device, const std::string& data) {
+    if (said || ++steps < 20 || w.total_s < 5 || w.fraction() <= 0.5) return "";
+    said = true;
+    return concat("note: the ", device == Device::cuda ? "GPU" : "CPU", " has waited for data ",
+                  int(w.fraction() * 100 + 0.5), "% of the time so far: this run is input-bound, reading ", data,
+                  " is slower than training on it. Faster storage, data that fits in the page cache (RAM), or more "
+                  "CPU cores for the gather threads would help; bench/bench_data measures the data path alone.\n");
+  }
+};
+
 // Refuses to clear a directory that is not ours, even with --overwrite.
 void prepare_out_dir(const fs::path& out, bool overwrite) {
   std::error_code ec;
@@ -304,18 +326,28 @@ void run_train(TrainArgs& a) {
   ProgressPrinter progress(std::cout, stdout_is_tty(), a.progress_every);
   StepMetrics last{};
   bool have_last = false;
+  Trainer* trainer_ptr = nullptr;  // set below; on_step reads the input-wait share from it
+  InputWaitNotice wait_notice;
   opts.on_step = [&](const StepMetrics& m) {
     last = m;
     have_last = true;
-    log->write(m.step, m.named());
+    const Trainer::InputWait wait = trainer_ptr->input_wait();
+    auto values = m.named();
+    values.emplace_back("perf/data_wait_fraction", wait.fraction());  // share of the run so far
+    log->write(m.step, values);
     log->flush();
     ProgressSample p{.step = m.step + 1, .total_steps = cfg.steps_to_run(), .tokens = m.n_training_samples,
                      .loss = m.overall_loss, .l0 = m.l0, .explained_variance = m.explained_variance,
-                     .dead = m.dead_features, .d_sae = cfg.d_sae};
+                     .dead = m.dead_features, .d_sae = cfg.d_sae, .data_wait = wait.fraction()};
     progress.update(p);
+    if (const std::string note = wait_notice.check(wait, device, src->describe()); !note.empty()) {
+      progress.finish();
+      std::cout << note << std::flush;
+    }
   };
 
   Trainer trainer(cfg, *src, opts);
+  trainer_ptr = &trainer;
   if (resuming) {
     trainer.resume(checkpoint);
     std::cout << "resuming " << out.string() << " at step " << trainer.state().step << " of "
@@ -431,6 +463,8 @@ void run_train(TrainArgs& a) {
     rc.summary.emplace_back("final L0", concat(last.l0));
     rc.summary.emplace_back("dead latents", concat(last.dead_features, " / ", cfg.d_sae));
   }
+  if (const Trainer::InputWait w = trainer.input_wait(); w.total_s > 0)
+    rc.summary.emplace_back("time the device waited for data", input_wait_summary(w));
   if (trainer.state().stats.n_frac_active > 0) rc.density = density_histogram(log_feature_sparsity(trainer.state().stats));
   if (syn) {
     Sae fin = final_sae(cfg, trainer.state());
