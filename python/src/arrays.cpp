@@ -1,6 +1,8 @@
 // DLPack inputs checked, results allocated on the input's device (python/src/arrays.h).
 #include "arrays.h"
 
+#include <nanobind/stl/string.h>
+
 #include <cstring>
 #include <new>
 

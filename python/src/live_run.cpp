@@ -133,6 +133,7 @@ LiveRun::LiveRun(LiveRunOptions o) : opts_(std::move(o)) {
     trainer_->resume(checkpoint_);
     reported_ = trainer_->state().step;
     last_ckpt_step_ = trainer_->state().step;
+    note_rows_taken();
   }
   log_ = std::make_unique<MetricsLog>(out_ / "metrics.jsonl", opts_.resume ? trainer_->state().step : 0);
   ckpt_steps_ = opts_.checkpoint_every_tokens > 0
@@ -233,8 +234,14 @@ fs::path LiveRun::interrupt() {
   interrupted_ = true;
   rethrow_worker_error();
   log_->flush();
+  note_rows_taken();
   if (!save_checkpoint_logged()) throw Error("interrupted, and the checkpoint could not be written (see above)");
   return checkpoint_;
+}
+
+void LiveRun::note_rows_taken() {
+  const std::string& p = trainer_->state().data_position;
+  checkpoint_rows_taken_ = p.empty() ? 0 : json::parse(p).value("rows_taken", int64_t(0));
 }
 
 void LiveRun::write_report() {

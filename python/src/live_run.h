@@ -60,6 +60,10 @@ class LiveRun {
   // Ctrl-C: stops after the current step and writes the checkpoint; returns its directory.
   std::filesystem::path interrupt();
 
+  // Rows of the stream the trainer's state has consumed (the scaling-factor estimate's included):
+  // after resume, the checkpoint's; after interrupt(), the interrupted state's. With shuffle "none"
+  // a producer that skips this many rows of its stream continues the run exactly.
+  int64_t checkpoint_rows_taken() const { return checkpoint_rows_taken_; }
   std::optional<StepMetrics> last_metrics() const;
   int64_t steps() const;  // steps whose metrics were reported
   bool training_done() const;  // the worker has stopped (done, stream ended, failed or stopped)
@@ -81,7 +85,8 @@ class LiveRun {
   std::unique_ptr<LiveStream> stream_;
   std::unique_ptr<MetricsLog> log_;
   std::unique_ptr<Trainer> trainer_;
-  int64_t ckpt_steps_ = 0, last_ckpt_step_ = -1;
+  int64_t ckpt_steps_ = 0, last_ckpt_step_ = -1, checkpoint_rows_taken_ = 0;
+  void note_rows_taken();
 
   mutable std::mutex mu_;  // guards the fields below (the worker writes them)
   std::optional<StepMetrics> last_;

@@ -130,6 +130,11 @@ class PySae {
 }  // namespace
 
 void bind_sae(nb::module_& m) {
+  // For the zero-copy tests: the address encode() would read x from (no copy means it equals the
+  // producer's own pointer: x.ctypes.data, t.data_ptr()).
+  m.def(
+      "_input_address", [](nb::handle x) { return uintptr_t(read_matrix(x, "x", "float32", -1).data); }, nb::arg("x"),
+      "The address the engine reads a float32 [rows, cols] array from (tests: zero-copy checks).");
   nb::class_<PySae>(m, "SAE",
                     "A TopK SAE loaded for inference (topksae.load). Arrays in: anything with __dlpack__ "
                     "or the buffer protocol (numpy, torch CPU or CUDA), float32, C-contiguous, [rows, d_in].\n"

@@ -125,6 +125,8 @@ void bind_trainer(nb::module_& m) {
                    "The run has stopped taking rows (done, stream ended, failed or interrupted).")
       .def_prop_ro("config_json", [](const PyLiveRun& r) { return train_config_to_json(r.run->config()); },
                    "The training config (all keys, sae_lens names).")
+      .def_prop_ro("checkpoint_rows_taken", [](const PyLiveRun& r) { return r.run->checkpoint_rows_taken(); },
+                   "Rows of the stream the checkpoint's state consumed (after resume or interrupt).")
       .def_prop_ro("out", [](const PyLiveRun& r) { return r.run->out().string(); })
       .def_prop_ro("describe", [](const PyLiveRun& r) { return r.run->describe(); });
 }

@@ -146,6 +146,13 @@ class Trainer:
         return json.loads(self._run.config_json)
 
     @property
+    def rows_taken(self) -> int:
+        """After resume() (or a Ctrl-C): the rows of the stream the checkpoint's state consumed,
+        the scaling-factor estimate's included. With shuffle="none", skipping this many rows of the
+        stream before pushing continues the run exactly as if it had not stopped."""
+        return self._run.checkpoint_rows_taken
+
+    @property
     def out(self) -> str:
         return self._run.out
 
