@@ -139,7 +139,9 @@ void bind_sae(nb::module_& m) {
                     "A TopK SAE loaded for inference (topksae.load). Arrays in: anything with __dlpack__ "
                     "or the buffer protocol (numpy, torch CPU or CUDA), float32, C-contiguous, [rows, d_in].\n"
                     "Inputs are read in place (no copy); results are new arrays on the input's device, in the "
-                    "input's framework (torch in, torch out; numpy otherwise on the CPU).")
+                    "input's framework (torch in, torch out; numpy otherwise on the CPU).\n"
+                    "CUDA inputs: the work is queued on the legacy default stream (torch's default stream), "
+                    "so torch code on that stream sees the results in order.")
       .def(nb::init<const std::string&, const std::string&, const std::string&, int>(), nb::arg("path"),
            nb::arg("device") = "cpu", nb::arg("precision") = "fp32", nb::arg("device_id") = 0,
            "Loads an sae_lens SAE directory (cfg.json + sae_weights.safetensors). Prefer topksae.load().")
