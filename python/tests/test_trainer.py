@@ -223,3 +223,21 @@ def test_gpu_step_time_is_the_engines(tmp_path):
     print(f"python live step {ms:.3f} ms (bench_train_step {bench_ms} ms)")
     if bench_ms:
         assert ms <= 1.05 * float(bench_ms)
+
+
+def test_step_with_the_mixing_buffer_waits_for_it_to_fill(tmp_path, rows):
+    cfg = dict(CONFIG, normalize_activations="none")
+    t = topksae.Trainer(out=tmp_path / "run", buffer_batches=4, report=False, **cfg)
+    got = [t.step(rows[i * B:(i + 1) * B]) for i in range(6)]
+    # 4 batches fill the buffer, which then serves half of it (2 steps) before taking more rows.
+    assert got[:3] == [None, None, None] and got[3]["step"] == 1 and got[5]["step"] == 3
+
+
+def test_readme_from_files_snippet(tmp_path, rows):
+    np.save(tmp_path / "acts.npy", rows)
+    acts = np.load(tmp_path / "acts.npy", mmap_mode="r")
+    t = topksae.Trainer(out=tmp_path / "from-files", d_in=D_IN, d_sae=64, k=4, train_batch_size_tokens=B,
+                        training_tokens=len(acts) // B * B, buffer_batches=4)
+    last = t.fit(np.ascontiguousarray(acts[i:i + 100]) for i in range(0, len(acts), 100))
+    assert last["step"] == len(acts) // B - 1 and np.isfinite(last["losses/overall_loss"])
+    assert (tmp_path / "from-files" / "report.html").exists()

@@ -7,7 +7,8 @@
 # installed into the interop venv and no second torch venv is made.
 #   TOPKSAE_PYTHON_TESTS=0  skip this step        =1  a failed PyPI install fails the step
 #   unset                   run; a PyPI that cannot be reached reports the step skipped
-# Measured here (2 cores, shared): see the report of the step's first run in the commit log.
+# Measured here (2 cores shared with other builds, no ccache): pip install . 417 s cold (user 170 s),
+# 128 s with build-py/ kept from an earlier run; the tests and the example 90 s.
 set -euo pipefail
 summary=${TOPKSAE_TEST_SUMMARY:-/dev/stdout}
 if [ "${TOPKSAE_PYTHON_TESTS:-}" = 0 ]; then
