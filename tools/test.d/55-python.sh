@@ -37,9 +37,10 @@ passed=0 failed=0 rc=0
 log=$(mktemp)
 # Adds the counts of pytest's closing line ("3 failed, 17 passed, 4 skipped in 6.5s") to the totals.
 count() {
-  local p f
-  p=$(grep -Eo '[0-9]+ passed' "$log" | tail -1 | cut -d' ' -f1 || true)
-  f=$(grep -Eo '[0-9]+ (failed|errors?)' "$log" | tail -2 | awk '{s += $1} END {print s + 0}' || true)
+  local line p f
+  line=$(grep -E '(passed|failed|error).* in [0-9.]+s' "$log" | tail -1 || true)
+  p=$(echo "$line" | grep -Eo '[0-9]+ passed' | cut -d' ' -f1 || true)
+  f=$(echo "$line" | grep -Eo '[0-9]+ (failed|errors?)' | awk '{s += $1} END {print s + 0}' || true)
   passed=$((passed + ${p:-0}))
   failed=$((failed + ${f:-0}))
 }
