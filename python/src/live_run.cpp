@@ -2,6 +2,7 @@
 #include "live_run.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -186,6 +187,13 @@ void LiveRun::rethrow_worker_error() {
 bool LiveRun::push(const float* rows, int64_t n, const Tick& tick) {
   TOPKSAE_CHECK(!finished_ && !interrupted_, "this Trainer has finished (fit() or finish() ended its stream); start "
                 "a new one or topksae.Trainer.resume(out)");
+  // As the file sources refuse a row holding NaN or Inf (naming it), before it reaches a step.
+  const int64_t d = cfg_.d_in;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < d; ++c)
+      if (!std::isfinite(rows[r * d + c]))
+        throw InvalidArgument(concat("batch row ", r, " holds ", rows[r * d + c], " in column ", c,
+                                     " (rows holding NaN or Inf are refused; nothing of this batch was queued)"));
   start_worker();
   bool taken = stream_->queue().push(rows, n, tick);
   if (!taken) rethrow_worker_error();

@@ -118,6 +118,10 @@ def test_bad_config_and_out_raise(tmp_path, rows):
         t.push(np.zeros((4, 21), np.float32))
     with pytest.raises(TypeError, match="float32"):
         t.push(np.zeros((4, 20), np.float64))
+    bad = np.ones((4, 20), np.float32)
+    bad[2, 7] = np.nan
+    with pytest.raises(ValueError, match="batch row 2 holds nan in column 7"):
+        t.push(bad)
     with pytest.raises(ValueError, match="exists"):
         topksae.Trainer(out=tmp_path / "e", **CONFIG)
     (tmp_path / "mine").mkdir()

@@ -79,7 +79,8 @@ class Trainer:
     def push(self, batch) -> bool:
         """Queues rows ([rows, d_in] or [..., d_in], float32, C-contiguous; numpy or torch, cpu or
         cuda) and returns at once unless the queue is full. False once training is over
-        (training_tokens reached): stop producing."""
+        (training_tokens reached): stop producing. A batch holding NaN or Inf raises ValueError
+        (naming the row) and none of it is queued."""
         return self._guard(lambda: self._run.push(_rows(batch)))
 
     def step(self, batch) -> Optional[dict]:
