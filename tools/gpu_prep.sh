@@ -23,4 +23,15 @@ if (cd .deps && apt-get download googletest nlohmann-json3-dev libcli11-dev >/de
 else
   echo "deps: apt-get download failed; the GPU check will rely on the GPU image's packages" >&2
 fi
+# The Python package's GPU tests (gpu_check.sh's python stage): nanobind (the module's build) and
+# pytest with its dependencies, unpacked into .deps/py (wheels are zip files; nothing to install).
+mkdir -p .deps/py-wheels
+if python3 -m pip download -q --disable-pip-version-check --only-binary :all: -d .deps/py-wheels nanobind pytest \
+    >/dev/null 2>&1; then
+  for w in .deps/py-wheels/*.whl; do python3 -m zipfile -e "$w" .deps/py; done
+  echo "python: nanobind + pytest unpacked in .deps/py"
+else
+  echo "python: pip download failed; the GPU check's python stage will not run" >&2
+fi
+rm -rf .deps/py-wheels
 echo 'next: device run  command="bash tools/gpu_check.sh"  carry=[".deps", "shared"]  timeout_s=600'

@@ -1,0 +1,107 @@
+// Activations streamed live into the trainer (the Python binding's Trainer.step / fit): a producer
+// thread pushes rows as a model produces them, the trainer's thread reads fixed-size batches. The
+// queue is bounded, so a producer faster than the steps waits instead of growing memory.
+//
+// LiveSource is the raw queue (rows in push order). LiveStream is what the Trainer reads: the queue
+// itself (shuffle "none"), or sae_lens's mixing buffer over it (shuffle "buffer": ShuffleBuffer,
+// the same class and seeds as `topksae train --shuffle buffer`: fill to buffer_rows, shuffle,
+// serve half, keep the rest; at the end of the stream the rest in order, whole batches only).
+//
+// Resume: a live stream cannot be re-read, so its position is only the count of rows taken. Rows
+// that sat in the mixing buffer or the queue when a checkpoint was written are not in it; a
+// resumed run trains on what the producer streams next.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "topksae/error.h"
+#include "topksae/file_source.h"
+
+namespace topksae {
+
+class LiveSource : public IndexedSource {
+ public:
+  // Thrown by next() after abort(): the consumer is to stop (the Trainer then keeps a consistent,
+  // checkpointable state).
+  class Aborted : public Error {
+   public:
+    using Error::Error;
+  };
+
+  // capacity_rows: how many rows the queue holds before push() waits (>= 1).
+  LiveSource(int64_t d_in, int64_t capacity_rows);
+
+  // ---- producer side (any thread but the consumer's) ----
+  // Appends rows [n, d_in]. Waits while the queue is full; `tick` runs about every 50 ms while
+  // waiting (the binding checks for Ctrl-C there; an exception from it propagates, nothing queued
+  // after that point). Returns false (rows dropped) once the consumer has finished or aborted.
+  bool push(const float* rows, int64_t n, const std::function<void()>& tick = {});
+  // End of stream: next() hands out what is queued, then returns fewer rows than asked.
+  void finish();
+  // next() throws Aborted from now on (also wakes a consumer that waits for rows).
+  void abort();
+  // The consumer says it has stopped for good (training done, failed or aborted): push() drops.
+  void consumer_done();
+  // Waits until the consumer has taken every row it can (it waits for more rows than are queued)
+  // or has stopped; `tick` as in push().
+  void wait_idle(const std::function<void()>& tick = {});
+  // Waits until consumer_done(); `tick` as in push().
+  void wait_consumer_done(const std::function<void()>& tick = {});
+  bool is_consumer_done() const;
+
+  // ---- consumer side ----
+  int64_t d_in() const override { return d_in_; }
+  // Waits until `rows` rows are queued (or finish(): then what is left, possibly fewer).
+  int64_t next(float* out, int64_t rows) override;
+  // Row ids are the count of rows taken before them (0, 1, ...), continuing after seek().
+  int64_t next_indexed(float* out, int64_t* ids, int64_t rows) override;
+  // Live rows are gone once taken: throws Error (ShuffleBuffer::seek would need them).
+  void read_ids(const int64_t* ids, int64_t n, float* out) const override;
+  // {"source":"live","rows_taken":N}
+  std::string position() const override;
+  // Takes rows_taken from a position of a live source; the queue is left as it is.
+  void seek(const std::string& position) override;
+  std::string describe() const override;
+  int64_t rows_taken() const;
+
+ private:
+  int64_t take(float* out, int64_t* ids, int64_t rows);
+  const int64_t d_in_, capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<float> queue_;  // [queued, d_in], rows from head_ on are pending
+  size_t head_ = 0;           // rows of queue_ already taken
+  int64_t taken_ = 0;
+  int64_t want_ = 0;          // rows the consumer waits for (0: it is not waiting)
+  bool finished_ = false, aborted_ = false, consumer_done_ = false;
+};
+
+// What the Trainer reads from a live stream (see the top of this file).
+class LiveStream : public ActivationSource {
+ public:
+  // shuffle: "buffer" (buffer_batches * batch_rows rows of mixing, seeded by seed) or "none".
+  LiveStream(int64_t d_in, const std::string& shuffle, int64_t buffer_batches, int64_t batch_rows, uint64_t seed,
+             int64_t queue_rows);
+  ~LiveStream() override;
+  LiveSource& queue() { return *live_; }
+  int64_t d_in() const override { return live_->d_in(); }
+  int64_t next(float* out, int64_t rows) override;
+  // The live source's position, plus "shuffle"; cheap (no row ids, unlike ShuffleBuffer's).
+  std::string position() const override;
+  // Accepts a live position (see the top of this file for what is not restored).
+  void seek(const std::string& position) override;
+  std::string describe() const override;
+
+ private:
+  LiveSource* live_;                      // owned by mixer_ when shuffling, else by own_
+  std::unique_ptr<LiveSource> own_;
+  std::unique_ptr<ActivationSource> mixer_;
+  std::string shuffle_;
+};
+
+}  // namespace topksae
