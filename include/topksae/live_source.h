@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "topksae/error.h"
@@ -60,8 +61,15 @@ class LiveSource : public IndexedSource {
   int64_t next(float* out, int64_t rows) override;
   // Row ids are the count of rows taken before them (0, 1, ...), continuing after seek().
   int64_t next_indexed(float* out, int64_t* ids, int64_t rows) override;
-  // Live rows are gone once taken: throws Error (ShuffleBuffer::seek would need them).
+  // The mixing buffer's side (ShuffleBuffer chooses ids, then reads them): next_ids() takes rows
+  // off the queue into a store keyed by id, read_ids() copies them out and frees their slots (a
+  // live row is read once). So the store holds at most the buffer's rows. Unknown or already read
+  // ids throw Error.
+  int64_t next_ids(int64_t* ids, int64_t rows) override;
   void read_ids(const int64_t* ids, int64_t n, float* out) const override;
+  // Rows handed out are gone from the stream: throws Error. (It is only called after a batch had
+  // a NaN / Inf row, and push() refuses those up front.)
+  void undo_next_ids() override;
   // {"source":"live","rows_taken":N}
   std::string position() const override;
   // Takes rows_taken from a position of a live source; the queue is left as it is.
@@ -70,7 +78,12 @@ class LiveSource : public IndexedSource {
   int64_t rows_taken() const;
 
  private:
+  // Takes up to `rows` queued rows (waits for them): into out, or into the id store when out is null.
   int64_t take(float* out, int64_t* ids, int64_t rows);
+  // The id store behind next_ids / read_ids (guarded by mu_; read_ids is const for the interface).
+  mutable std::vector<float> held_;                  // [slots, d_in]
+  mutable std::vector<int64_t> free_slots_;
+  mutable std::unordered_map<int64_t, int64_t> slot_of_;  // row id -> slot of held_
   const int64_t d_in_, capacity_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

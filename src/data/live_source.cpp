@@ -101,7 +101,24 @@ int64_t LiveSource::take(float* out, int64_t* ids, int64_t rows) {
   want_ = 0;
   if (aborted_) throw Aborted("live stream: stopped (interrupted)");
   const int64_t n = std::min(rows, queued());
-  std::memcpy(out, queue_.data() + head_ * size_t(d_in_), size_t(n * d_in_) * sizeof(float));
+  const float* src = queue_.data() + head_ * size_t(d_in_);
+  if (out) {
+    std::memcpy(out, src, size_t(n * d_in_) * sizeof(float));
+  } else {  // into the id store, one slot per row
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t slot;
+      if (!free_slots_.empty()) {
+        slot = free_slots_.back();
+        free_slots_.pop_back();
+      } else {
+        slot = int64_t(held_.size() / size_t(d_in_));
+        held_.resize(held_.size() + size_t(d_in_));
+      }
+      std::memcpy(held_.data() + size_t(slot) * size_t(d_in_), src + size_t(i) * size_t(d_in_),
+                  size_t(d_in_) * sizeof(float));
+      slot_of_[taken_ + i] = slot;
+    }
+  }
   if (ids)
     for (int64_t i = 0; i < n; ++i) ids[i] = taken_ + i;
   head_ += size_t(n);
@@ -113,9 +130,24 @@ int64_t LiveSource::take(float* out, int64_t* ids, int64_t rows) {
 int64_t LiveSource::next(float* out, int64_t rows) { return take(out, nullptr, rows); }
 int64_t LiveSource::next_indexed(float* out, int64_t* ids, int64_t rows) { return take(out, ids, rows); }
 
-void LiveSource::read_ids(const int64_t*, int64_t, float*) const {
-  TOPKSAE_FAIL("live stream: rows cannot be read back once taken (a live run resumes without the rows that "
-               "were in its mixing buffer)");
+int64_t LiveSource::next_ids(int64_t* ids, int64_t rows) { return take(nullptr, ids, rows); }
+
+void LiveSource::read_ids(const int64_t* ids, int64_t n, float* out) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (int64_t i = 0; i < n; ++i) {
+    auto it = slot_of_.find(ids[i]);
+    TOPKSAE_CHECK(it != slot_of_.end(), "live stream: row ", ids[i],
+                  " is not held (taken rows are read once; a live run resumes without the rows that were in "
+                  "its mixing buffer)");
+    std::memcpy(out + size_t(i) * size_t(d_in_), held_.data() + size_t(it->second) * size_t(d_in_),
+                size_t(d_in_) * sizeof(float));
+    free_slots_.push_back(it->second);
+    slot_of_.erase(it);
+  }
+}
+
+void LiveSource::undo_next_ids() {
+  TOPKSAE_FAIL("live stream: rows handed out cannot be put back (push() refuses NaN / Inf rows up front)");
 }
 
 std::string LiveSource::position() const {
