@@ -3,7 +3,7 @@
 // (target_clones: AVX-512, AVX2, baseline x86-64) so one portable binary runs the wide code on
 // the CPU it finds. Each clone computes bit-identical results: the summation order is fixed by
 // the source (dot keeps 16 independent partial sums whatever the vector width) and the build
-// does not contract a*b+c into FMA (-std=c++20 implies -ffp-contract=off under GCC).
+// compiles vec.cpp with -ffp-contract=off (GCC would fuse a*b+c into FMA in the AVX clones).
 #pragma once
 #include <cstdint>
 
