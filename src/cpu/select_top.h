@@ -6,14 +6,19 @@
 // on top). Because the scan is in ascending index order, a later candidate enters exactly when its
 // value is strictly greater than the worst's key (an equal value loses to the lower index held),
 // so most of the row is a compare against one threshold: the loop over blocks of 16 checks "any
-// greater?" first, which the compiler vectorises at the baseline ISA, and only a block holding a
-// winner goes through the heap. O(m + k log k + (entries) log k) instead of nth_element's several
+// greater?" first (SSE2, the x86-64 baseline), and only a block holding a winner goes through the
+// heap. O(m + k log k + (entries) log k) instead of nth_element's several
 // passes over an index array; the chosen set and its order are those of the comparator above.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace topksae::cpu::detail {
 
@@ -50,8 +55,21 @@ void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, int32_t
       for (; i < m && i % kBlock != 0; ++i)  // up to a block boundary
         if (row[i] > thr) replace_top(int32_t(i));
       for (; i + kBlock <= m; i += kBlock) {
-        int any = 0;  // NaN compares false: it never beats a threshold, as its key -inf would not
-        for (int64_t t = 0; t < kBlock; ++t) any |= row[i + t] > thr;
+        // Does any of the 16 beat the threshold? NaN compares false: it never does, as its key
+        // -inf would not. Four SSE2 compares for float (GCC leaves the plain loop scalar).
+        int any = 0;
+#if defined(__SSE2__)
+        if constexpr (std::is_same_v<T, float>) {
+          const __m128 t4 = _mm_set1_ps(thr);
+          const float* p = row + i;
+          const __m128 a = _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(p), t4), _mm_cmpgt_ps(_mm_loadu_ps(p + 4), t4));
+          const __m128 b = _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(p + 8), t4), _mm_cmpgt_ps(_mm_loadu_ps(p + 12), t4));
+          any = _mm_movemask_ps(_mm_or_ps(a, b));
+        } else
+#endif
+        {
+          for (int64_t t = 0; t < kBlock; ++t) any |= row[i + t] > thr;
+        }
         if (!any) continue;
         for (int64_t t = 0; t < kBlock; ++t)
           if (row[i + t] > thr) replace_top(int32_t(i + t));
