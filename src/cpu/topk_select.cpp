@@ -22,7 +22,7 @@ void topk_select(const float* h, int64_t B, int64_t n, int64_t k, int32_t* idx, 
   TOPKSAE_CHECK(threads >= 1 && scratch != nullptr, "top-k: scratch for ", threads, " threads is missing");
 #pragma omp parallel num_threads(threads)
   {
-    int32_t* heap = scratch + int64_t(omp_get_thread_num()) * n;  // this thread's k (<= n) entries
+    int32_t* heap = scratch + int64_t(omp_get_thread_num()) * n;  // this thread's n entries
 #pragma omp for
     for (int64_t b = 0; b < B; ++b) {
       const float* row = h + b * n;

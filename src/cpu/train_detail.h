@@ -58,7 +58,7 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
 // select_top (src/cpu/select_top.h) with the scratch in a vector sized here.
 template <typename T>
 void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, std::vector<int32_t>& heap, int32_t* idx) {
-  heap.resize(static_cast<size_t>(k));
+  heap.resize(static_cast<size_t>(m));
   select_top(row, cand, m, k, heap.data(), idx);
 }
 
