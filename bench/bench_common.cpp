@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "topksae/error.h"
+#include "topksae/ops_cpu.h"
 
 #ifdef TOPKSAE_HAS_CUDA
 #include <cublas_v2.h>
@@ -172,6 +173,7 @@ void Report::add(nlohmann::json row) {
 
 void Report::finish() {
   std::printf("\n== %s on %s ==\n", bench_.c_str(), gpu_name().c_str());
+  std::printf("CPU GEMM: %s\n", cpu::gemm_library_info().str().c_str());  // what ran the cpu_twin rows
   if (!ceilings_.empty()) {
     std::printf("ceilings:");
     for (auto it = ceilings_.begin(); it != ceilings_.end(); ++it) std::printf(" %s=%.1f", it.key().c_str(), it.value().get<double>());
@@ -199,6 +201,7 @@ void Report::finish() {
     nlohmann::json j;
     j["bench"] = bench_;
     j["device"] = gpu_name();
+    j["cpu_gemm"] = cpu::gemm_library_info().str();
     j["ceilings"] = ceilings_;
     j["results"] = rows_;
     const std::string tmp = args_.json_path + ".tmp";

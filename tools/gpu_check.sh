@@ -81,6 +81,9 @@ git log -1 --oneline 2>/dev/null | tee "$OUT/commit.txt"
 
 # Reserves: what the later stages need at least (tests 60, benches 3 x 40, peers 60, table 10).
 built=0
+# oneDNN (the CPU GEMM) may come from .deps/ too: its libdnnl.so.2 needs libOpenCL.so.1 beside it,
+# which the linker and the loader find only on this path when the image lacks them.
+[ -d .deps/usr/lib/x86_64-linux-gnu ] && export LD_LIBRARY_PATH="$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The topksae command too (CLI11 from the image or from .deps/usr), for its --device cuda runs
 # below; if that configuration fails, once more without the command.
 tools=1

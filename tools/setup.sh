@@ -3,8 +3,10 @@
 # sudo the first time). The CUDA toolkit is optional and not installed here: with nvcc on PATH
 # the CUDA backend is built too.
 set -euo pipefail
-pkgs=(cmake make g++ libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev clang libclang-rt-14-dev python3
-      python3-dev python3-venv)  # the last two: `pip install .` (tools/test.d/55-python.sh)
+# libdnnl-dev: oneDNN, the CPU backend's GEMM (src/cpu/gemm.cpp). python3-dev, python3-venv: `pip install .`
+# (tools/test.d/55-python.sh).
+pkgs=(cmake make g++ libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libdnnl-dev clang libclang-rt-14-dev python3
+      python3-dev python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 // The formulas are those of shared/spec/MATH.md (sae_lens 6.13.1 TopKSAE).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "topksae/sae.h"
@@ -38,8 +39,19 @@ Coo topk_to_coo(const TopKCodes& codes);
 std::vector<float> topk_to_dense(const TopKCodes& codes);  // [rows, d_sae]
 
 // ---- dense building blocks --------------------------------------------------------------------
-// C[M,N] = beta*C + A[M,K] @ B[K,N], all row-major. beta is 0 or 1.
+// C[M,N] = beta*C + A[M,K] @ B[K,N], all row-major. beta is 0 or 1. oneDNN's sgemm does the work.
 void gemm(const float* A, const float* B, float* C, int64_t M, int64_t K, int64_t N, float beta);
+
+// Which library runs gemm on this machine and which kernels it picked, for diagnosing a slow CPU
+// (`topksae info --system`, the bench headers).
+struct GemmLibraryInfo {
+  std::string library, version;  // "oneDNN", "2.6.3"
+  std::string isa;               // the instruction set its kernels use here, e.g. "avx512_core"
+  std::string threading;         // its threading runtime ("OpenMP": shared with our loops)
+  int threads = 0;               // threads a GEMM uses (omp_get_max_threads)
+  std::string str() const;       // one line with all of the above
+};
+GemmLibraryInfo gemm_library_info();
 
 // Per-row statistics of the input normalisation, kept to undo it on the output.
 // constant_norm_rescale: scale = c_b; layer_norm: scale = std_b (without eps), shift = mu_b.

@@ -2,6 +2,7 @@
 // The sparse forms read only the W_dec rows they name.
 #include <algorithm>
 
+#include "cpu/vec.h"
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
 
@@ -14,10 +15,7 @@ void fill_bias(const Sae& sae, int64_t B, float* out) {
 #pragma omp parallel for
   for (int64_t b = 0; b < B; ++b) std::copy(b_dec, b_dec + d, out + b * d);
 }
-inline void axpy(float a, const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
+using vec::axpy;  // y += a x, dispatched to the widest ISA here (vec.h)
 void check_latent(int64_t j, int64_t d_sae) {
   TOPKSAE_CHECK(j >= 0 && j < d_sae, "decode: latent index ", j, " out of range [0, ", d_sae, ")");
 }

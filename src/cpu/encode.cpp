@@ -1,5 +1,6 @@
 // CPU twins of process_sae_in, encode_pre, encode_topk and encode_dense.
 #include <algorithm>
+#include <memory>
 
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
@@ -25,29 +26,31 @@ void encode_pre(const Sae& sae, const float* u, int64_t B, float* h) {
 }
 
 namespace {
-// x -> pre-activations h [B, d_sae], validating the shapes first.
-std::vector<float> pre_activations(const Sae& sae, const float* x, int64_t B) {
+// x -> pre-activations h [B, d_sae], validating the shapes first. h is left uninitialised
+// before encode_pre writes it (the bias copy, in parallel): a zero fill would be one more serial
+// pass over B * d_sae floats, with the page faults of a fresh buffer in it.
+std::unique_ptr<float[]> pre_activations(const Sae& sae, const float* x, int64_t B) {
   sae.cfg.validate();
   sae.params.check_shapes(sae.cfg);
   TOPKSAE_CHECK(B >= 0, "batch size must be >= 0, got ", B);
   TOPKSAE_CHECK(x != nullptr || B == 0, "input pointer is null");
   std::vector<float> u(size_t(B * sae.cfg.d_in));
   process_sae_in(sae, x, B, u.data(), nullptr);
-  std::vector<float> h(size_t(B * sae.cfg.d_sae));
-  encode_pre(sae, u.data(), B, h.data());
+  std::unique_ptr<float[]> h(new float[size_t(B * sae.cfg.d_sae)]);
+  encode_pre(sae, u.data(), B, h.get());
   return h;
 }
 }  // namespace
 
 TopKCodes encode_topk(const Sae& sae, const float* x, int64_t B) {
-  std::vector<float> h = pre_activations(sae, x, B);
+  const std::unique_ptr<float[]> h = pre_activations(sae, x, B);
   TopKCodes c;
   c.rows = B;
   c.k = sae.cfg.k;
   c.d_sae = sae.cfg.d_sae;
   c.indices.resize(size_t(B * c.k));
   c.values.resize(size_t(B * c.k));
-  topk_select(h.data(), B, c.d_sae, c.k, c.indices.data(), c.values.data());
+  topk_select(h.get(), B, c.d_sae, c.k, c.indices.data(), c.values.data());
   for (float& v : c.values) v = std::max(v, 0.f);  // ReLU after selection
   return c;
 }

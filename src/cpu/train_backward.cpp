@@ -47,15 +47,12 @@ void train_backward(const TrainConfig& cfg, const Params<T>& p, const TrainForwa
         const bool aux = sl >= k;
         const T act = aux ? f.za[size_t(b * ka + (sl - k))] : f.z[size_t(b * k + sl)];
         const T* gv = aux ? f.ga.data() + b * d : f.g.data() + b * d;
-        T dot = 0;
-        for (int64_t i = 0; i < d; ++i) dot += gv[i] * wd[i];
+        const T dot = detail::dot(gv, wd, d);
         // Top-k entry: ReLU gradient [h > 0] (0 at 0, as torch); z > 0 iff h > 0.
         const T dh = aux ? dot : (act > T(0) ? dot : T(0));
-        if (act != T(0))
-          for (int64_t i = 0; i < d; ++i) gwd[i] += act * gv[i];
+        if (act != T(0)) detail::axpy(act, gv, gwd, d);
         if (dh != T(0)) {
-          const T* ub = f.u.data() + b * d;
-          for (int64_t i = 0; i < d; ++i) acc_enc[size_t(i)] += dh * ub[i];
+          detail::axpy(dh, f.u.data() + b * d, acc_enc.data(), d);
           db += dh;
         }
       }

@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/select_top.h"
+#include "cpu/vec.h"
 #include "topksae/ops_cpu.h"
 
 namespace topksae::cpu::detail {
@@ -17,7 +19,7 @@ namespace topksae::cpu::detail {
 // it saves, and on a loaded machine (ctest -j) idle-waiting threads cost much more.
 inline constexpr int64_t kParallelMin = int64_t(1) << 18;
 
-// C[M,N] = C + A[M,K] @ B[K,N]; float goes to the tuned cpu::gemm, double to a plain loop
+// C[M,N] = C + A[M,K] @ B[K,N]; float goes to cpu::gemm (oneDNN), double to a plain loop
 // (double is only used at gradient-check sizes).
 template <typename T>
 void gemm_acc(const T* A, const T* B, T* C, int64_t M, int64_t K, int64_t N) {
@@ -33,22 +35,31 @@ void gemm_acc(const T* A, const T* B, T* C, int64_t M, int64_t K, int64_t N) {
   }
 }
 
-// The k largest of row[cand[0..m)] (candidates given by index, ascending), by value descending,
-// equal values to the lower index; NaN ranks below every number. order is scratch of size m.
-// Writes the chosen indices to idx[0..k).
+// a . b and y += alpha x: float through the dispatched kernels (vec.h), double as plain loops.
 template <typename T>
-void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, std::vector<int32_t>& order, int32_t* idx) {
-  order.resize(static_cast<size_t>(m));
-  if (cand) std::copy(cand, cand + m, order.begin());
-  else std::iota(order.begin(), order.end(), 0);
-  auto key = [row](int32_t j) { return std::isnan(row[j]) ? -INFINITY : row[j]; };
-  auto before = [&](int32_t a, int32_t c) {
-    const T ka = key(a), kc = key(c);
-    return ka > kc || (ka == kc && a < c);
-  };
-  if (k < m) std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), before);
-  std::sort(order.begin(), order.begin() + k, before);
-  std::copy(order.begin(), order.begin() + k, idx);
+T dot(const T* a, const T* b, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vec::dot(a, b, n);
+  } else {
+    T s = 0;
+    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+}
+template <typename T>
+void axpy(T alpha, const T* x, T* y, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    vec::axpy(alpha, x, y, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  }
+}
+
+// select_top (src/cpu/select_top.h) with the scratch in a vector sized here.
+template <typename T>
+void select_top(const T* row, const int32_t* cand, int64_t m, int64_t k, std::vector<int32_t>& heap, int32_t* idx) {
+  heap.resize(static_cast<size_t>(m));
+  select_top(row, cand, m, k, heap.data(), idx);
 }
 
 // Sum of squares of v[0..n) in double, in fixed chunks so the result does not depend on the

@@ -23,9 +23,7 @@ void sparse_decode(const Params<T>& p, const int32_t* idx, const T* val, int64_t
     for (int64_t s = 0; s < kk; ++s) {
       const T v = val[b * kk + s];
       if (v == T(0)) continue;
-      const T* w = p.W_dec.data() + int64_t(idx[b * kk + s]) * d;
-#pragma omp simd
-      for (int64_t i = 0; i < d; ++i) o[i] += v * w[i];
+      detail::axpy(v, p.W_dec.data() + int64_t(idx[b * kk + s]) * d, o, d);
     }
   }
 }

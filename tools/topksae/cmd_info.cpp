@@ -11,6 +11,7 @@
 #include "topksae/error.h"
 #include "topksae/file_source.h"
 #include "topksae/npy.h"
+#include "topksae/ops_cpu.h"
 #include "topksae/safetensors.h"
 #include "topksae/sae_dir.h"
 
@@ -22,6 +23,7 @@ using ojson = nlohmann::ordered_json;
 struct InfoArgs {
   std::string path;
   bool json = false;
+  bool system = false;
 };
 
 ojson tensor_json(const ArrayView& t) {
@@ -161,7 +163,33 @@ void print_text(const ojson& j) {
   }
 }
 
+// --system: what runs the CPU backend here (the GEMM library, the kernels it picked, threads) and
+// whether the CUDA backend was built, so a slow machine can be diagnosed.
+ojson system_info() {
+  const cpu::GemmLibraryInfo g = cpu::gemm_library_info();
+  ojson j;
+  j["kind"] = "system";
+  j["cpu_gemm"] = {{"library", g.library}, {"version", g.version}, {"isa", g.isa}, {"threading", g.threading},
+                   {"threads", g.threads}};
+  j["cpu_gemm_line"] = g.str();
+#ifdef TOPKSAE_HAS_CUDA
+  j["cuda_backend"] = true;
+#else
+  j["cuda_backend"] = false;
+#endif
+  return j;
+}
+
 void run_info(const InfoArgs& a) {
+  TOPKSAE_CHECK(a.system || !a.path.empty(), "topksae info: give a PATH, or --system");
+  if (a.system) {
+    ojson j = system_info();
+    if (a.json) std::cout << j.dump(2) << "\n";
+    else
+      std::cout << "CPU GEMM: " << j["cpu_gemm_line"].get<std::string>() << "\n"
+                << "CUDA backend: " << (j["cuda_backend"].get<bool>() ? "built" : "not built") << "\n";
+    return;
+  }
   ojson j = info_of(a.path);
   if (a.json) std::cout << j.dump(2) << "\n";
   else print_text(j);
@@ -170,9 +198,9 @@ void run_info(const InfoArgs& a) {
 CommandRegistration reg([](CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Show what a safetensors / npy / Arrow file or an SAE directory holds");
   auto args = std::make_shared<InfoArgs>();
-  cmd->add_option("path", args->path, "a .safetensors, .npy or .arrow file, an SAE directory or a `datasets` directory")
-      ->required();
+  cmd->add_option("path", args->path, "a .safetensors, .npy or .arrow file, an SAE directory or a `datasets` directory");
   cmd->add_flag("--json", args->json, "print JSON instead of text");
+  cmd->add_flag("--system", args->system, "show the CPU GEMM library and the kernels it picked on this machine");
   cmd->callback([args] { run_info(*args); });
 });
 }  // namespace
