@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "cuda_test_util.h"
+#include "precision_check.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 #include "topksae/train_cuda.h"
@@ -370,6 +371,9 @@ TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
       EXPECT_TRUE(std::isfinite(gm[size_t(t)].overall_loss));
       EXPECT_LE(rel(gm[size_t(t)].mse_loss, cm[size_t(t)].mse_loss), 5e-2) << "step " << t;
     }
+    TrainState gst;
+    gpu.download(&gst);
+    expect_params_track(gst.params, cst.params, initial_state(cfg).params, cfg.lr * steps, 0.1);
   }
 }
 
