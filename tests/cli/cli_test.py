@@ -264,8 +264,11 @@ def case_resume_edges(tmp):
 
 def case_sigint(tmp):
     out = f"{tmp}/long"
-    # --device cpu: byte-identical resumes are the CPU trainer's promise (as in interrupted_equals_straight)
-    args = [BIN, "train", *map(str, SMALL_SYN), "--training-tokens", str(64 * 1000000), "--device", "cpu", "--out", out]
+    # --device cpu: byte-identical resumes are the CPU trainer's promise (as in interrupted_equals_straight).
+    # A constant learning rate: the run is resumed with another --training-tokens, and the synthetic
+    # preset's cosine schedule depends on the run's length.
+    syn = [*SMALL_SYN, "--lr-scheduler-name", "constant", "--device", "cpu"]
+    args = [BIN, "train", *map(str, syn), "--training-tokens", str(64 * 1000000), "--out", out]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -285,7 +288,7 @@ def case_sigint(tmp):
     # The checkpoint a real Ctrl-C wrote resumes exactly: the same weights, byte for byte, as a run of
     # step + 4 steps that was never interrupted.
     straight = f"{tmp}/long_straight"
-    run("train", *SMALL_SYN, "--training-tokens", 64 * (step + 4), "--device", "cpu", "--out", straight)
+    run("train", *syn, "--training-tokens", 64 * (step + 4), "--out", straight)
     fail_unless(same_file(f"{straight}/sae_weights.safetensors", f"{out}/sae_weights.safetensors"),
                 f"Ctrl-C at step {step} + resume: weights differ from an uninterrupted run of {step + 4} steps")
 
