@@ -12,6 +12,7 @@
 #   tools/cuda_emu_check.sh --bench    instead of the tests: the three benches' GPU variants, --tiny,
 #                                      in build-emu-bench (validation only; ~5 min; not in CI)
 #   extra arguments go to the test binary, e.g. --gtest_filter='CudaTopK*'
+#   CUDA_EMU_ORDERS="forward"          run one thread order only (default: "forward reverse")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build-emu
@@ -57,7 +58,7 @@ start=$(date +%s)
 cmake -S . -B "$dir" -DTOPKSAE_CUDA_EMU=ON -DTOPKSAE_CUDA=OFF -DTOPKSAE_BUILD_BENCH=OFF "${cfg[@]}" >/dev/null
 cmake --build "$dir" -j2 --target topksae_tests topksae_cli
 status=0
-for order in forward reverse; do
+for order in ${CUDA_EMU_ORDERS:-forward reverse}; do
   log="$dir/cuda-emu-$order.log"
   t0=$(date +%s)
   devices=1
