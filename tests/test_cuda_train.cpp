@@ -373,7 +373,10 @@ TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
     }
     TrainState gst;
     gpu.download(&gst);
-    expect_params_track(gst.params, cst.params, initial_state(cfg).params, cfg.lr * steps, 0.1);
+    // Measured on the emulation: tf32 6e-4, bf16 0.059 of lr x steps; a bf16 copy of W_enc never
+    // refreshed: 0.115.
+    expect_params_track(gst.params, cst.params, initial_state(cfg).params, cfg.lr * steps,
+                        p == cuda::Precision::tf32 ? 0.01 : 0.1);
   }
 }
 

@@ -239,7 +239,10 @@ TEST(CudaTrainer, Tf32AndBf16RunAndStayClose) {
       lr_steps += ref.log[i].lr_used;
     }
     // The weights, against the CPU's after the same 5 steps (fp32), and moved from the start.
-    expect_params_track(t.state().params, cpu5.state().params, TrainState::initial(train_cfg()).params, lr_steps, 0.1);
+    // Measured on the emulation: tf32 7e-5, bf16 0.033 of lr x steps; a bf16 copy of W_enc never
+    // refreshed: 0.136.
+    expect_params_track(t.state().params, cpu5.state().params, TrainState::initial(train_cfg()).params, lr_steps,
+                        p == cuda::Precision::tf32 ? 0.01 : 0.1);
   }
 }
 
