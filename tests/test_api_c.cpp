@@ -1,7 +1,10 @@
 // The C API: round trips against the C++ API, C observers, and misuse that must come back as a
 // status and a message (never a crash or an exception) — in C and in C++.
+#include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "test_util.h"
 #include "topksae/api.h"
@@ -218,6 +221,81 @@ TEST(ApiC, MisuseReturnsAStatusAndAMessage) {
   topksae_model_free(nullptr);
   topksae_workspace_free(nullptr);
   topksae_hooks_free(nullptr);
+}
+
+// One model used through the C API by several threads at once, in lock step:
+//  - each thread's last error is its own: a failure in one thread neither shows in another nor is
+//    cleared by another's successful call (the even threads fail, the odd ones succeed, then all
+//    read their message while the others have made their calls);
+//  - ws == NULL is the calling thread's own workspace: the threads' results, computed at the same
+//    time through it, are the serial ones bit for bit.
+TEST(ApiC, ThreadsKeepTheirOwnLastErrorAndNullWorkspace) {
+  CModel c;
+  ASSERT_NE(c.handle, nullptr);
+  constexpr int kThreads = 4, kRounds = 25;
+  const int64_t B = 33;  // each thread its own batch size, so that a shared workspace would be resized under it
+  std::vector<std::vector<float>> xs, want_val, want_out;
+  std::vector<std::vector<int32_t>> want_idx;
+  for (int t = 0; t < kThreads; ++t) {
+    const int64_t rows = B + t;
+    xs.push_back(randn(size_t(rows * kDin), 300 + uint64_t(t)));
+    want_idx.emplace_back(size_t(rows * kK));
+    want_val.emplace_back(size_t(rows * kK));
+    want_out.emplace_back(size_t(rows * kDin));
+    ASSERT_EQ(topksae_encode_topk(c.handle, nullptr, nullptr, xs.back().data(), rows, kDin, want_idx.back().data(),
+                                  want_val.back().data()),
+              TOPKSAE_OK);
+    ASSERT_EQ(topksae_forward(c.handle, nullptr, nullptr, xs.back().data(), rows, kDin, 0, want_out.back().data()),
+              TOPKSAE_OK);
+    EXPECT_NONZERO(want_val.back());
+    EXPECT_NONZERO(want_out.back());
+  }
+  std::atomic<int> arrived{0};
+  auto wait_all = [&](int phase) {  // a barrier: phase p is passed when every thread arrived p times
+    arrived.fetch_add(1);
+    while (arrived.load() < phase * kThreads) std::this_thread::yield();
+  };
+  std::vector<std::string> problems(kThreads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t)
+    pool.emplace_back([&, t] {
+      const int64_t rows = B + t;
+      std::vector<int32_t> idx(size_t(rows * kK));
+      std::vector<float> val(size_t(rows * kK)), out(size_t(rows * kDin));
+      const std::string mine = "has " + std::to_string(kDin + 1 + t) + " columns";
+      auto note = [&](const std::string& what) {
+        if (problems[size_t(t)].empty()) problems[size_t(t)] = what;
+      };
+      for (int r = 0; r < kRounds; ++r) {
+        if (t % 2 == 0) {
+          if (topksae_encode_topk(c.handle, nullptr, nullptr, xs[size_t(t)].data(), rows, kDin + 1 + t, idx.data(),
+                                  val.data()) != TOPKSAE_ERROR_INVALID_ARGUMENT)
+            note("a bad call did not fail");
+        } else {
+          if (topksae_encode_topk(c.handle, nullptr, nullptr, xs[size_t(t)].data(), rows, kDin, idx.data(),
+                                  val.data()) != TOPKSAE_OK ||
+              topksae_forward(c.handle, nullptr, nullptr, xs[size_t(t)].data(), rows, kDin, 0, out.data()) !=
+                  TOPKSAE_OK)
+            note(std::string("a good call failed: ") + topksae_last_error());
+          if (idx != want_idx[size_t(t)] || val != want_val[size_t(t)] || out != want_out[size_t(t)])
+            note("round " + std::to_string(r) + ": results differ from the serial ones");
+        }
+        wait_all(2 * r + 1);  // every thread has made this round's call
+        const std::string msg = topksae_last_error();
+        if (t % 2 == 0 && msg.find(mine) == std::string::npos)
+          note("round " + std::to_string(r) + ": last error \"" + msg + "\" is not this thread's (" + mine + ")");
+        if (t % 2 == 1 && !msg.empty()) note("round " + std::to_string(r) + ": another thread's error: " + msg);
+        wait_all(2 * r + 2);  // every thread has read its message before the next round's calls
+      }
+      // The even threads' own workspaces work too, at the same time as the odd ones' (no barrier).
+      for (int r = 0; r < kRounds; ++r) {
+        if (topksae_forward(c.handle, nullptr, nullptr, xs[size_t(t)].data(), rows, kDin, 0, out.data()) != TOPKSAE_OK ||
+            out != want_out[size_t(t)])
+          note("free-running forward differs from the serial one");
+      }
+    });
+  for (auto& th : pool) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(problems[size_t(t)], "") << "thread " << t;
 }
 
 TEST(ApiC, CudaModelsFailClearlyWithoutTheBackend) {

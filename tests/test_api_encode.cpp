@@ -134,7 +134,13 @@ TEST(ApiEncode, ThreadsSharingOneModelGiveTheSerialResult) {
     want_fwd.emplace_back(size_t(B * kDin));
     model->encode_topk(serial, {xs[size_t(i)].data(), B, kDin}, {want_idx.back().data(), B, kK},
                        {want_val.back().data(), B, kK});
-    model->forward(serial, {xs[size_t(i)].data(), B, kDin}, {want_fwd.back().data(), B, kDin}, true);
+    // Without the error term: with it, any reconstruction gives back about x.
+    model->forward(serial, {xs[size_t(i)].data(), B, kDin}, {want_fwd.back().data(), B, kDin}, false);
+    std::vector<float> twin(size_t(B * kDin));
+    cpu::forward(model->sae(), xs[size_t(i)].data(), B, twin.data(), false);
+    EXPECT_NONZERO(want_fwd.back());
+    EXPECT_EQ(want_fwd.back(), twin) << "batch " << i;
+    EXPECT_NONZERO(want_val.back());
   }
   std::atomic<int> mismatches{0}, calls{0};
   std::vector<std::thread> pool;
@@ -149,7 +155,7 @@ TEST(ApiEncode, ThreadsSharingOneModelGiveTheSerialResult) {
         for (int i = 0; i < kBatches; ++i) {
           const int b = (i + t) % kBatches;
           model->encode_topk(ws, {xs[size_t(b)].data(), B, kDin}, {idx.data(), B, kK}, {val.data(), B, kK}, opts);
-          model->forward(ws, {xs[size_t(b)].data(), B, kDin}, {fwd.data(), B, kDin}, true, opts);
+          model->forward(ws, {xs[size_t(b)].data(), B, kDin}, {fwd.data(), B, kDin}, false, opts);
           if (idx != want_idx[size_t(b)] || val != want_val[size_t(b)] || fwd != want_fwd[size_t(b)]) ++mismatches;
           calls += 2;
         }
@@ -157,6 +163,46 @@ TEST(ApiEncode, ThreadsSharingOneModelGiveTheSerialResult) {
   for (auto& th : pool) th.join();
   EXPECT_EQ(mismatches.load(), 0);
   EXPECT_EQ(calls.load(), kThreads * kRepeats * kBatches * 2);
+}
+
+// A NaN in a row of the input (api.h, "Non-finite input"): that row's pre-activations are all NaN,
+// which top-k ranks below every number, ties broken by the lower index: latents 0..k-1 with NaN
+// values; its reconstruction is NaN; every other row is what it is without that row (encoded
+// alone: the same latents, values to float rounding).
+// CudaApi.NanRowsGiveWhatTheCpuGives checks the GPU does the same.
+TEST(ApiEncode, NanRowsAreNanAndLeaveTheOtherRowsAlone) {
+  for (Normalize norm : {Normalize::none, Normalize::layer_norm}) {
+    SCOPED_TRACE(normalize_name(norm));
+    auto model = make_model(norm, 29);
+    const int64_t B = 9;
+    auto x = randn(size_t(B * kDin), 31);
+    const std::vector<int64_t> nan_rows = {2, 7};
+    for (int64_t r : nan_rows) x[size_t(r * kDin + 5)] = NAN;
+    Workspace ws;
+    std::vector<int32_t> idx(size_t(B * kK)), one_idx(static_cast<size_t>(kK));
+    std::vector<float> val(size_t(B * kK)), out(size_t(B * kDin)), one_val(static_cast<size_t>(kK)),
+        one_out(static_cast<size_t>(kDin));
+    model->encode_topk(ws, {x.data(), B, kDin}, {idx.data(), B, kK}, {val.data(), B, kK});
+    model->forward(ws, {x.data(), B, kDin}, {out.data(), B, kDin}, false);
+    for (int64_t b = 0; b < B; ++b) {
+      SCOPED_TRACE(::testing::Message() << "row " << b);
+      const bool nan_row = std::find(nan_rows.begin(), nan_rows.end(), b) != nan_rows.end();
+      if (nan_row) {
+        for (int64_t i = 0; i < kK; ++i) {
+          EXPECT_EQ(idx[size_t(b * kK + i)], int32_t(i));
+          EXPECT_TRUE(std::isnan(val[size_t(b * kK + i)])) << val[size_t(b * kK + i)];
+        }
+        for (int64_t c = 0; c < kDin; ++c) EXPECT_TRUE(std::isnan(out[size_t(b * kDin + c)]));
+        continue;
+      }
+      model->encode_topk(ws, {x.data() + b * kDin, 1, kDin}, {one_idx.data(), 1, kK}, {one_val.data(), 1, kK});
+      model->forward(ws, {x.data() + b * kDin, 1, kDin}, {one_out.data(), 1, kDin}, false);
+      EXPECT_NONZERO(one_out);
+      EXPECT_TRUE(std::equal(one_idx.begin(), one_idx.end(), idx.begin() + b * kK));
+      EXPECT_ALLCLOSE(val.data() + b * kK, one_val.data(), size_t(kK), 1e-6, 1e-6);
+      EXPECT_ALLCLOSE(out.data() + b * kDin, one_out.data(), size_t(kDin), 1e-6, 1e-6);
+    }
+  }
 }
 
 TEST(ApiEncode, AWarmWorkspaceAllocatesNothing) {

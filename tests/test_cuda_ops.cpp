@@ -96,6 +96,7 @@ TEST(CudaEncode, EncodeTopKPerPrecision) {
       std::vector<int32_t> gs(got.indices.begin() + b * k, got.indices.begin() + (b + 1) * k);
       std::sort(rs.begin(), rs.end());
       std::sort(gs.begin(), gs.end());
+      EXPECT_TRUE(std::adjacent_find(gs.begin(), gs.end()) == gs.end()) << "row " << b << " names a latent twice";
       exact_rows += rs == gs;
       const float raw_kth = h[size_t(b * d_sae + ref.indices[size_t(b * k + k - 1)])];
       for (int64_t i = 0; i < k; ++i) {

@@ -65,7 +65,8 @@ TEST(Tensor, DeviceTensorsWithoutGpuFailClearly) {
   }
 }
 
-TEST(Tensor, DeviceRoundTrip) {
+// In the GPU suite (Cuda*) so that tools/gpu_check.sh and the CUDA emulation run it.
+TEST(CudaTensor, DeviceRoundTrip) {
   SKIP_WITHOUT_GPU();
   Tensor h = Tensor::from_vector(test::randn(1001, 5), {1001});
   Tensor d = h.to(Device::cuda);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "formats_fixtures.h"  // expect_error
 #include "test_util.h"
 #include "topksae/error.h"
 #include "topksae/synthetic.h"
@@ -117,11 +118,24 @@ TEST(TrainResume, OverwritesThePreviousCheckpointAndRefusesAnotherConfig) {
   EXPECT_EQ(st.step, 8);
   EXPECT_EQ(train_config_to_json(loaded), train_config_to_json(c));
 
+  // Another learning rate is refused, with a message that says why (any other Error, such as a
+  // failed read, would not do).
   TrainConfig other = c;
   other.lr = 1e-2;
   SyntheticSource s2(source_cfg());
   Trainer tr2(other, s2);
-  EXPECT_THROW(tr2.resume(tmp.path / "run"), Error);
+  expect_error([&] { tr2.resume(tmp.path / "run"); },
+               {"run", "was written with a different training config", "\"lr\": 0.01", "\"lr\": 0.003"});
+
+  // A changed training_tokens (a longer run) is accepted: the run goes on from step 8 to the new end.
+  TrainConfig longer = c;
+  longer.training_tokens = c.training_tokens + 5 * c.batch_size;
+  SyntheticSource s3(source_cfg());
+  Trainer tr3(longer, s3);
+  ASSERT_NO_THROW(tr3.resume(tmp.path / "run"));
+  EXPECT_EQ(tr3.state().step, 8);
+  EXPECT_EQ(tr3.run(), 25 - 8);
+  EXPECT_EQ(tr3.state().step, 25);
 
   // A corrupt trainer_state.bin is detected.
   {

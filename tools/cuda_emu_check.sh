@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The GPU tests (gtest Cuda*) on the CPU, against the CUDA emulation (tests/cuda_emu/README.md):
-# configures build-emu (-DTOPKSAE_CUDA_EMU=ON), builds topksae_tests, runs Cuda* twice: one device
-# with the blocks and the threads of each block run first-to-last, then two devices
-# (CUDA_EMU_DEVICES=2, for the multi-device tests) run last-to-first (CUDA_EMU_ORDER=reverse: a
-# missing barrier shows up in one order or the other); prints passed/failed/skipped counts.
+# configures build-emu (-DTOPKSAE_CUDA_EMU=ON), builds topksae_tests and the topksae command, runs
+# Cuda* twice: one device with the blocks and the threads of each block run first-to-last, then two
+# devices (CUDA_EMU_DEVICES=2, for the multi-device tests) run last-to-first (CUDA_EMU_ORDER=reverse:
+# a missing barrier shows up in one order or the other); prints passed/failed/skipped counts and
+# fails when nothing passed or a test outside the known skips skipped. Then the command's
+# --device cuda paths (tests/cli/device_test.py cuda).
 # A test tool: nothing here ran on a GPU.
 #   tools/cuda_emu_check.sh            RelWithDebInfo build in build-emu
 #   tools/cuda_emu_check.sh --asan     Debug + ASan/UBSan build in build-emu-asan (slower)
 #   tools/cuda_emu_check.sh --bench    instead of the tests: the three benches' GPU variants, --tiny,
 #                                      in build-emu-bench (validation only; ~5 min; not in CI)
 #   extra arguments go to the test binary, e.g. --gtest_filter='CudaTopK*'
+#   CUDA_EMU_ORDERS="forward"          run one thread order only (default: "forward reverse")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build-emu
@@ -44,11 +47,18 @@ if [ "${1:-}" = "--bench" ]; then
 fi
 filter=(--gtest_filter='Cuda*')
 for a in "$@"; do case "$a" in --gtest_filter=*) filter=();; esac; done
+# The only tests allowed to skip here, per order: a skip of any other test fails the check (a
+# test that skips compares nothing), and so does a run where nothing passed (a filter that
+# matches nothing, or a build where every Cuda* test skips).
+#   CudaTrainer.RefusedWithTheReasonWithoutAGpu   checks the no-GPU error path; the emulation is a GPU
+#   CudaOps.ContextRefusesAnotherDevicesStream    needs two devices: the forward order runs with one
+known_skips_forward='CudaTrainer.RefusedWithTheReasonWithoutAGpu CudaOps.ContextRefusesAnotherDevicesStream'
+known_skips_reverse='CudaTrainer.RefusedWithTheReasonWithoutAGpu'
 start=$(date +%s)
 cmake -S . -B "$dir" -DTOPKSAE_CUDA_EMU=ON -DTOPKSAE_CUDA=OFF -DTOPKSAE_BUILD_BENCH=OFF "${cfg[@]}" >/dev/null
-cmake --build "$dir" -j2 --target topksae_tests
+cmake --build "$dir" -j2 --target topksae_tests topksae_cli
 status=0
-for order in forward reverse; do
+for order in ${CUDA_EMU_ORDERS:-forward reverse}; do
   log="$dir/cuda-emu-$order.log"
   t0=$(date +%s)
   devices=1
@@ -58,6 +68,19 @@ for order in forward reverse; do
   p=$(count PASSED); f=$(count FAILED); s=$(count SKIPPED)
   echo "cuda_emu ($order order, $devices device(s)): passed ${p:-0}, failed ${f:-0}, skipped ${s:-0} ($(($(date +%s) - t0)) s; log $log)"
   grep -E '^\[  (FAILED|SKIPPED) *\] [A-Za-z]' "$log" | grep -v ' ms)$' | sort -u | sed 's/^/  /' || true
+  if [ "${p:-0}" = 0 ]; then
+    echo "  nothing passed (a filter that matches no test, or every test skipped): this checked nothing"
+    status=1
+  fi
+  known=$known_skips_forward
+  [ "$order" = reverse ] && known=$known_skips_reverse
+  for t in $(grep -E '^\[  SKIPPED *\] [A-Za-z]' "$log" | grep -v ' ms)$' | awk '{print $4}' | sort -u); do
+    case " $known " in
+      *" $t "*) ;;
+      *) echo "  $t skipped: only the tests named in known_skips_$order (tools/cuda_emu_check.sh) may skip here"
+         status=1 ;;
+    esac
+  done
   # Stream-order hazards (tests/cuda_emu/README.md), but the emulator's own test provoking them.
   hz=$(grep 'cuda_emu: HAZARD' "$log" | grep -v selftest | sort -u || true)
   if [ -n "$hz" ]; then
@@ -71,5 +94,17 @@ for order in forward reverse; do
     status=1
   fi
 done
+# The command's --device cuda paths (encode / decode / eval against --device cpu), which ctest's
+# cli_device_cuda skips without a GPU. Exit 77 (skipped) would mean the emulated build has no
+# usable device: a failure here.
+t0=$(date +%s)
+log="$dir/cli-device-cuda.log"
+if python3 tests/cli/device_test.py "$dir/tools/topksae" cuda >"$log" 2>&1; then
+  echo "cuda_emu cli --device cuda: passed ($(($(date +%s) - t0)) s; log $log)"
+else
+  echo "cuda_emu cli --device cuda: FAILED (exit $?); the end of $log:"
+  tail -15 "$log" | sed 's/^/    /'
+  status=1
+fi
 echo "cuda_emu check: $(($(date +%s) - start)) s in all (CPU emulation, not a GPU run)"
 exit $status

@@ -31,6 +31,13 @@
 // previous call. Pointers on the wrong side (host vs device), on another device, and streams of
 // another device are refused with InvalidArgument. Batches are row-major float32.
 //
+// Non-finite input: x is not checked for NaN / Inf (a pass over every batch, for services that
+// never send any). A row holding a NaN has NaN pre-activations; top-k ranks NaN below every number,
+// ties broken by the lower index, so that row's codes are latents 0..k-1 with NaN values (k CSR
+// entries: NaN is not zero) and its reconstruction is NaN; the batch's other rows are unaffected.
+// The CPU and the CUDA model do the same (tests: ApiEncode.NanRows*, CudaApi.NanRows*). The
+// `topksae` command refuses such rows, naming the file and row, unless --skip-nonfinite.
+//
 // CUDA specifics: all four normalisations run on the device (as the CPU's normalize.cpp); the
 // encoder GEMM precision is ModelOptions::cuda_precision (fp32 by default, which matches the CPU
 // up to summation order; tf32 / bf16 may pick a different latent where pre-activations nearly

@@ -248,9 +248,33 @@ def case_resume_exact(tmp):
     interrupted_equals_straight(tmp, "npy", ["--data", data, *NPY_TRAIN, "--training-tokens", 32 * 12], 12, 7)
 
 
+def case_resume_edges(tmp):
+    # The mixing buffer's state across the places a resume could lose it.
+    # --loop-data: 400 rows, batch 32, buffer 4 batches; at step 11 the reader is past row 400, so the
+    # buffer holds rows of both epochs when the checkpoint is written.
+    data = make_shards(f"{tmp}/shards")
+    interrupted_equals_straight(tmp, "loop", ["--data", data, *NPY_TRAIN, "--loop-data", "--training-tokens", 32 * 20],
+                                20, 11)
+    # --skip-nonfinite: rows with NaN / Inf before and after the interruption are skipped; the resumed
+    # run skips the same rows and mixes the same ones.
+    nan = f"{tmp}/nan"
+    os.makedirs(nan)
+    d = 16
+    vals = sparse_rows(400, d, 7)
+    for r in (3, 40, 41, 150, 260, 261, 262, 399):
+        vals[r * d + r % d] = float("nan") if r % 2 else float("inf")
+    write_npy(f"{nan}/x.npy", (400, d), vals)
+    interrupted_equals_straight(tmp, "skip", ["--data", nan, *NPY_TRAIN, "--skip-nonfinite", "--training-tokens", 32 * 12],
+                                12, 6)
+
+
 def case_sigint(tmp):
     out = f"{tmp}/long"
-    args = [BIN, "train", *map(str, SMALL_SYN), "--training-tokens", str(64 * 1000000), "--out", out]
+    # --device cpu: byte-identical resumes are the CPU trainer's promise (as in interrupted_equals_straight).
+    # A constant learning rate: the run is resumed with another --training-tokens, and the synthetic
+    # preset's cosine schedule depends on the run's length.
+    syn = [*SMALL_SYN, "--lr-scheduler-name", "constant", "--device", "cpu"]
+    args = [BIN, "train", *map(str, syn), "--training-tokens", str(64 * 1000000), "--out", out]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -262,11 +286,17 @@ def case_sigint(tmp):
     fail_unless(p.returncode == 130, f"Ctrl-C exit code {p.returncode}, expected 130:\n{log}")
     step = ckpt_step(out)
     fail_unless(step >= 3, f"checkpoint at step {step}")
-    out2 = run("train", "--resume", out, "--training-tokens", 64 * (step + 4))
+    out2 = run("train", "--resume", out, "--training-tokens", 64 * (step + 4), "--device", "cpu")
     fail_unless(f"at step {step}" in out2, f"resume did not start at step {step}:\n{out2}")
     steps_logged = [l["step"] for l in metrics_lines(f"{out}/metrics.jsonl")]
     fail_unless(steps_logged == list(range(step + 4)), f"steps after resume: {steps_logged}")
     fail_unless(os.path.exists(f"{out}/sae_weights.safetensors"), "no final SAE after resume")
+    # The checkpoint a real Ctrl-C wrote resumes exactly: the same weights, byte for byte, as a run of
+    # step + 4 steps that was never interrupted.
+    straight = f"{tmp}/long_straight"
+    run("train", *syn, "--training-tokens", 64 * (step + 4), "--out", straight)
+    fail_unless(same_file(f"{straight}/sae_weights.safetensors", f"{out}/sae_weights.safetensors"),
+                f"Ctrl-C at step {step} + resume: weights differ from an uninterrupted run of {step + 4} steps")
 
 
 def case_full_disk(tmp):

@@ -14,6 +14,6 @@ fi
 log=$(mktemp)
 rc=0
 bash tools/cuda_emu_check.sh 2>&1 | tee "$log" || rc=$?
-grep -E '^cuda_emu \(' "$log" | sed 's/ (\([0-9]* s\); log .*)$/ (\1)/; s/^cuda_emu/cuda emulation (GPU tests on the CPU, not a GPU run)/' >>"$summary" || true
+grep -E '^cuda_emu (\(|cli )' "$log" | sed 's/ (\([0-9]* s\); log .*)$/ (\1)/; s/^cuda_emu/cuda emulation (GPU tests on the CPU, not a GPU run)/' >>"$summary" || true
 rm -f "$log"
 exit $rc

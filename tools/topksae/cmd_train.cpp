@@ -18,6 +18,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "run_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
 #include "topksae/file_source.h"
@@ -32,52 +33,6 @@ namespace topksae::cli {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-// Where the data comes from; stored in run.json so that --resume rebuilds the same stream.
-struct DataSpec {
-  std::string path;          // empty: synthetic
-  std::string tensor;
-  std::string shuffle = "buffer";
-  int64_t buffer_batches = 16;
-  bool skip_nonfinite = false, loop = false;
-  SyntheticConfig synthetic;
-  json to_json() const {
-    return {{"path", path},
-            {"tensor", tensor},
-            {"shuffle", shuffle},
-            {"buffer_batches", buffer_batches},
-            {"skip_nonfinite", skip_nonfinite},
-            {"loop", loop},
-            {"synthetic",
-             {{"d_in", synthetic.d_in},
-              {"n_features", synthetic.n_features},
-              {"seed", synthetic.seed},
-              {"max_freq", synthetic.max_freq},
-              {"min_freq", synthetic.min_freq},
-              {"min_magnitude", synthetic.min_magnitude},
-              {"max_magnitude", synthetic.max_magnitude},
-              {"noise_std", synthetic.noise_std}}}};
-  }
-  static DataSpec from_json(const json& j) {
-    DataSpec d;
-    d.path = j.at("path").get<std::string>();
-    d.tensor = j.at("tensor").get<std::string>();
-    d.shuffle = j.at("shuffle").get<std::string>();
-    d.buffer_batches = j.at("buffer_batches").get<int64_t>();
-    d.skip_nonfinite = j.at("skip_nonfinite").get<bool>();
-    d.loop = j.at("loop").get<bool>();
-    const json& s = j.at("synthetic");
-    d.synthetic.d_in = s.at("d_in").get<int64_t>();
-    d.synthetic.n_features = s.at("n_features").get<int64_t>();
-    d.synthetic.seed = s.at("seed").get<uint64_t>();
-    d.synthetic.max_freq = s.at("max_freq").get<double>();
-    d.synthetic.min_freq = s.at("min_freq").get<double>();
-    d.synthetic.min_magnitude = s.at("min_magnitude").get<double>();
-    d.synthetic.max_magnitude = s.at("max_magnitude").get<double>();
-    d.synthetic.noise_std = s.at("noise_std").get<double>();
-    return d;
-  }
-};
 
 struct TrainArgs {
   std::vector<std::function<void(TrainConfig&)>> set_flags;  // one per training flag, applied if given
@@ -108,33 +63,6 @@ void synthetic_preset(TrainConfig& c) {
   c.normalize_activations = Normalize::expected_average_only_in;
   c.n_batches_for_norm_estimate = 5;
   c.seed = 2;
-}
-
-// sae_lens runner-config keys that describe the data rather than the SAE: kept as cfg.json
-// metadata when a --config file carries them, instead of being refused as unknown.
-const char* const kMetadataKeys[] = {"model_name", "hook_name", "hook_head_index", "dataset_path", "context_size",
-                                     "prepend_bos"};
-
-TrainConfig apply_config_file(const TrainConfig& base, const std::string& file, std::map<std::string, std::string>* meta) {
-  json patch;
-  try {
-    patch = json::parse(read_small_file(file));
-  } catch (const json::exception& e) {
-    TOPKSAE_FAIL(file, ": not valid JSON: ", e.what());
-  }
-  TOPKSAE_CHECK(patch.is_object(), file, ": expected a JSON object of training config keys");
-  for (const char* k : kMetadataKeys)
-    if (patch.contains(k)) {
-      (*meta)[k] = patch[k].dump();
-      patch.erase(k);
-    }
-  json merged = json::parse(train_config_to_json(base));
-  merged.update(patch);
-  try {
-    return train_config_from_json(merged.dump());
-  } catch (const Error& e) {
-    TOPKSAE_FAIL(file, ": ", e.what());
-  }
 }
 
 // Ctrl-C: the first sets the flag (a checkpoint is written after the current step); a second one
@@ -231,16 +159,16 @@ void run_train(TrainArgs& a) {
     checkpoint = r / "checkpoint";
     TOPKSAE_CHECK(fs::exists(checkpoint / "trainer_state.json"), "--resume ", a.resume,
                   ": no checkpoint to resume from (", checkpoint.string(), " is missing; the run was never checkpointed)");
-    json run = json::parse(read_small_file(r / "run.json"));
-    cfg = train_config_from_json(run.at("config").dump());
-    data = DataSpec::from_json(run.at("data"));
-    for (auto& [k, v] : run.at("metadata").items()) meta[k] = v.get<std::string>();
+    const RunFile run = parse_run_json(read_small_file(r / "run.json"), (r / "run.json").string());
+    cfg = run.cfg;
+    data = run.data;
+    for (auto& [k, v] : run.metadata) meta[k] = v;
     if (a.cmd->count("--training-tokens")) {
       TrainConfig only_tokens;
       for (auto& f : a.set_flags) f(only_tokens);
       cfg.training_tokens = only_tokens.training_tokens;
     }
-    if (a.checkpoint_every == 0) a.checkpoint_every = run.value("checkpoint_every_tokens", int64_t(0));
+    if (a.checkpoint_every == 0) a.checkpoint_every = run.checkpoint_every_tokens;
   } else {
     TOPKSAE_CHECK(!a.out.empty(), "--out DIR is required (where the SAE directory goes)");
     out = a.out;
@@ -249,7 +177,7 @@ void run_train(TrainArgs& a) {
     checkpoint = out / "checkpoint";
     if (data.path.empty()) synthetic_preset(cfg);
     TOPKSAE_CHECK(!(a.synthetic && !data.path.empty()), "--synthetic and --data exclude each other");
-    if (!a.config_file.empty()) cfg = apply_config_file(cfg, a.config_file, &meta);
+    if (!a.config_file.empty()) cfg = apply_config_json(cfg, read_small_file(a.config_file), a.config_file, &meta);
     for (auto& f : a.set_flags) f(cfg);
     if (!a.model_name.empty()) meta["model_name"] = json(a.model_name).dump();
     if (!a.hook_name.empty()) meta["hook_name"] = json(a.hook_name).dump();
