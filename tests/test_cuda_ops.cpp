@@ -523,13 +523,6 @@ TEST(CudaOps, ContextRefusesAnotherDevicesStream) {
   EXPECT_EQ(cudaStreamDestroy(other), cudaSuccess);
 }
 
-TEST(CudaContext, PrecisionNames) {
-  SKIP_WITHOUT_GPU();
-  for (auto p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16})
-    EXPECT_EQ(cuda::precision_from_name(cuda::precision_name(p)), p);
-  EXPECT_THROW(cuda::precision_from_name("fp16"), Error);
-}
-
 }  // namespace
 }  // namespace topksae::test
 

@@ -12,16 +12,12 @@
 #include "topksae/buffer.h"
 #include "topksae/device.h"
 #include "topksae/ops_cpu.h"
+#include "topksae/precision.h"
 #include "topksae/sae.h"
 
 namespace topksae::cuda {
 
-// Precision of the one dense GEMM (encode u @ W_enc): exact fp32, tf32 tensor cores (fp32 in and
-// out), or bf16 operands (a bf16 copy of W_enc, refreshed after each optimiser step) with fp32
-// accumulation and output.
-enum class Precision : uint8_t { fp32, tf32, bf16 };
-std::string_view precision_name(Precision p);
-Precision precision_from_name(std::string_view name);  // "fp32" | "tf32" | "bf16"; throws Error
+// Precision (of the one dense GEMM, encode u @ W_enc) and its names: topksae/precision.h.
 
 // Handles (cuBLAS, cuSPARSE), the stream, and a scratch pool. Scratch slots only grow: after the
 // first call at a given shape, ops allocate nothing (no cudaMalloc in the hot path).
