@@ -1,8 +1,9 @@
 # TOPKSAE_CUDA_EMU: the CUDA build of topksae with CUDA itself emulated on the CPU, so the GPU tests
 # (Cuda*) run on machines without a GPU (tests/cuda_emu/README.md). A test tool, never a backend:
 # a result of this build never counts as "ran on a GPU". The library is the CUDA build's (src/
-# minus src/no_cuda, kernels/*.cpp, TOPKSAE_HAS_CUDA=1), but each kernels/*.cu and kernels/train/*.cu is rewritten into
-# C++ (tests/cuda_emu/rewrite_cu.py) and compiled with the emulation headers first on the include
+# minus src/no_cuda, plus src/*/cuda_*.cpp and kernels/*.cpp, TOPKSAE_HAS_CUDA=1), but each
+# kernels/*.cu and kernels/train/*.cu is rewritten into C++ (tests/cuda_emu/rewrite_cu.py) and
+# compiled with the emulation headers first on the include
 # path; tests/cuda_emu/src/*.cpp replace cudart, cuBLAS and cuSPARSE.
 option(TOPKSAE_CUDA_EMU "Build the CUDA backend against the CPU emulation of CUDA (tests only)" OFF)
 if(TOPKSAE_CUDA_EMU)
@@ -43,7 +44,8 @@ function(topksae_cuda_emu_target tgt)
   file(GLOB kernel_cu CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/*.cu ${PROJECT_SOURCE_DIR}/kernels/train/*.cu)
   file(GLOB emu_src CONFIGURE_DEPENDS ${emu}/src/*.cpp)
   topksae_cuda_emu_rewrite(rewritten ${kernel_cu})
-  set_property(TARGET ${tgt} PROPERTY SOURCES ${srcs} ${kernel_cpp} ${rewritten} ${emu_src})
+  # TOPKSAE_CUDA_HOST_SOURCES: src/*/cuda_*.cpp, the backend's host code (CMakeLists.txt).
+  set_property(TARGET ${tgt} PROPERTY SOURCES ${srcs} ${TOPKSAE_CUDA_HOST_SOURCES} ${kernel_cpp} ${rewritten} ${emu_src})
   target_include_directories(${tgt} BEFORE PUBLIC $<BUILD_INTERFACE:${emu}/include>)
   target_compile_definitions(${tgt} PUBLIC TOPKSAE_HAS_CUDA=1 TOPKSAE_CUDA_EMU=1)
 endfunction()

@@ -6,22 +6,6 @@
 
 namespace topksae::cuda {
 
-std::string_view precision_name(Precision p) {
-  switch (p) {
-    case Precision::fp32: return "fp32";
-    case Precision::tf32: return "tf32";
-    case Precision::bf16: return "bf16";
-  }
-  return "?";
-}
-
-Precision precision_from_name(std::string_view name) {
-  if (name == "fp32") return Precision::fp32;
-  if (name == "tf32") return Precision::tf32;
-  if (name == "bf16") return Precision::bf16;
-  TOPKSAE_FAIL("unknown precision '", name, "' (expected fp32, tf32 or bf16)");
-}
-
 namespace {
 // The handles are created on the current device: a stream of another device would make every op
 // fail later with an obscure launch error, so refuse it here. The special handles (legacy and

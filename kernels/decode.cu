@@ -1,5 +1,6 @@
-// CUDA twins of decode (gather over top-k pairs, cuSPARSE SpMM on CSR / COO, dense cuBLAS) and of
-// the conversions top-k pairs -> CSR / COO (zeros dropped, row-major order).
+// CUDA twins of decode (gather over top-k pairs or CSR rows, cuSPARSE SpMM on CSR / COO, dense
+// cuBLAS) and the device-side checks of caller codes. The conversions top-k pairs -> CSR / COO are
+// in sparse_convert.cu.
 #include "cuda_internal.h"
 
 namespace topksae::cuda {
@@ -8,18 +9,19 @@ namespace {
 constexpr int kGatherThreads = 128;
 constexpr int kGatherChunk = 256;  // top-k pairs staged in shared memory per round
 
-// out[b, c..c+3] = bias + sum_i val[b,i] * W[idx[b,i], c..c+3].
+// out[b, c..c+3] = bias + sum_i val[i] * W[idx[i], c..c+3] over row b's pairs: i in
+// [b*ld, b*ld + k) for top-k pairs, [indptr[b], indptr[b+1]) for CSR rows (CSR).
 // A block of kGatherThreads threads covers TOK = kGatherThreads / TPT tokens x a slab of TPT * 4
 // columns; grid (token groups, column slabs), token groups fastest, so the GPU sweeps W's columns
 // slab by slab: a narrow slab keeps the slab's rows (n_rows x TPT * 16 bytes) in L2 while every
 // token of the batch reads its k rows of it (each row of W is used by ~B*k/n tokens).
 // VEC: d % 4 == 0 and 16-byte aligned pointers, so each thread moves float4s. n_rows > 0: a pair
 // whose index is outside [0, n_rows) is staged with value 0, so it reads no row of W.
-template <bool VEC, int TPT>
+template <bool VEC, int TPT, bool CSR>
 __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
     const float* __restrict__ W, const float* __restrict__ bias, const int32_t* __restrict__ idx,
     const float* __restrict__ val, int64_t B, int64_t k, int64_t ld, const int32_t* __restrict__ k_dev, int64_t d,
-    float* __restrict__ out, int64_t n_rows) {
+    float* __restrict__ out, int64_t n_rows, const int64_t* __restrict__ indptr) {
   constexpr int TOK = kGatherThreads / TPT;
   __shared__ int32_t s_idx[TOK][kGatherChunk];
   __shared__ float s_val[TOK][kGatherChunk];
@@ -28,21 +30,43 @@ __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
   const int64_t b = int64_t(blockIdx.x) * TOK + lt;
   const bool row_ok = b < B;  // the last group may be partial; its extra threads still reach the barriers
   const int64_t c = (int64_t(blockIdx.y) * TPT + lane) * 4;
-  int64_t kk = k;
-  if (k_dev != nullptr) kk = min(int64_t(*k_dev), k);
+  int64_t kk = k;  // the block's rounds run over kk pairs (the same for every thread of the block)
+  int64_t first = 0, count = 0;  // CSR: row b's first pair and its pair count (may be < kk)
+  if constexpr (CSR) {
+    __shared__ int64_t s_count[TOK];
+    if (row_ok) {
+      first = indptr[b];
+      count = indptr[b + 1] - first;
+    }
+    if (lane == 0) s_count[lt] = count;
+    __syncthreads();
+    kk = 0;
+    for (int t = 0; t < TOK; ++t) kk = max(kk, s_count[t]);
+  } else {
+    if (k_dev != nullptr) kk = min(int64_t(*k_dev), k);
+  }
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   if (bias != nullptr)
     for (int q = 0; q < 4; ++q)
       if (c + q < d) acc[q] = bias[c + q];
-  for (int64_t c0 = 0; c0 < kk; c0 += kGatherChunk) {  // kk is the same for the whole block
-    const int m = int(kk - c0 < kGatherChunk ? kk - c0 : int64_t(kGatherChunk));
+  for (int64_t c0 = 0; c0 < kk; c0 += kGatherChunk) {
+    int m;  // this round's pairs of row b
+    int64_t p0;
+    if constexpr (CSR) {
+      const int64_t left = count - c0;
+      m = int(left <= 0 ? int64_t(0) : left < kGatherChunk ? left : int64_t(kGatherChunk));
+      p0 = first + c0;
+    } else {
+      m = int(kk - c0 < kGatherChunk ? kk - c0 : int64_t(kGatherChunk));
+      p0 = b * ld + c0;
+    }
     __syncthreads();
     if (row_ok)
       for (int t = lane; t < m; t += TPT) {
-        const int32_t j = idx[b * ld + c0 + t];
+        const int32_t j = idx[p0 + t];
         const bool in_range = n_rows <= 0 || (j >= 0 && int64_t(j) < n_rows);
         s_idx[lt][t] = in_range ? j : 0;
-        s_val[lt][t] = in_range ? val[b * ld + c0 + t] : 0.f;
+        s_val[lt][t] = in_range ? val[p0 + t] : 0.f;
       }
     __syncthreads();
     if (row_ok && c < d) {
@@ -74,9 +98,10 @@ __global__ void __launch_bounds__(kGatherThreads) gather_decode_kernel(
   }
 }
 
-template <int TPT>
+template <int TPT, bool CSR>
 void launch_gather(cudaStream_t st, bool vec, const float* W, const float* bias, const int32_t* idx, const float* val,
-                   int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows) {
+                   int64_t B, int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows,
+                   const int64_t* indptr) {
   constexpr int TOK = kGatherThreads / TPT;
   const int64_t groups = (B + TOK - 1) / TOK;
   const int64_t slabs = (d + 4 * TPT - 1) / (4 * TPT);
@@ -84,42 +109,44 @@ void launch_gather(cudaStream_t st, bool vec, const float* W, const float* bias,
                 " (at most 65535); use more threads per token");
   const dim3 grid{unsigned(groups), unsigned(slabs), 1u};
   if (vec)
-    gather_decode_kernel<true, TPT><<<grid, kGatherThreads, 0, st>>>(W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows);
+    gather_decode_kernel<true, TPT, CSR>
+        <<<grid, kGatherThreads, 0, st>>>(W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, indptr);
   else
-    gather_decode_kernel<false, TPT><<<grid, kGatherThreads, 0, st>>>(W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows);
+    gather_decode_kernel<false, TPT, CSR>
+        <<<grid, kGatherThreads, 0, st>>>(W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, indptr);
   CUDA_CHECK_LAUNCH();
 }
 
-// counts[b] = non-zeros of row b (counts[rows] = 0, so an exclusive scan ends with the total).
-__global__ void count_nonzero_kernel(const float* __restrict__ val, int64_t rows, int64_t k, int64_t* __restrict__ counts) {
-  const int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (b > rows) return;
-  int64_t c = 0;
-  if (b < rows)
-    for (int64_t i = 0; i < k; ++i) c += val[b * k + i] != 0.f;
-  counts[b] = c;
+// The launch of either form at threads_per_token (0: gather_threads_per_token for rows_used).
+template <bool CSR>
+void gather(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val, int64_t B,
+            int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows, const int64_t* indptr,
+            int64_t rows_used, int threads_per_token) {
+  if (B == 0 || d == 0) return;
+  TOPKSAE_CHECK(B < (int64_t(1) << 31), "gather_decode: batch ", B, " must be < 2^31");
+  const bool vec = d % 4 == 0 && (reinterpret_cast<uintptr_t>(W) % 16 == 0) && (reinterpret_cast<uintptr_t>(out) % 16 == 0);
+  int tpt = threads_per_token;
+  if (tpt == 0) tpt = gather_threads_per_token(ctx, rows_used);
+  cudaStream_t st = detail::stream(ctx);
+  switch (tpt) {
+    case 16: launch_gather<16, CSR>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, indptr); break;
+    case 32: launch_gather<32, CSR>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, indptr); break;
+    case 64: launch_gather<64, CSR>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, indptr); break;
+    case 128: launch_gather<128, CSR>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, indptr); break;
+    default: TOPKSAE_FAIL("gather_decode: threads_per_token=", threads_per_token, " must be 0 (auto), 16, 32, 64 or 128");
+  }
 }
 
-// One warp per row: ordered compaction of the non-zero pairs to offsets[b].
-__global__ void compact_kernel(const int32_t* __restrict__ idx, const float* __restrict__ val, int64_t rows, int64_t k,
-                               const int64_t* __restrict__ offsets, int64_t* __restrict__ row_out,
-                               int32_t* __restrict__ col_out, float* __restrict__ val_out) {
-  const int64_t b = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (b >= rows) return;
-  int64_t pos = offsets[b];
-  for (int64_t i0 = 0; i0 < k; i0 += 32) {
-    const int64_t i = i0 + lane;
-    const float v = i < k ? val[b * k + i] : 0.f;
-    const bool nz = v != 0.f;
-    const unsigned bal = __ballot_sync(0xffffffffu, nz);
-    if (nz) {
-      const int64_t p = pos + __popc(bal & ((1u << lane) - 1u));
-      if (row_out) row_out[p] = b;
-      col_out[p] = idx[b * k + i];
-      val_out[p] = v;
-    }
-    pos += __popc(bal);
+__global__ void check_latents_kernel(const int32_t* __restrict__ idx, int64_t count, int64_t n_rows,
+                                     int32_t* __restrict__ bad) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    if (idx[i] < 0 || idx[i] >= n_rows) *bad = 1;
+}
+
+__global__ void check_indptr_kernel(const int64_t* __restrict__ indptr, int64_t B, int32_t* __restrict__ bad) {
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b <= B; b += int64_t(gridDim.x) * blockDim.x) {
+    if (b == 0 && indptr[0] != 0) *bad = 1;
+    if (b < B && indptr[b] > indptr[b + 1]) *bad = 1;
   }
 }
 
@@ -127,15 +154,6 @@ template <typename From, typename To>
 __global__ void narrow_kernel(const From* __restrict__ src, To* __restrict__ dst, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = To(src[i]);
-}
-
-// Row offsets of the non-zeros of codes into `offsets` [rows + 1] (device), via kSlotRowCount.
-void row_offsets(Context& ctx, const TopKCodes& c, int64_t* offsets) {
-  auto* counts = static_cast<int64_t*>(ctx.scratch(detail::kSlotRowCount, size_t(c.rows + 1) * 8));
-  count_nonzero_kernel<<<detail::grid_for(c.rows + 1, 256, INT32_MAX), 256, 0, detail::stream(ctx)>>>(c.val(), c.rows,
-                                                                                                   c.k, counts);
-  CUDA_CHECK_LAUNCH();
-  detail::exclusive_scan_i64(ctx, counts, offsets, c.rows + 1);
 }
 
 // Row-major B and C: the algorithms made for that layout first (CSR_ALG2 / COO_ALG4), then the
@@ -167,19 +185,25 @@ void spmm(Context& ctx, const DeviceSae& sae, cusparseSpMatDescr_t A, int64_t ro
 void gather_decode(Context& ctx, const float* W, const float* bias, const int32_t* idx, const float* val, int64_t B,
                    int64_t k, int64_t ld, const int32_t* k_dev, int64_t d, float* out, int64_t n_rows,
                    int threads_per_token) {
-  if (B == 0 || d == 0) return;
-  TOPKSAE_CHECK(B < (int64_t(1) << 31), "gather_decode: batch ", B, " must be < 2^31");
-  const bool vec = d % 4 == 0 && (reinterpret_cast<uintptr_t>(W) % 16 == 0) && (reinterpret_cast<uintptr_t>(out) % 16 == 0);
-  int tpt = threads_per_token;
-  if (tpt == 0) tpt = gather_threads_per_token(ctx, n_rows > 0 ? n_rows : B * k);
-  cudaStream_t st = detail::stream(ctx);
-  switch (tpt) {
-    case 16: launch_gather<16>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
-    case 32: launch_gather<32>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
-    case 64: launch_gather<64>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
-    case 128: launch_gather<128>(st, vec, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows); break;
-    default: TOPKSAE_FAIL("gather_decode: threads_per_token=", threads_per_token, " must be 0 (auto), 16, 32, 64 or 128");
-  }
+  gather<false>(ctx, W, bias, idx, val, B, k, ld, k_dev, d, out, n_rows, nullptr, n_rows > 0 ? n_rows : B * k,
+                threads_per_token);
+}
+
+void gather_decode_csr(Context& ctx, const float* W, const float* bias, const int64_t* indptr, const int32_t* idx,
+                       const float* val, int64_t B, int64_t d, float* out, int64_t n_rows, int threads_per_token) {
+  gather<true>(ctx, W, bias, idx, val, B, 0, 0, nullptr, d, out, n_rows, indptr, n_rows > 0 ? n_rows : B,
+               threads_per_token);
+}
+
+void check_latents(Context& ctx, const int32_t* idx, int64_t count, int64_t n_rows, int32_t* bad) {
+  if (count == 0) return;
+  check_latents_kernel<<<detail::grid_for(count, 256), 256, 0, detail::stream(ctx)>>>(idx, count, n_rows, bad);
+  CUDA_CHECK_LAUNCH();
+}
+
+void check_indptr(Context& ctx, const int64_t* indptr, int64_t B, int32_t* bad) {
+  check_indptr_kernel<<<detail::grid_for(B + 1, 256), 256, 0, detail::stream(ctx)>>>(indptr, B, bad);
+  CUDA_CHECK_LAUNCH();
 }
 
 int gather_threads_per_token(const Context& ctx, int64_t rows_used) {
@@ -202,57 +226,6 @@ void decode_dense(Context& ctx, const DeviceSae& sae, const float* z, int64_t B,
   if (B == 0) return;
   detail::fill_rows(ctx, out, sae.bias_dec(), B, sae.cfg.d_in);
   detail::gemm_rowmajor(ctx, z, sae.w_dec(), out, B, sae.cfg.d_sae, sae.cfg.d_in, 1.f, p);
-}
-
-// Buffers of a CSR / COO output only grow (no cudaMalloc once warm). Those replaced may still be
-// read by work queued on the stream: finish it first (as Context::scratch).
-void topk_to_csr(Context& ctx, const TopKCodes& c, Csr& out) {
-  const int64_t cap = c.rows * c.k;
-  const size_t ptr_bytes = size_t(c.rows + 1) * 8;
-  const bool grow_ptr = out.indptr.bytes() < ptr_bytes;
-  const bool grow_cap = out.capacity < cap || out.indices.data() == nullptr || out.values.data() == nullptr;
-  if (grow_ptr || grow_cap) ctx.synchronize();
-  if (grow_ptr) out.indptr = DeviceBuffer(ptr_bytes);
-  if (grow_cap) {
-    out.capacity = cap;
-    out.indices = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
-    out.values = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
-  }
-  out.rows = c.rows;
-  out.cols = c.d_sae;
-  out.nnz = -1;
-  auto* indptr = static_cast<int64_t*>(out.indptr.data());
-  row_offsets(ctx, c, indptr);
-  if (c.rows == 0) return;
-  compact_kernel<<<detail::grid_for(c.rows * 32, 256, INT32_MAX), 256, 0, detail::stream(ctx)>>>(
-      c.idx(), c.val(), c.rows, c.k, indptr, nullptr, static_cast<int32_t*>(out.indices.data()),
-      static_cast<float*>(out.values.data()));
-  CUDA_CHECK_LAUNCH();
-}
-
-void topk_to_coo(Context& ctx, const TopKCodes& c, Coo& out) {
-  const int64_t cap = c.rows * c.k;
-  const bool grow_cap = out.capacity < cap || out.row.data() == nullptr || out.col.data() == nullptr ||
-                        out.values.data() == nullptr;
-  if (grow_cap) {
-    ctx.synchronize();
-    out.capacity = cap;
-    out.row = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 8);
-    out.col = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
-    out.values = DeviceBuffer(size_t(cap > 0 ? cap : 1) * 4);
-  }
-  if (out.count.data() == nullptr) out.count = DeviceBuffer(8);
-  out.rows = c.rows;
-  out.cols = c.d_sae;
-  out.nnz = -1;
-  auto* offsets = static_cast<int64_t*>(ctx.scratch(detail::kSlotRowOffsets, size_t(c.rows + 1) * 8));
-  row_offsets(ctx, c, offsets);
-  CUDA_CHECK(cudaMemcpyAsync(out.count.data(), offsets + c.rows, 8, cudaMemcpyDeviceToDevice, detail::stream(ctx)));
-  if (c.rows == 0) return;
-  compact_kernel<<<detail::grid_for(c.rows * 32, 256, INT32_MAX), 256, 0, detail::stream(ctx)>>>(
-      c.idx(), c.val(), c.rows, c.k, offsets, static_cast<int64_t*>(out.row.data()),
-      static_cast<int32_t*>(out.col.data()), static_cast<float*>(out.values.data()));
-  CUDA_CHECK_LAUNCH();
 }
 
 void decode_csr(Context& ctx, const DeviceSae& sae, Csr& s, float* out) {

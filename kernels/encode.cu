@@ -1,5 +1,5 @@
-// CUDA twins of process_sae_in, encode_pre and encode_topk, plus the small dense helpers the
-// backend shares (row fill, row-major cuBLAS GEMM, bf16 conversion, copy, scan, random fill).
+// CUDA twins of encode_pre and encode_topk (process_sae_in is in normalize.cu), plus the small
+// dense helpers the backend shares (row fill, row-major cuBLAS GEMM, bf16 conversion, copy, scan, random fill).
 #include <algorithm>
 
 #include <cub/device/device_scan.cuh>
@@ -13,12 +13,6 @@ namespace {
 __global__ void fill_rows_kernel(float* __restrict__ out, const float* __restrict__ bias, int64_t total, int64_t d) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = bias ? bias[i % d] : 0.f;
-}
-
-__global__ void sae_in_kernel(const float* __restrict__ x, const float* __restrict__ b_dec, int64_t total, int64_t d,
-                              float* __restrict__ u) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    u[i] = b_dec ? x[i] - b_dec[i % d] : x[i];
 }
 
 __global__ void to_bf16_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, int64_t n) {
@@ -102,17 +96,6 @@ void device_copy(Context& ctx, void* dst, const void* src, size_t bytes) {
 void fill_random(Context& ctx, float* dst, int64_t n, uint64_t seed, float scale) {
   if (n == 0) return;
   fill_random_kernel<<<detail::grid_for(n, 256), 256, 0, detail::stream(ctx)>>>(dst, n, seed, scale);
-  CUDA_CHECK_LAUNCH();
-}
-
-void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, float* u) {
-  TOPKSAE_CHECK(sae.cfg.normalize == Normalize::none || sae.cfg.normalize == Normalize::expected_average_only_in,
-                "process_sae_in on the GPU supports normalize_activations none / expected_average_only_in, not ",
-                normalize_name(sae.cfg.normalize));
-  const int64_t total = B * sae.cfg.d_in;
-  if (total == 0) return;
-  sae_in_kernel<<<detail::grid_for(total, 256), 256, 0, detail::stream(ctx)>>>(
-      x, sae.cfg.apply_b_dec_to_input ? sae.bias_dec() : nullptr, total, sae.cfg.d_in, u);
   CUDA_CHECK_LAUNCH();
 }
 

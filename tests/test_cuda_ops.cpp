@@ -387,6 +387,83 @@ TEST(CudaOps, DecodeSkipsOutOfRangeLatents) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
+// The gather kernel over CSR rows (the inference engine's decode of CSR codes) against the CPU's
+// decode_csr: rows of different lengths in one block (empty rows, rows past the 256-pair staging
+// chunk), every slab width, scalar (d_in 67) and float4 (d_in 132) paths; zero values add nothing.
+TEST(CudaDecode, GatherOverCsrRowsMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t d_in : {int64_t(67), int64_t(132)}) {
+    SCOPED_TRACE(::testing::Message() << "d_in=" << d_in);
+    const int64_t d_sae = 700, B = 11;
+    const Sae sae = random_sae(d_in, d_sae, 8, 101);
+    const int64_t lengths[B] = {3, 0, 300, 1, 17, 0, 260, 5, 9, 513, 2};
+    cpu::Csr c;
+    c.rows = B;
+    c.cols = d_sae;
+    c.indptr.push_back(0);
+    std::mt19937_64 rng(103);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int32_t> perm(static_cast<size_t>(d_sae));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int64_t i = 0; i < lengths[b]; ++i) {
+        c.indices.push_back(perm[size_t(i)]);
+        c.values.push_back(i % 7 == 3 ? 0.f : float(int64_t(rng() % 1000) + 1) * 1e-3f);
+      }
+      c.indptr.push_back(int64_t(c.indices.size()));
+    }
+    std::vector<float> ref(size_t(B * d_in));
+    cpu::decode_csr(sae, c, ref.data());
+    EXPECT_NONZERO(ref);
+
+    cuda::Context ctx;
+    const cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
+    DevVec<int64_t> ptr(c.indptr);
+    DevVec<int32_t> idx(c.indices);
+    DevVec<float> val(c.values);
+    for (int tpt : {0, 16, 32, 64, 128}) {
+      DevVec<float> out(std::vector<float>(size_t(B * d_in), NAN));  // poisoned
+      cuda::gather_decode_csr(ctx, ds.w_dec(), ds.bias_dec(), ptr.p(), idx.p(), val.p(), B, d_in, out.p(), d_sae, tpt);
+      ctx.synchronize();
+      const std::vector<float> got = out.get();
+      EXPECT_ALLCLOSE(got.data(), ref.data(), ref.size(), 1e-4, 1e-4) << tpt << " threads per token";
+    }
+  }
+}
+
+// The device-side checks of caller codes: each flags exactly the bad input.
+TEST(CudaDecode, DeviceChecksOfCallerCodes) {
+  SKIP_WITHOUT_GPU();
+  cuda::Context ctx;
+  auto latents_bad = [&](std::vector<int32_t> v, int64_t n_rows) {
+    DevVec<int32_t> idx(v);
+    DevVec<int32_t> flag(std::vector<int32_t>{0});
+    cuda::check_latents(ctx, idx.p(), int64_t(v.size()), n_rows, flag.p());
+    ctx.synchronize();
+    return flag.get()[0];
+  };
+  auto indptr_bad = [&](std::vector<int64_t> v) {
+    DevVec<int64_t> p(v);
+    DevVec<int32_t> flag(std::vector<int32_t>{0});
+    cuda::check_indptr(ctx, p.p(), int64_t(v.size()) - 1, flag.p());
+    ctx.synchronize();
+    return flag.get()[0];
+  };
+  std::vector<int32_t> ok(1000);
+  std::iota(ok.begin(), ok.end(), 0);
+  EXPECT_EQ(latents_bad(ok, 1000), 0);
+  EXPECT_EQ(latents_bad(ok, 999), 1);
+  ok[517] = -1;
+  EXPECT_EQ(latents_bad(ok, 1000), 1);
+  std::vector<int64_t> ptr(700);
+  std::iota(ptr.begin(), ptr.end(), int64_t(0));
+  EXPECT_EQ(indptr_bad(ptr), 0);
+  ptr[433] = 500;  // then 434: decreasing
+  EXPECT_EQ(indptr_bad(ptr), 1);
+  std::iota(ptr.begin(), ptr.end(), int64_t(1));  // indptr[0] != 0
+  EXPECT_EQ(indptr_bad(ptr), 1);
+}
+
 // The helpers the bf16 mode and the benches rely on: f32 -> bf16 rounds to nearest even exactly
 // as the host conversion; device_copy copies every byte; fill_random is seeded and non-trivial.
 TEST(CudaHelpers, Bf16CopyAndRandomFill) {
@@ -445,13 +522,6 @@ TEST(CudaOps, ContextRefusesAnotherDevicesStream) {
   EXPECT_EQ(ctx.stream(), nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(cudaStreamDestroy(other), cudaSuccess);
-}
-
-TEST(CudaContext, PrecisionNames) {
-  SKIP_WITHOUT_GPU();
-  for (auto p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16})
-    EXPECT_EQ(cuda::precision_from_name(cuda::precision_name(p)), p);
-  EXPECT_THROW(cuda::precision_from_name("fp16"), Error);
 }
 
 }  // namespace

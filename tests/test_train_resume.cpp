@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <unistd.h>
 
 #include "formats_fixtures.h"  // expect_error
@@ -197,4 +198,105 @@ TEST(TrainRun, StepCountFollowsSaeLensFitLoop) {
   Trainer tr2(c, dry);
   EXPECT_EQ(tr2.run(), 2);
   EXPECT_FALSE(tr2.done());
+}
+
+// --init's path: start_from_sae gives the state the old way gave (the weights written as a step-0
+// checkpoint with the scaling factor unfolded, then resumed), bit for bit, and the same run after.
+TEST(TrainResume, StartFromSaeMatchesTheStepZeroCheckpointRoundTrip) {
+  test::TempDir tmp{"topksae_train_resume"};
+  const TrainConfig c = train_cfg();  // expected_average_only_in: the weights must be unfolded
+  SyntheticSource s0(source_cfg());
+  Trainer t0(c, s0);
+  t0.run(5);
+  const Sae init = final_sae(c, t0.state());  // folded: works on raw inputs
+
+  SyntheticSource s1(source_cfg());
+  Trainer old_way(c, s1);
+  {
+    TrainState st = TrainState::initial(c);
+    SaeParams p = init.params;
+    const double s = cpu::estimate_scaling_factor(s1, c.d_in, c.batch_size, c.n_batches_for_norm_estimate);
+    cpu::fold_scaling_factor(&p, 1.0 / s);
+    st.scaling_factor = s;
+    st.params = from_sae_params(p);
+    st.data_position = s1.position();
+    save_checkpoint(tmp.path / "step0", c, st);
+    old_way.resume(tmp.path / "step0");
+  }
+  SyntheticSource s2(source_cfg());
+  Trainer now(c, s2);
+  now.start_from_sae(init);
+  ASSERT_TRUE(now.state().scaling_factor.has_value());
+  EXPECT_EQ(*now.state().scaling_factor, *old_way.state().scaling_factor);
+  EXPECT_EQ(now.state().step, 0);
+  EXPECT_EQ(now.state().data_position, old_way.state().data_position);
+  expect_same_params(now.state().params, old_way.state().params, "at the start");
+  // Folding the factor back gives the SAE that was given (to the rounding of s and 1/s).
+  const Sae back = final_sae(c, now.state());
+  EXPECT_ALLCLOSE(back.params.W_enc.data(), init.params.W_enc.data(), init.params.W_enc.size(), 1e-6, 1e-5);
+  EXPECT_ALLCLOSE(back.params.W_dec.data(), init.params.W_dec.data(), init.params.W_dec.size(), 1e-6, 1e-5);
+  EXPECT_EQ(now.run(), 20);
+  EXPECT_EQ(old_way.run(), 20);
+  expect_same_params(now.state().params, old_way.state().params, "after the run");
+  EXPECT_EQ(now.state().data_position, old_way.state().data_position);
+
+  // start_from checks the state's shapes against the config.
+  TrainState wrong = TrainState::initial(c);
+  wrong.params.b_enc.pop_back();
+  SyntheticSource s3(source_cfg());
+  Trainer t3(c, s3);
+  EXPECT_THROW(t3.start_from(wrong), Error);
+}
+
+// The Trainer owns the checkpoints' timing: every checkpoint_every steps and at the end of the run;
+// a checkpoint that cannot be written goes to on_checkpoint_error and training goes on.
+TEST(TrainResume, TheTrainerOwnsTheCheckpointTiming) {
+  test::TempDir tmp{"topksae_train_resume"};
+  const TrainConfig c = train_cfg();  // 20 steps
+  SyntheticSource s(source_cfg());
+  TrainerOptions o;
+  o.checkpoint_dir = tmp.path / "ck";
+  o.checkpoint_every = 6;
+  std::vector<int64_t> saved_at;
+  o.on_step = [&](const StepMetrics& m) {
+    TrainConfig ignored;
+    if (fs::exists(tmp.path / "ck")) saved_at.push_back(load_checkpoint(tmp.path / "ck", &ignored).step);
+    (void)m;
+  };
+  Trainer t(c, s, o);
+  EXPECT_EQ(t.run(), 20);
+  EXPECT_EQ(t.last_checkpoint_step(), 20) << "a finished run leaves a checkpoint at its end";
+  TrainConfig loaded;
+  EXPECT_EQ(load_checkpoint(tmp.path / "ck", &loaded).step, 20);
+  ASSERT_FALSE(saved_at.empty());
+  EXPECT_EQ(saved_at.front(), 6);
+  EXPECT_EQ(std::set<int64_t>(saved_at.begin(), saved_at.end()), (std::set<int64_t>{6, 12, 18}));
+
+  // Resuming from checkpoint_dir knows that checkpoint.
+  SyntheticSource s2(source_cfg());
+  Trainer r(c, s2, o);
+  r.resume(tmp.path / "ck");
+  EXPECT_EQ(r.last_checkpoint_step(), 20);
+
+  // checkpoint_dir under a regular file: every save fails; each is reported, the run goes on.
+  { std::ofstream(tmp.path / "file") << "x"; }
+  SyntheticSource s3(source_cfg());
+  TrainerOptions bad;
+  bad.checkpoint_dir = tmp.path / "file" / "ck";
+  bad.checkpoint_every = 5;
+  std::vector<int64_t> kept;
+  bad.on_checkpoint_error = [&](const std::string& error, int64_t kept_step) {
+    EXPECT_FALSE(error.empty());
+    kept.push_back(kept_step);
+  };
+  Trainer b(c, s3, bad);
+  EXPECT_EQ(b.run(), 20);
+  EXPECT_EQ(kept, (std::vector<int64_t>{-1, -1, -1, -1})) << "steps 5, 10, 15 and the end";
+  EXPECT_FALSE(b.checkpoint());
+  EXPECT_EQ(b.last_checkpoint_step(), -1);
+  // Without the callback the error propagates.
+  SyntheticSource s4(source_cfg());
+  bad.on_checkpoint_error = nullptr;
+  Trainer b2(c, s4, bad);
+  EXPECT_ANY_THROW(b2.run());
 }

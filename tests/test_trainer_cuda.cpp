@@ -137,6 +137,25 @@ TEST(CudaTrainer, Fp32MatchesTheCpuTrainerStepByStep) {
   expect_params_close(g.params, c.params);
 }
 
+// dead_feature_window 0 (sae_lens takes it: dead = did not fire in the previous step): the GPU's
+// host-side bound on the dead count is then every latent, and the steps match the CPU's.
+TEST(CudaTrainer, DeadFeatureWindowZeroMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  TrainConfig c = train_cfg();
+  c.dead_feature_window = 0;
+  std::vector<StepMetrics> ref, got;
+  SyntheticSource s1(source_cfg()), s2(source_cfg());
+  Trainer cpu_t(c, s1, on(Device::cpu, &ref));
+  Trainer gpu_t(c, s2, on(Device::cuda, &got));
+  EXPECT_EQ(cpu_t.run(), 20);
+  EXPECT_EQ(gpu_t.run(), 20);
+  ASSERT_EQ(got.size(), 20u);
+  EXPECT_GT(ref[1].dead_features, 0);
+  expect_losses_match(got, ref, 0);
+  EXPECT_EQ(gpu_t.state().stats.since_fired, cpu_t.state().stats.since_fired);
+  expect_params_close(gpu_t.state().params, cpu_t.state().params);
+}
+
 TEST(CudaTrainer, CheckpointOnOneDeviceResumesOnTheOther) {
   SKIP_WITHOUT_GPU();
   test::TempDir tmp{"topksae_trainer_cuda"};
@@ -224,7 +243,7 @@ TEST(CudaTrainer, Tf32AndBf16RunAndStayClose) {
   Trainer cpu5(train_cfg(), s5);
   ASSERT_EQ(cpu5.run(5), 5);
   for (cuda::Precision p : {cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(p == cuda::Precision::tf32 ? "tf32" : "bf16");  // (precision_name needs the CUDA build)
+    SCOPED_TRACE(std::string(cuda::precision_name(p)));
     std::vector<StepMetrics> log;
     SyntheticSource s(source_cfg());
     TrainerOptions o = on(Device::cuda, &log);

@@ -12,16 +12,12 @@
 #include "topksae/buffer.h"
 #include "topksae/device.h"
 #include "topksae/ops_cpu.h"
+#include "topksae/precision.h"
 #include "topksae/sae.h"
 
 namespace topksae::cuda {
 
-// Precision of the one dense GEMM (encode u @ W_enc): exact fp32, tf32 tensor cores (fp32 in and
-// out), or bf16 operands (a bf16 copy of W_enc, refreshed after each optimiser step) with fp32
-// accumulation and output.
-enum class Precision : uint8_t { fp32, tf32, bf16 };
-std::string_view precision_name(Precision p);
-Precision precision_from_name(std::string_view name);  // "fp32" | "tf32" | "bf16"; throws Error
+// Precision (of the one dense GEMM, encode u @ W_enc) and its names: topksae/precision.h.
 
 // Handles (cuBLAS, cuSPARSE), the stream, and a scratch pool. Scratch slots only grow: after the
 // first call at a given shape, ops allocate nothing (no cudaMalloc in the hot path).
@@ -153,8 +149,11 @@ void topk_select(Context& ctx, const float* h, int64_t B, int64_t n, int64_t k, 
                  const TopKOptions& opt = {});
 constexpr int64_t kMaxTopK = 8192;
 
-// u = x - a * b_dec (normalize none / expected_average_only_in only; others throw Error).
-void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, float* u);
+// u = normalize_in(x) - a * b_dec, u [B, d_in], in every normalize_activations mode; for
+// constant_norm_rescale / layer_norm, scale / shift [B] (device, may be null) receive the per-row
+// statistics as cpu::NormStats (normalize_out needs them).
+void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, float* u, float* scale = nullptr,
+                    float* shift = nullptr);
 // h = u @ W_enc (+ b_enc when add_bias), h [B, d_sae]. bf16 needs sae.ensure_bf16() first.
 void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p,
                 bool add_bias = true);
@@ -212,6 +211,43 @@ void gather_decode(Context& ctx, const float* W, const float* bias, const int32_
 // The automatic choice for a decode touching `rows_used` rows of W: 32 threads (128-column slabs,
 // the fastest on an H200 at both PERF.md shapes), 16 when those slabs' rows would not fit in L2.
 int gather_threads_per_token(const Context& ctx, int64_t rows_used);
+
+// ---- the pointer-level layer ---------------------------------------------------------------------
+// The ops above on raw device arrays, for callers that hold their own memory (the inference
+// engine, src/api/cuda_engine.cpp); the container forms above are built on these.
+//
+// Normalisation (CPU twin: cpu::normalize_in / normalize_out, src/cpu/normalize.cpp), all four
+// modes. u = normalize_in(x) - b_dec (b_dec may be null), x/u [B, d]; for constant_norm_rescale
+// and layer_norm, scale / shift [B] (may be null) receive the statistics that normalize_out needs.
+void normalize_in(Context& ctx, Normalize mode, const float* x, const float* b_dec, int64_t B, int64_t d, float* u,
+                  float* scale, float* shift);
+// Undoes normalize_in on xhat [B, d] in place (nothing for none / expected_average_only_in).
+void normalize_out(Context& ctx, Normalize mode, float* xhat, int64_t B, int64_t d, const float* scale,
+                   const float* shift);
+// Sparse conversions of top-k pairs idx/val [B, k] (CPU twins: src/cpu/sparse_convert.cpp).
+// offsets [B + 1] = the exclusive scan of each row's non-zero count: a CSR indptr, offsets[B] = nnz.
+void topk_row_offsets(Context& ctx, const float* val, int64_t B, int64_t k, int64_t* offsets);
+// The non-zero pairs of each row, in order, at offsets[b] of cols / vals (and rows, the row index,
+// when non-null: COO).
+void compact_topk(Context& ctx, const int32_t* idx, const float* val, int64_t B, int64_t k, const int64_t* offsets,
+                  int64_t* rows, int32_t* cols, float* vals);
+// z [B, n] = 0 with z[b, idx[b, i]] = val[b, i].
+void topk_to_dense(Context& ctx, const int32_t* idx, const float* val, int64_t B, int64_t k, int64_t n, float* z);
+// The gather kernel of gather_decode over CSR rows: out[b] = bias + sum over p in
+// [indptr[b], indptr[b+1]) of val[p] * W[idx[p]]; zero values add nothing, and with n_rows > 0
+// an index outside [0, n_rows) adds nothing.
+void gather_decode_csr(Context& ctx, const float* W, const float* bias, const int64_t* indptr, const int32_t* idx,
+                       const float* val, int64_t B, int64_t d, float* out, int64_t n_rows = 0,
+                       int threads_per_token = 0);
+// Checks of codes in device memory, before a kernel gathers through them: set *bad (device int32,
+// zeroed by the caller) to 1 when an index of idx [count] is outside [0, n_rows), or when indptr
+// [B + 1] is not a CSR offset array (indptr[0] != 0, or decreasing).
+void check_latents(Context& ctx, const int32_t* idx, int64_t count, int64_t n_rows, int32_t* bad);
+void check_indptr(Context& ctx, const int64_t* indptr, int64_t B, int32_t* bad);
+// The error term of forward with use_error_term (CPU twin: src/cpu/forward.cpp), in two steps so
+// that hook_sae_error can observe it: e = x - e (e holding the reconstruction), then out += e; [n].
+void error_term(Context& ctx, const float* x, float* e, int64_t n);
+void add_error_term(Context& ctx, float* out, const float* e, int64_t n);
 
 // Bandwidth ceiling helper for the benches: dst = src, `bytes` a multiple of 16.
 void device_copy(Context& ctx, void* dst, const void* src, size_t bytes);

@@ -73,6 +73,8 @@ struct TrainConfig {
   // ---- data and bookkeeping
   int64_t batch_size = 4096;  // sae_lens train_batch_size_tokens: rows per step
   int64_t training_tokens = 2'000'000;
+  // A latent is dead when it has not fired for more than this many steps (0: it did not fire in
+  // the previous step, as sae_lens's since_fired > window reads).
   int64_t dead_feature_window = 1000;
   int64_t feature_sampling_window = 2000;
   uint64_t seed = 42;
@@ -95,6 +97,21 @@ struct TrainConfig {
 // naming an unknown key or a bad value. Missing keys keep their defaults.
 std::string train_config_to_json(const TrainConfig& cfg);
 TrainConfig train_config_from_json(std::string_view json);
+
+// The table both of those and the `topksae train` flags are made from (src/train/config_fields.cpp):
+// one entry per TrainConfig field, in the JSON's order.
+struct TrainConfigField {
+  std::string_view key;   // the sae_lens name: the JSON key (train_batch_size_tokens for batch_size)
+  std::string_view flag;  // the command-line flag (--batch-size)
+  std::string_view help;  // one line for --help (without the default)
+};
+const std::vector<TrainConfigField>& train_config_fields();
+// One field by its key: its value as JSON text, and set from JSON text (as in a config file:
+// numbers, true/false, names, null) or from a command-line word (a number, true/false/yes/no/1/0,
+// a name, none/null). Throw Error naming an unknown key or the bad value.
+std::string train_config_get(const TrainConfig& cfg, std::string_view key);
+void train_config_set_json(TrainConfig& cfg, std::string_view key, std::string_view json_value);
+void train_config_set_text(TrainConfig& cfg, std::string_view key, std::string_view text);
 
 // ---- parameters, state, metrics -------------------------------------------------------------
 
@@ -284,8 +301,15 @@ class TrainBackend;  // where the steps run (src/train/train_backend.h)
 }
 
 struct TrainerOptions {
-  std::filesystem::path checkpoint_dir;  // where checkpoints go; empty: none
-  int64_t checkpoint_every = 0;          // steps between checkpoints (0: none mid-run)
+  // Where checkpoints go (empty: none). The Trainer owns their timing: one after every
+  // checkpoint_every-th step (0: none mid-run) and, with checkpoint_every > 0, one at the end of a
+  // run that finished or ran out of data (so a longer run can resume from it); checkpoint() for
+  // one now (Ctrl-C).
+  std::filesystem::path checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  // Called when writing a checkpoint failed, with the error and the step of the checkpoint still
+  // in checkpoint_dir (-1: none); training goes on. Unset: the error propagates.
+  std::function<void(const std::string& error, int64_t kept_step)> on_checkpoint_error;
   // Called with every step's metrics, in step order. On cuda it may lag the data by a few steps
   // (the GPU runs behind the host); every step has been reported when run() returns.
   std::function<void(const StepMetrics&)> on_step;
@@ -315,10 +339,17 @@ class Trainer {
   // Continues from a checkpoint: loads its state and seeks the source to its data position.
   // The checkpoint's config must match this trainer's in every field that shapes the run.
   void resume(const std::filesystem::path& checkpoint);
+  // Continues from a state in memory (weights, moments, counters), checked against the config:
+  // seeks the source to st.data_position, or, when that is empty, takes the source where it is.
+  void start_from(TrainState st);
+  // Starts from an existing SAE's weights (step 0, fresh moments and statistics). They work on raw
+  // inputs: with expected_average_only_in the scaling factor s is estimated now (the batches a
+  // fresh run would read) and unfolded into them (W_enc /= s, W_dec *= s, b_dec *= s).
+  void start_from_sae(const Sae& sae);
 
   // Runs steps until done(), or max_steps more steps (-1: no limit), or should_stop(), or the
   // source runs dry (a short final batch is dropped; exhausted() says so). Estimates the scaling
-  // factor first when needed. Writes a checkpoint every checkpoint_every steps. Returns the
+  // factor first when needed. Writes the checkpoints TrainerOptions asks for. Returns the
   // number of steps run. If it throws, state() is still a consistent checkpointable state (on
   // cuda possibly older than the data read so far).
   int64_t run(int64_t max_steps = -1);
@@ -329,6 +360,11 @@ class Trainer {
   bool done() const { return st_.n_training_samples >= cfg_.training_tokens; }
 
   void save_checkpoint(const std::filesystem::path& dir) const;
+  // Writes a checkpoint to TrainerOptions::checkpoint_dir now. Returns false when it failed and
+  // on_checkpoint_error was told (without it the error propagates).
+  bool checkpoint();
+  // The step of the checkpoint in checkpoint_dir written or resumed by this trainer (-1: none).
+  int64_t last_checkpoint_step() const { return last_checkpoint_step_; }
   // Saves final_sae() with sparsity.safetensors.
   void save_final(const std::filesystem::path& dir) const;
 
@@ -349,6 +385,7 @@ class Trainer {
 
  private:
   void ensure_scaling_factor();
+  void adopt(TrainState st);
   int64_t run_steps(int64_t max_steps);
   void sync(bool report);
   TrainConfig cfg_;
@@ -364,6 +401,7 @@ class Trainer {
   bool looping_ = false;
   std::chrono::steady_clock::time_point loop0_;
   double saving_s_ = 0;
+  int64_t last_checkpoint_step_ = -1;
 };
 
 }  // namespace topksae

@@ -1,7 +1,7 @@
 // Private seam between the public Model (argument checks, include/topksae/api.h) and a backend
 // that runs the calls. The CPU engine (cpu_engine.cpp) is built on the CPU twins in ops_cpu.h; the
-// CUDA engine (kernels/cuda_engine.cpp, built with the CUDA backend; without it the stub in
-// src/no_cuda/cuda_engine_stub.cpp refuses CUDA models) on the CUDA twins in ops_cuda.h. Engines
+// CUDA engine (cuda_engine.cpp, built with the CUDA backend; without it the stub in
+// src/no_cuda/cuda_engine.cpp refuses CUDA models) on the CUDA twins in ops_cuda.h. Engines
 // receive arguments the Model has already checked (shapes, null pointers, batch >= 1, no stream
 // or device memory for a CPU model; latent indices only for host codes, so the CUDA engine checks
 // device codes itself, as it checks where pointers live and which device a stream belongs to). The

@@ -1,8 +1,8 @@
-// TrainConfig: scheduler names, validation with sae_lens's messages, and JSON round trip.
+// TrainConfig: scheduler names and validation with sae_lens's messages (its JSON and flags:
+// config_fields.cpp).
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "topksae/error.h"
@@ -58,7 +58,8 @@ void TrainConfig::validate() const {
   TOPKSAE_CHECK(batch_size >= 1, "batch_size must be >= 1, got ", batch_size);
   TOPKSAE_CHECK(training_tokens >= batch_size, "training_tokens (", training_tokens,
                 ") must be at least one batch (batch_size ", batch_size, ")");
-  TOPKSAE_CHECK(dead_feature_window >= 1, "dead_feature_window must be >= 1, got ", dead_feature_window);
+  // 0 is sae_lens's too: dead when it did not fire in the previous step (since_fired > 0).
+  TOPKSAE_CHECK(dead_feature_window >= 0, "dead_feature_window must be >= 0, got ", dead_feature_window);
   TOPKSAE_CHECK(feature_sampling_window >= 1, "feature_sampling_window must be >= 1, got ", feature_sampling_window);
   TOPKSAE_CHECK(lr_warm_up_steps >= 0, "lr_warm_up_steps must be >= 0, got ", lr_warm_up_steps);
   TOPKSAE_CHECK(lr_decay_steps >= 0, "lr_decay_steps must be >= 0, got ", lr_decay_steps);
@@ -77,78 +78,6 @@ void TrainConfig::validate() const {
   // sae_lens get_lr_scheduler: the constant scheduler replaces lr_end by lr before this check.
   if (lr_decay_steps > 0 && lr_scheduler_name != LrScheduler::constant && effective_lr_end() == 0.0)
     TOPKSAE_FAIL("Cannot have decay_steps with lr_end=0.0, this would decay from 0 to 0 and be a waste.");
-}
-
-// ---- JSON ---------------------------------------------------------------------------------------
-
-std::string train_config_to_json(const TrainConfig& c) {
-  nlohmann::ordered_json j;
-  j["d_in"] = c.d_in;
-  j["d_sae"] = c.d_sae;
-  j["k"] = c.k;
-  j["apply_b_dec_to_input"] = c.apply_b_dec_to_input;
-  j["normalize_activations"] = std::string(normalize_name(c.normalize_activations));
-  j["n_batches_for_norm_estimate"] = c.n_batches_for_norm_estimate;
-  j["decoder_init_norm"] = c.decoder_init_norm ? nlohmann::ordered_json(*c.decoder_init_norm) : nlohmann::ordered_json();
-  j["aux_loss_coefficient"] = c.aux_loss_coefficient;
-  j["rescale_acts_by_decoder_norm"] = c.rescale_acts_by_decoder_norm;
-  j["lr"] = c.lr;
-  j["adam_beta1"] = c.adam_beta1;
-  j["adam_beta2"] = c.adam_beta2;
-  j["lr_scheduler_name"] = std::string(lr_scheduler_name(c.lr_scheduler_name));
-  j["lr_warm_up_steps"] = c.lr_warm_up_steps;
-  j["lr_decay_steps"] = c.lr_decay_steps;
-  j["lr_end"] = c.lr_end ? nlohmann::ordered_json(*c.lr_end) : nlohmann::ordered_json();
-  j["n_restart_cycles"] = c.n_restart_cycles;
-  j["train_batch_size_tokens"] = c.batch_size;
-  j["training_tokens"] = c.training_tokens;
-  j["dead_feature_window"] = c.dead_feature_window;
-  j["feature_sampling_window"] = c.feature_sampling_window;
-  j["seed"] = c.seed;
-  return j.dump(2);
-}
-
-TrainConfig train_config_from_json(std::string_view text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    TOPKSAE_FAIL("training config: invalid JSON: ", e.what());
-  }
-  TOPKSAE_CHECK(j.is_object(), "training config: expected a JSON object");
-  TrainConfig c;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& key = it.key();
-    const nlohmann::json& v = it.value();
-    try {
-      if (key == "d_in") c.d_in = v.get<int64_t>();
-      else if (key == "d_sae") c.d_sae = v.get<int64_t>();
-      else if (key == "k") c.k = v.get<int64_t>();
-      else if (key == "apply_b_dec_to_input") c.apply_b_dec_to_input = v.get<bool>();
-      else if (key == "normalize_activations") c.normalize_activations = normalize_from_name(v.get<std::string>());
-      else if (key == "n_batches_for_norm_estimate") c.n_batches_for_norm_estimate = v.get<int64_t>();
-      else if (key == "decoder_init_norm") c.decoder_init_norm = v.is_null() ? std::nullopt : std::optional(v.get<double>());
-      else if (key == "aux_loss_coefficient") c.aux_loss_coefficient = v.get<double>();
-      else if (key == "rescale_acts_by_decoder_norm") c.rescale_acts_by_decoder_norm = v.get<bool>();
-      else if (key == "lr") c.lr = v.get<double>();
-      else if (key == "adam_beta1") c.adam_beta1 = v.get<double>();
-      else if (key == "adam_beta2") c.adam_beta2 = v.get<double>();
-      else if (key == "lr_scheduler_name") c.lr_scheduler_name = lr_scheduler_from_name(v.get<std::string>());
-      else if (key == "lr_warm_up_steps") c.lr_warm_up_steps = v.get<int64_t>();
-      else if (key == "lr_decay_steps") c.lr_decay_steps = v.get<int64_t>();
-      else if (key == "lr_end") c.lr_end = v.is_null() ? std::nullopt : std::optional(v.get<double>());
-      else if (key == "n_restart_cycles") c.n_restart_cycles = v.get<int64_t>();
-      else if (key == "train_batch_size_tokens" || key == "batch_size") c.batch_size = v.get<int64_t>();
-      else if (key == "training_tokens") c.training_tokens = v.get<int64_t>();
-      else if (key == "dead_feature_window") c.dead_feature_window = v.get<int64_t>();
-      else if (key == "feature_sampling_window") c.feature_sampling_window = v.get<int64_t>();
-      else if (key == "seed") c.seed = v.get<uint64_t>();
-      else TOPKSAE_FAIL("training config: unknown key '", key, "'");
-    } catch (const nlohmann::json::exception& e) {
-      TOPKSAE_FAIL("training config: bad value for '", key, "': ", v.dump(), " (", e.what(), ")");
-    }
-  }
-  return c;
 }
 
 }  // namespace topksae

@@ -32,7 +32,7 @@ class TrainBackend {
 
 // *st must outlive the backend.
 std::unique_ptr<TrainBackend> make_cpu_backend(const TrainConfig& cfg, TrainState* st);
-// kernels/trainer_cuda.cpp; without the CUDA backend (src/no_cuda/trainer_cuda.cpp) it throws Error.
+// cuda_backend.cpp; without the CUDA backend (src/no_cuda/cuda_backend.cpp) it throws Error.
 std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig& cfg, TrainState* st, cuda::Precision p);
 
 }  // namespace topksae::detail

@@ -1,6 +1,6 @@
 // The trainer: SAETrainer.fit of sae_lens 6.13.1 over an ActivationSource (scaling-factor
 // estimate first, then fixed-size batches until total_training_steps), with per-step metrics and
-// checkpoints that resume bit-identically (same weights, moments, counters and data position).
+// checkpoints (their timing too: TrainerOptions) that resume bit-identically (same weights, moments, counters and data position).
 // The steps run on a backend (src/train/train_backend.h): the CPU, or the GPU with the host
 // reading ahead; checkpoints always go through the host state, so they are the same files.
 #include <algorithm>
@@ -40,8 +40,50 @@ void Trainer::resume(const std::filesystem::path& checkpoint) {
                 " was written with a different training config:\n", train_config_to_json(saved), "\nthis run:\n",
                 train_config_to_json(cfg_));
   src_.seek(st.data_position);
+  adopt(std::move(st));
+  std::error_code ec;
+  if (!opts_.checkpoint_dir.empty() && std::filesystem::equivalent(checkpoint, opts_.checkpoint_dir, ec))
+    last_checkpoint_step_ = st_.step;
+}
+
+void Trainer::start_from(TrainState st) {
+  const int64_t d = cfg_.d_in, n = cfg_.d_sae;
+  for (const Params<float>* p : {&st.params, &st.adam_m, &st.adam_v})
+    TOPKSAE_CHECK(p->W_enc.size() == size_t(d * n) && p->W_dec.size() == size_t(n * d) && p->b_enc.size() == size_t(n) &&
+                      p->b_dec.size() == size_t(d),
+                  "Trainer::start_from: the state's parameters or Adam moments are not shaped for d_in=", d,
+                  ", d_sae=", n);
+  TOPKSAE_CHECK(st.stats.since_fired.size() == size_t(n) && st.stats.act_freq.size() == size_t(n),
+                "Trainer::start_from: the state's sparsity statistics are not [d_sae=", n, "]");
+  TOPKSAE_CHECK(st.step >= 0 && st.n_training_samples >= 0, "Trainer::start_from: negative step or sample count");
+  if (st.data_position.empty())
+    st.data_position = src_.position();
+  else
+    src_.seek(st.data_position);
+  adopt(std::move(st));
+}
+
+void Trainer::start_from_sae(const Sae& sae) {
+  TOPKSAE_CHECK(sae.cfg.d_in == cfg_.d_in && sae.cfg.d_sae == cfg_.d_sae, "Trainer::start_from_sae: the SAE has d_in=",
+                sae.cfg.d_in, ", d_sae=", sae.cfg.d_sae, "; the training config has d_in=", cfg_.d_in,
+                ", d_sae=", cfg_.d_sae);
+  sae.params.check_shapes(sae.cfg);
+  TrainState st = TrainState::initial(cfg_);
+  st.params = from_sae_params(sae.params);
+  start_from(std::move(st));
+  // The one estimate of the scaling factor (the one a fresh run makes at its first run()).
+  ensure_scaling_factor();
+  if (st_.scaling_factor) {
+    SaeParams p = to_sae_params(st_.params);
+    cpu::fold_scaling_factor(&p, 1.0 / *st_.scaling_factor);
+    st_.params = from_sae_params(p);
+  }
+}
+
+void Trainer::adopt(TrainState st) {
   backend_.reset();  // it holds the state of before: the next run() makes one from this state
   st_ = std::move(st);
+  last_checkpoint_step_ = -1;
 }
 
 void Trainer::ensure_scaling_factor() {
@@ -71,6 +113,10 @@ int64_t Trainer::run(int64_t max_steps) {
     throw;
   }
   sync(true);
+  // The end of the run (not a pause): a checkpoint at its last step, so a longer run can resume.
+  if (!opts_.checkpoint_dir.empty() && opts_.checkpoint_every > 0 && (done() || exhausted_) &&
+      last_checkpoint_step_ != st_.step)
+    checkpoint();
   return ran;
 }
 
@@ -116,7 +162,7 @@ int64_t Trainer::run_steps(int64_t max_steps) {
         !finished) {
       const clock::time_point s0 = clock::now();
       sync(true);
-      save_checkpoint(opts_.checkpoint_dir);
+      checkpoint();
       saving_s_ += seconds_since(s0);
     }
   }
@@ -144,6 +190,19 @@ void Trainer::sync(bool report) {
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   topksae::save_checkpoint(dir, cfg_, st_, opts_.extras);
+}
+
+bool Trainer::checkpoint() {
+  TOPKSAE_CHECK(!opts_.checkpoint_dir.empty(), "Trainer::checkpoint: TrainerOptions::checkpoint_dir is not set");
+  try {
+    save_checkpoint(opts_.checkpoint_dir);
+  } catch (const std::exception& e) {
+    if (!opts_.on_checkpoint_error) throw;
+    opts_.on_checkpoint_error(e.what(), last_checkpoint_step_);
+    return false;
+  }
+  last_checkpoint_step_ = st_.step;
+  return true;
 }
 
 void Trainer::save_final(const std::filesystem::path& dir) const {

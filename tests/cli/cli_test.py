@@ -152,6 +152,13 @@ def case_synthetic_run(tmp):
     expect_error("exists", "train", *SMALL_SYN, "--training-tokens", 64 * 8, "--out", out)
     run("train", *SMALL_SYN, "--training-tokens", 64 * 8, "--out", out, "--overwrite")
     fail_unless(len(metrics_lines(f"{out}/metrics.jsonl")) == 8, "--overwrite kept the old metrics log")
+    # sae_lens takes dead_feature_window 0 (dead: did not fire in the previous step); so do we
+    run("train", *syn_args(dead_feature_window=0), "--training-tokens", 64 * 8, "--out", f"{tmp}/w0")
+    with open(f"{tmp}/w0/run.json") as f:
+        fail_unless(json.load(f)["config"]["dead_feature_window"] == 0, "run.json lost dead_feature_window 0")
+    lines = metrics_lines(f"{tmp}/w0/metrics.jsonl")
+    fail_unless(lines[1]["sparsity/dead_features"] > 0, f"window 0: no latent dead after a step: {lines[1]}")
+    expect_error("--k: expected a number", "train", *syn_args(k="four"), "--out", f"{tmp}/o12")
 
 
 def case_npy_run(tmp):

@@ -1,4 +1,4 @@
-// libFuzzer: the text files `topksae train` reads besides the data (tools/topksae/run_files.h).
+// libFuzzer: the text files `topksae train` reads besides the data (src/train/run_dir.h).
 // First byte even: the rest is a --config JSON applied over the default config; odd: a run.json
 // (--resume). Bad input must be an Error; what parses must survive a round trip: the config and
 // data spec written back (as train writes run.json) parse to the same.
@@ -10,32 +10,22 @@
 #include <string>
 
 #include "fuzz_files.h"
-#include "run_files.h"
+#include "train/run_dir.h"
 #include "topksae/error.h"
 
 namespace {
-using topksae::cli::RunFile;
+using topksae::run_dir::RunFile;
 using json = nlohmann::json;
 
-std::string run_json(const RunFile& r) {
-  json meta = json::object();
-  for (const auto& [k, v] : r.metadata) meta[k] = v;
-  return json{{"version", 1},
-              {"config", json::parse(topksae::train_config_to_json(r.cfg))},
-              {"data", r.data.to_json()},
-              {"metadata", meta},
-              {"checkpoint_every_tokens", r.checkpoint_every_tokens},
-              {"init", ""}}
-      .dump(2);
-}
+std::string run_json(const RunFile& r) { return topksae::run_dir::run_file_json(r); }
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (const char* out = std::getenv("TOPKSAE_FUZZ_SEED_OUT")) {
     RunFile r;
-    r.cfg.d_in = 8;
-    r.cfg.d_sae = 32;
-    r.cfg.k = 4;
+    r.config.d_in = 8;
+    r.config.d_sae = 32;
+    r.config.k = 4;
     r.data.path = "acts/";
     r.data.loop = true;
     r.metadata["model_name"] = "\"gpt2\"";
@@ -54,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::map<std::string, std::string> meta;
     TrainConfig c;
     try {
-      c = cli::apply_config_json(TrainConfig{}, text, "fuzz.json", &meta);
+      c = run_dir::apply_config_json(TrainConfig{}, text, "fuzz.json", &meta);
     } catch (const Error&) {
       return 0;
     }
@@ -68,12 +58,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   RunFile r;
   try {
-    r = cli::parse_run_json(text, "run.json");
+    r = run_dir::parse_run_file(text, "run.json");
   } catch (const Error&) {
     return 0;
   }
-  const RunFile back = cli::parse_run_json(run_json(r), "rewritten run.json");
-  if (train_config_to_json(back.cfg) != train_config_to_json(r.cfg) || back.data.to_json() != r.data.to_json() ||
+  const RunFile back = run_dir::parse_run_file(run_json(r), "rewritten run.json");
+  if (train_config_to_json(back.config) != train_config_to_json(r.config) || run_json(back) != run_json(r) ||
       back.metadata != r.metadata || back.checkpoint_every_tokens != r.checkpoint_every_tokens)
     __builtin_trap();
   return 0;

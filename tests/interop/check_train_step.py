@@ -130,4 +130,6 @@ if __name__ == "__main__":
               lr_scheduler_name="cosineannealing", lr_warm_up_steps=2)),
         ("3c: several steps, window 1 (latents die and revive), linear decay to the end",
          case("3c", S=5, B=17, d_in=18, d_sae=97, k=4, n_dead0=30, window=1, lr_decay_steps=2, lr_end=5e-4)),
+        ("3d: window 0 (dead: did not fire in the previous step)",
+         case("3d", S=4, B=16, d_in=16, d_sae=90, k=4, n_dead0=20, window=0)),
     ])

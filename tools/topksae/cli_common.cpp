@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "topksae/error.h"
+#include "topksae/precision.h"
 
 namespace topksae::cli {
 
@@ -37,7 +38,16 @@ void add_precision_option(CLI::App* cmd, std::string* precision) {
   cmd->add_option("--precision", *precision,
                   "GPU encoder GEMM: fp32 (matches the CPU), tf32 or bf16 (faster, looser: a latent whose "
                   "pre-activation nearly ties may differ); the CPU always runs fp32")
-      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))
+      ->check(
+          [](const std::string& v) {
+            try {
+              (void)cuda::precision_from_name(v);
+              return std::string();
+            } catch (const Error& e) {
+              return std::string(e.what());
+            }
+          },
+          "fp32, tf32 or bf16")
       ->capture_default_str();
 }
 

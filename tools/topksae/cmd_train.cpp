@@ -1,12 +1,8 @@
 // `topksae train`: train a TopK SAE on activation files (--data) or on synthetic data with a
 // planted dictionary (--synthetic, the default without --data), writing a sae_lens SAE directory.
-//
-// Output directory layout (--out DIR):
-//   DIR/cfg.json, sae_weights.safetensors, sparsity.safetensors   the final SAE (scaling folded in)
-//   DIR/checkpoint/        the latest resumable checkpoint (--checkpoint-every, Ctrl-C)
-//   DIR/run.json           what --resume needs: the training config and the data description
-//   DIR/metrics.jsonl      one line per step, sae_lens metric names (--metrics-log)
-//   DIR/report.html        the self-contained report written at the end (--report)
+// This file holds the flags and the flow; the output directory (run.json, its data stream, the
+// report) is src/train/run_dir.h, the training config's flags come from its field table
+// (train_config_fields()), and the Trainer owns the checkpoints' timing.
 //
 // Config precedence: built-in defaults (or the --synthetic preset), then --config FILE.json, then
 // the flags given on the command line.
@@ -18,16 +14,13 @@
 
 #include "cli_common.h"
 #include "command.h"
-#include "run_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
-#include "topksae/file_source.h"
-#include "topksae/prefetch.h"
+#include "topksae/precision.h"
 #include "topksae/report.h"
 #include "topksae/sae_dir.h"
-#include "topksae/shuffle_buffer.h"
-#include "topksae/synthetic.h"
 #include "topksae/train.h"
+#include "train/run_dir.h"
 
 namespace topksae::cli {
 namespace {
@@ -44,7 +37,7 @@ struct TrainArgs {
   uint64_t synthetic_seed = 1;
   double progress_every = 10;
   bool overwrite = false, synthetic = false, no_report = false;
-  DataSpec data;
+  run_dir::DataSpec data;
 };
 
 // The --synthetic preset: a run that recovers most of a 256-feature planted dictionary in well
@@ -73,29 +66,6 @@ extern "C" void on_sigint(int) {
   std::signal(SIGINT, SIG_DFL);
 }
 
-// The stream the trainer reads: files (through the mixing buffer unless --shuffle none) or the
-// synthetic source, behind the prefetch thread. *files / *syn point into it for reporting.
-std::unique_ptr<ActivationSource> make_source(const DataSpec& d, const TrainConfig& cfg, FileSource** files,
-                                              SyntheticSource** syn) {
-  *files = nullptr;
-  *syn = nullptr;
-  if (d.path.empty()) {
-    auto s = std::make_unique<SyntheticSource>(d.synthetic);
-    *syn = s.get();
-    return std::make_unique<PrefetchSource>(std::move(s), cfg.batch_size, 4);
-  }
-  auto fsrc = open_file_source(d.path, d.tensor, {.skip_nonfinite = d.skip_nonfinite, .loop = d.loop});
-  *files = fsrc.get();
-  std::unique_ptr<ActivationSource> src;
-  if (d.shuffle == "buffer") {
-    TOPKSAE_CHECK(d.buffer_batches >= 1, "--buffer-batches must be >= 1, got ", d.buffer_batches);
-    src = std::make_unique<ShuffleBuffer>(std::move(fsrc), d.buffer_batches * cfg.batch_size, cfg.batch_size, cfg.seed);
-  } else {
-    src = std::move(fsrc);
-  }
-  return std::make_unique<PrefetchSource>(std::move(src), cfg.batch_size, 4);
-}
-
 // "12% of 5m03s of training" (+ ": input-bound" when the device mostly waited).
 std::string input_wait_summary(const Trainer::InputWait& w) {
   return concat(int(w.fraction() * 100 + 0.5), "% of ", format_duration(w.total_s), " of training",
@@ -118,28 +88,10 @@ struct InputWaitNotice {
   }
 };
 
-// Refuses to clear a directory that is not ours, even with --overwrite.
-void prepare_out_dir(const fs::path& out, bool overwrite) {
-  std::error_code ec;
-  if (fs::exists(out, ec)) {
-    TOPKSAE_CHECK(overwrite, "--out ", out.string(), " exists; pass --overwrite to replace it, or --resume ",
-                  out.string(), " to continue its run");
-    TOPKSAE_CHECK(fs::is_directory(out), "--out ", out.string(), " exists and is not a directory");
-    bool ours = fs::is_empty(out) || fs::exists(out / "run.json") || fs::exists(out / kSaeCfgFile);
-    TOPKSAE_CHECK(ours, "--out ", out.string(),
-                  " exists and does not look like a topksae output directory (no run.json or cfg.json); "
-                  "not deleting it: remove it yourself or choose another --out");
-    fs::remove_all(out, ec);
-    TOPKSAE_CHECK(!ec, "cannot remove ", out.string(), ": ", ec.message());
-  }
-  fs::create_directories(out, ec);
-  TOPKSAE_CHECK(!ec, "cannot create --out ", out.string(), ": ", ec.message());
-}
-
 void run_train(TrainArgs& a) {
   std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes writes fail (an Error), not kill us
   TrainConfig cfg;
-  DataSpec data = a.data;
+  run_dir::DataSpec data = a.data;
   std::map<std::string, std::string> meta;  // cfg.json metadata (JSON text per key)
   fs::path out, checkpoint;
   const bool resuming = !a.resume.empty();
@@ -159,10 +111,10 @@ void run_train(TrainArgs& a) {
     checkpoint = r / "checkpoint";
     TOPKSAE_CHECK(fs::exists(checkpoint / "trainer_state.json"), "--resume ", a.resume,
                   ": no checkpoint to resume from (", checkpoint.string(), " is missing; the run was never checkpointed)");
-    const RunFile run = parse_run_json(read_small_file(r / "run.json"), (r / "run.json").string());
-    cfg = run.cfg;
+    const run_dir::RunFile run = run_dir::read_run_file(r);
+    cfg = run.config;
     data = run.data;
-    for (auto& [k, v] : run.metadata) meta[k] = v;
+    meta = run.metadata;
     if (a.cmd->count("--training-tokens")) {
       TrainConfig only_tokens;
       for (auto& f : a.set_flags) f(only_tokens);
@@ -177,7 +129,7 @@ void run_train(TrainArgs& a) {
     checkpoint = out / "checkpoint";
     if (data.path.empty()) synthetic_preset(cfg);
     TOPKSAE_CHECK(!(a.synthetic && !data.path.empty()), "--synthetic and --data exclude each other");
-    if (!a.config_file.empty()) cfg = apply_config_json(cfg, read_small_file(a.config_file), a.config_file, &meta);
+    if (!a.config_file.empty()) cfg = run_dir::apply_config_json(cfg, read_small_file(a.config_file), a.config_file, &meta);
     for (auto& f : a.set_flags) f(cfg);
     if (!a.model_name.empty()) meta["model_name"] = json(a.model_name).dump();
     if (!a.hook_name.empty()) meta["hook_name"] = json(a.hook_name).dump();
@@ -200,17 +152,14 @@ void run_train(TrainArgs& a) {
   if (device == Device::cpu && a.precision != "fp32")
     std::cerr << "note: no GPU here (" << cuda_unavailable_reason() << "); training on the CPU in fp32, --precision "
               << a.precision << " ignored\n";
-  const cuda::Precision precision = a.precision == "tf32"   ? cuda::Precision::tf32
-                                    : a.precision == "bf16" ? cuda::Precision::bf16
-                                                            : cuda::Precision::fp32;
+  const cuda::Precision precision = cuda::precision_from_name(a.precision);
 
-  FileSource* files = nullptr;
-  SyntheticSource* syn = nullptr;
-  std::unique_ptr<ActivationSource> src = make_source(data, cfg, &files, &syn);
+  run_dir::Source source = run_dir::open_source(data, cfg);
+  ActivationSource& src = *source.stream;
   if (!data.path.empty()) {
-    TOPKSAE_CHECK(cfg.d_in == 0 || cfg.d_in == src->d_in() || resuming, "--d-in ", cfg.d_in, " disagrees with the data (",
-                  src->describe(), ")");
-    cfg.d_in = src->d_in();
+    TOPKSAE_CHECK(cfg.d_in == 0 || cfg.d_in == src.d_in() || resuming, "--d-in ", cfg.d_in, " disagrees with the data (",
+                  src.describe(), ")");
+    cfg.d_in = src.d_in();
   }
   if (!data.path.empty() && a.cmd->count("--d-sae") == 0 && !resuming && a.init.empty() && a.config_file.empty())
     cfg.d_sae = 16 * cfg.d_in;  // no d_sae given: a 16x expansion
@@ -231,34 +180,37 @@ void run_train(TrainArgs& a) {
   cfg.validate();
 
   if (!resuming) {
-    prepare_out_dir(out, a.overwrite);
-    json run = {{"version", 1},
-                {"config", json::parse(train_config_to_json(cfg))},
-                {"data", data.to_json()},
-                {"metadata", meta},
-                {"checkpoint_every_tokens", a.checkpoint_every},
-                {"init", a.init}};
-    write_file_atomic(out / "run.json", run.dump(2) + "\n");
+    run_dir::prepare(out, a.overwrite);
+    run_dir::write_run_file(out, {cfg, data, meta, a.checkpoint_every, a.init});
   }
-
-  SaeDirExtras extras;
-  extras.metadata_json = meta;
-  TrainerOptions opts;
-  opts.extras = extras;
-  opts.device = device;
-  opts.precision = device == Device::cuda ? precision : cuda::Precision::fp32;
-  opts.should_stop = [] { return g_interrupted.load(); };
 
   const fs::path log_path = a.metrics_log.empty() ? out / "metrics.jsonl" : fs::path(a.metrics_log);
   std::optional<MetricsLog> log;
   ProgressPrinter progress(std::cout, stdout_is_tty(), a.progress_every);
-  StepMetrics last{};
-  bool have_last = false;
+  std::optional<StepMetrics> last;
+
+  TrainerOptions opts;
+  opts.extras.metadata_json = meta;
+  opts.device = device;
+  opts.precision = device == Device::cuda ? precision : cuda::Precision::fp32;
+  opts.should_stop = [] { return g_interrupted.load(); };
+  // --checkpoint-every counts tokens; the Trainer checkpoints every that many steps (rounded up),
+  // at the end of the run, and when asked (Ctrl-C below).
+  opts.checkpoint_dir = checkpoint;
+  opts.checkpoint_every =
+      a.checkpoint_every > 0 ? std::max<int64_t>(1, (a.checkpoint_every + cfg.batch_size - 1) / cfg.batch_size) : 0;
+  opts.on_checkpoint_error = [&](const std::string& error, int64_t kept_step) {
+    progress.finish();
+    std::cerr << "warning: writing the checkpoint failed: " << error << "\n"
+              << (kept_step >= 0 ? concat("the previous checkpoint (step ", kept_step, ") in ", checkpoint.string(),
+                                          " is kept")
+                                 : std::string("there is no earlier checkpoint"))
+              << "\n";
+  };
   Trainer* trainer_ptr = nullptr;  // set below; on_step reads the input-wait share from it
   InputWaitNotice wait_notice;
   opts.on_step = [&](const StepMetrics& m) {
     last = m;
-    have_last = true;
     const Trainer::InputWait wait = trainer_ptr->input_wait();
     auto values = m.named();
     values.emplace_back("perf/data_wait_fraction", wait.fraction());  // share of the run so far
@@ -268,84 +220,47 @@ void run_train(TrainArgs& a) {
                      .loss = m.overall_loss, .l0 = m.l0, .explained_variance = m.explained_variance,
                      .dead = m.dead_features, .d_sae = cfg.d_sae, .data_wait = wait.fraction()};
     progress.update(p);
-    if (const std::string note = wait_notice.check(wait, device, src->describe()); !note.empty()) {
+    if (const std::string note = wait_notice.check(wait, device, src.describe()); !note.empty()) {
       progress.finish();
       std::cout << note << std::flush;
     }
   };
 
-  Trainer trainer(cfg, *src, opts);
+  Trainer trainer(cfg, src, opts);
   trainer_ptr = &trainer;
   if (resuming) {
     trainer.resume(checkpoint);
     std::cout << "resuming " << out.string() << " at step " << trainer.state().step << " of "
               << cfg.total_training_steps() << "\n";
   } else if (init) {
-    // Start from the given weights: write them as the step-0 checkpoint and resume from it.
-    TrainState st = TrainState::initial(cfg);
-    SaeParams p = init->params;
-    if (cfg.normalize_activations == Normalize::expected_average_only_in) {
-      // The given weights work on raw inputs; training runs on s*x. Estimate s as the trainer
-      // would (same batches consumed) and unfold it: W_enc /= s, W_dec *= s, b_dec *= s.
-      double s = cpu::estimate_scaling_factor(*src, cfg.d_in, cfg.batch_size, cfg.n_batches_for_norm_estimate);
-      cpu::fold_scaling_factor(&p, 1.0 / s);
-      st.scaling_factor = s;
-    }
-    st.params = from_sae_params(p);
-    st.data_position = src->position();
-    save_checkpoint(checkpoint, cfg, st, extras);
-    trainer.resume(checkpoint);
+    trainer.start_from_sae(*init);
     std::cout << "starting from the weights of " << a.init << "\n";
   }
   log.emplace(log_path, resuming ? trainer.state().step : 0);
 
   std::cout << "training a TopK SAE (d_in " << cfg.d_in << ", d_sae " << cfg.d_sae << ", k " << cfg.k << ") on "
-            << src->describe() << "; " << cfg.total_training_steps() << " steps of " << cfg.batch_size
+            << src.describe() << "; " << cfg.total_training_steps() << " steps of " << cfg.batch_size
             << " tokens, device " << device_name(device)
             << (device == Device::cuda ? " (" + a.precision + ")" : std::string()) << "\n";
-
-  const int64_t ckpt_steps =
-      a.checkpoint_every > 0 ? std::max<int64_t>(1, (a.checkpoint_every + cfg.batch_size - 1) / cfg.batch_size) : 0;
-  int64_t last_ckpt_step = fs::exists(checkpoint / "trainer_state.json") ? trainer.state().step : -1;
-  auto save_ckpt = [&]() -> bool {
-    try {
-      trainer.save_checkpoint(checkpoint);
-      last_ckpt_step = trainer.state().step;
-      return true;
-    } catch (const std::exception& e) {
-      progress.finish();
-      std::cerr << "warning: writing the checkpoint failed: " << e.what() << "\n"
-                << (last_ckpt_step >= 0 ? concat("the previous checkpoint (step ", last_ckpt_step, ") in ",
-                                                 checkpoint.string(), " is kept")
-                                        : std::string("there is no earlier checkpoint"))
-                << "\n";
-      return false;
-    }
-  };
 
   progress.begin(trainer.state().n_training_samples);
   g_interrupted = false;
   auto old_handler = std::signal(SIGINT, on_sigint);
   bool dry = false;
-  // run() goes on until the next checkpoint is due (or the end, Ctrl-C, or --stop-after-steps):
-  // on cuda each return waits for the GPU and copies the state back, so it returns no more often
-  // than it must.
   while (!trainer.done()) {
-    const int64_t at = trainer.state().step;
-    int64_t want = ckpt_steps > 0 ? ckpt_steps - at % ckpt_steps : -1;
-    if (a.stop_after_steps >= 0) {
-      const int64_t left = std::max<int64_t>(1, a.stop_after_steps - at);  // at least one step, as before
-      want = want < 0 ? left : std::min(want, left);
-    }
+    // --stop-after-steps (tests): a deterministic Ctrl-C after that step (at least one step runs).
+    const int64_t want = a.stop_after_steps >= 0 ? std::max<int64_t>(1, a.stop_after_steps - trainer.state().step) : -1;
     trainer.run(want);
     log->flush();
     const int64_t step = trainer.state().step;
-    if (a.stop_after_steps >= 0 && step >= a.stop_after_steps) g_interrupted = true;  // tests: a deterministic Ctrl-C
+    if (a.stop_after_steps >= 0 && step >= a.stop_after_steps) g_interrupted = true;
     if (g_interrupted) {
       progress.finish();
       std::signal(SIGINT, old_handler);
       std::cerr << "interrupted at step " << step << "; writing a checkpoint\n";
-      if (!save_ckpt()) throw Error("interrupted, and the checkpoint could not be written (see above)");
+      // (The Trainer may have just written this step's checkpoint itself.)
+      if (trainer.last_checkpoint_step() != step && !trainer.checkpoint())
+        throw Error("interrupted, and the checkpoint could not be written (see above)");
       std::cerr << "checkpoint written to " << checkpoint.string() << "; continue with: topksae train --resume "
                 << out.string() << "\n";
       // Exit status 130 (as a shell reports SIGINT) after unwinding, so the prefetch thread is
@@ -356,51 +271,29 @@ void run_train(TrainArgs& a) {
       dry = true;
       break;
     }
-    if (ckpt_steps > 0 && step % ckpt_steps == 0 && !trainer.done()) save_ckpt();
   }
   std::signal(SIGINT, old_handler);
   progress.finish();
   if (dry)
     std::cout << "the data ran out after " << trainer.state().step << " of " << cfg.total_training_steps()
               << " steps (pass --loop-data to make several passes over it)\n";
-  if (files && files->skipped()) std::cout << "skipped " << files->skipped() << " rows holding NaN or Inf\n";
+  if (source.files && source.files->skipped())
+    std::cout << "skipped " << source.files->skipped() << " rows holding NaN or Inf\n";
 
-  if (ckpt_steps > 0 && last_ckpt_step != trainer.state().step) save_ckpt();  // so --resume can extend the run
   trainer.save_final(out);
   std::cout << "saved the SAE to " << out.string() << " (step " << trainer.state().step << ", "
             << trainer.state().n_training_samples << " tokens)\n";
-  if (have_last)
-    std::cout << "final step: loss " << last.overall_loss << ", mse " << last.mse_loss << ", L0 " << last.l0
-              << ", explained variance " << last.explained_variance << ", dead latents " << last.dead_features << "/"
+  if (last)
+    std::cout << "final step: loss " << last->overall_loss << ", mse " << last->mse_loss << ", L0 " << last->l0
+              << ", explained variance " << last->explained_variance << ", dead latents " << last->dead_features << "/"
               << cfg.d_sae << "\n";
 
-  ReportContent rc;
-  rc.title = "topksae training report: " + out.filename().string();
-  rc.summary = {{"output", out.string()},
-                {"data", src->describe()},
-                {"d_in / d_sae / k", concat(cfg.d_in, " / ", cfg.d_sae, " / ", cfg.k)},
-                {"steps", concat(trainer.state().step, " of ", cfg.total_training_steps(), " (batch ", cfg.batch_size, ")")},
-                {"tokens", std::to_string(trainer.state().n_training_samples)},
-                {"device", device == Device::cuda ? "cuda (" + a.precision + ")" : std::string("cpu")},
-                {"lr", concat(cfg.lr, " (", lr_scheduler_name(cfg.lr_scheduler_name), ")")},
-                {"normalize_activations", std::string(normalize_name(cfg.normalize_activations))}};
-  if (trainer.state().scaling_factor) rc.summary.emplace_back("scaling factor (folded)", concat(*trainer.state().scaling_factor));
-  if (have_last) {
-    rc.summary.emplace_back("final loss", concat(last.overall_loss));
-    rc.summary.emplace_back("final explained variance", concat(last.explained_variance));
-    rc.summary.emplace_back("final L0", concat(last.l0));
-    rc.summary.emplace_back("dead latents", concat(last.dead_features, " / ", cfg.d_sae));
-  }
+  ReportContent rc = run_dir::report_content(
+      out, src.describe(), device == Device::cuda ? "cuda (" + a.precision + ")" : std::string("cpu"), cfg,
+      trainer.state(), last, source.synthetic);
+  if (rc.recovery) std::cout << rc.recovery->summary << "\n";
   if (const Trainer::InputWait w = trainer.input_wait(); w.total_s > 0)
     rc.summary.emplace_back("time the device waited for data", input_wait_summary(w));
-  if (trainer.state().stats.n_frac_active > 0) rc.density = density_histogram(log_feature_sparsity(trainer.state().stats));
-  if (syn) {
-    Sae fin = final_sae(cfg, trainer.state());
-    RecoveryReport r = feature_recovery(syn->dictionary(), syn->config().n_features, fin.params.W_dec, cfg.d_sae, cfg.d_in);
-    std::cout << r.summary() << "\n";
-    rc.recovery = ReportContent::Recovery{r.summary(), r.best_cos, r.best_latent, syn->frequencies()};
-    rc.summary.emplace_back("feature recovery", r.summary());
-  }
   log.reset();  // flush and close before reading it back
   if (!a.no_report) {
     rc.history = read_metrics_log(log_path);
@@ -410,17 +303,29 @@ void run_train(TrainArgs& a) {
   }
 }
 
-// Registers a training flag bound to a TrainConfig field: applied after the config file, and only
-// when given on the command line.
-template <typename T, typename Set>
-CLI::Option* train_flag(TrainArgs* a, const char* name, const char* help, Set set) {
-  auto v = std::make_shared<T>();
-  CLI::Option* o = a->cmd->add_option(name, *v, help);
-  a->run_defining.push_back(o);
-  a->set_flags.push_back([o, v, set](TrainConfig& c) {
-    if (o->count()) set(c, *v);
-  });
-  return o;
+// The training config's flags, one per row of its field table (train_config_fields()): each is
+// applied after the config file, and only when given on the command line.
+void add_config_flags(TrainArgs* a) {
+  const TrainConfig defaults;
+  for (const TrainConfigField& f : train_config_fields()) {
+    std::string help(f.help);
+    if (help.find("default") == std::string::npos) {
+      std::string d = train_config_get(defaults, f.key);  // JSON: a name comes quoted
+      if (d.size() >= 2 && d.front() == '"') d = d.substr(1, d.size() - 2);
+      help += " (default " + d + ")";
+    }
+    auto v = std::make_shared<std::string>();
+    CLI::Option* o = a->cmd->add_option(std::string(f.flag), *v, help);
+    a->run_defining.push_back(o);
+    a->set_flags.push_back([o, v, f](TrainConfig& c) {
+      if (!o->count()) return;
+      try {
+        train_config_set_text(c, f.key, *v);
+      } catch (const Error& e) {
+        TOPKSAE_FAIL(f.flag, ": ", e.what());
+      }
+    });
+  }
 }
 
 CommandRegistration reg([](CLI::App& app) {
@@ -441,52 +346,7 @@ CommandRegistration reg([](CLI::App& app) {
   cmd->add_option("--synthetic-features", A->synthetic_features, "planted features (--synthetic)")->capture_default_str();
   cmd->add_option("--synthetic-seed", A->synthetic_seed, "seed of the synthetic data")->capture_default_str();
   // ---- the SAE and the optimisation (sae_lens names)
-  train_flag<int64_t>(A, "--d-in", "input width (synthetic data; taken from the files otherwise)",
-                      [](TrainConfig& c, int64_t v) { c.d_in = v; });
-  train_flag<int64_t>(A, "--d-sae", "number of latents (default with --data: 16 * d_in)",
-                      [](TrainConfig& c, int64_t v) { c.d_sae = v; });
-  train_flag<int64_t>(A, "--k", "latents kept per token (default 100)", [](TrainConfig& c, int64_t v) { c.k = v; });
-  train_flag<double>(A, "--lr", "learning rate (default 3e-4)", [](TrainConfig& c, double v) { c.lr = v; });
-  train_flag<double>(A, "--adam-beta1", "Adam beta1 (default 0.9)", [](TrainConfig& c, double v) { c.adam_beta1 = v; });
-  train_flag<double>(A, "--adam-beta2", "Adam beta2 (default 0.999)", [](TrainConfig& c, double v) { c.adam_beta2 = v; });
-  train_flag<std::string>(A, "--lr-scheduler-name", "constant, cosineannealing or cosineannealingwarmrestarts",
-                          [](TrainConfig& c, const std::string& v) { c.lr_scheduler_name = lr_scheduler_from_name(v); });
-  train_flag<int64_t>(A, "--lr-warm-up-steps", "linear warm-up steps (default 0)",
-                      [](TrainConfig& c, int64_t v) { c.lr_warm_up_steps = v; });
-  train_flag<int64_t>(A, "--lr-decay-steps", "linear decay steps at the end (default 0)",
-                      [](TrainConfig& c, int64_t v) { c.lr_decay_steps = v; });
-  train_flag<double>(A, "--lr-end", "final learning rate (default lr / 10)", [](TrainConfig& c, double v) { c.lr_end = v; });
-  train_flag<int64_t>(A, "--n-restart-cycles", "cycles of cosineannealingwarmrestarts (default 1)",
-                      [](TrainConfig& c, int64_t v) { c.n_restart_cycles = v; });
-  train_flag<int64_t>(A, "--dead-feature-window", "steps without firing before a latent counts as dead (default 1000)",
-                      [](TrainConfig& c, int64_t v) { c.dead_feature_window = v; });
-  train_flag<int64_t>(A, "--feature-sampling-window", "steps per feature-density window (default 2000)",
-                      [](TrainConfig& c, int64_t v) { c.feature_sampling_window = v; });
-  train_flag<double>(A, "--aux-loss-coefficient", "AuxK loss weight (default 1.0)",
-                     [](TrainConfig& c, double v) { c.aux_loss_coefficient = v; });
-  train_flag<std::string>(A, "--decoder-init-norm", "norm of the initial decoder rows, or none (default 0.1)",
-                          [](TrainConfig& c, const std::string& v) {
-                            if (v == "none" || v == "null") c.decoder_init_norm.reset();
-                            else {
-                              try {
-                                c.decoder_init_norm = std::stod(v);
-                              } catch (const std::exception&) {
-                                TOPKSAE_FAIL("--decoder-init-norm must be a number or none, got '", v, "'");
-                              }
-                            }
-                          });
-  train_flag<std::string>(A, "--normalize-activations", "none or expected_average_only_in (default none)",
-                          [](TrainConfig& c, const std::string& v) { c.normalize_activations = normalize_from_name(v); });
-  train_flag<int64_t>(A, "--n-batches-for-norm-estimate", "batches read to estimate the scaling factor (default 1000)",
-                      [](TrainConfig& c, int64_t v) { c.n_batches_for_norm_estimate = v; });
-  train_flag<bool>(A, "--apply-b-dec-to-input", "subtract b_dec from the input (default true)",
-                   [](TrainConfig& c, bool v) { c.apply_b_dec_to_input = v; });
-  train_flag<int64_t>(A, "--batch-size", "tokens per step (sae_lens train_batch_size_tokens; default 4096)",
-                      [](TrainConfig& c, int64_t v) { c.batch_size = v; });
-  train_flag<int64_t>(A, "--training-tokens", "tokens to train on (default 2000000)",
-                      [](TrainConfig& c, int64_t v) { c.training_tokens = v; });
-  train_flag<uint64_t>(A, "--seed", "initialisation and shuffling seed (default 42)",
-                       [](TrainConfig& c, uint64_t v) { c.seed = v; });
+  add_config_flags(A);
   cmd->add_option("--config", A->config_file, "JSON file of training config keys (sae_lens names); flags override it");
   for (const char* n : {"--data", "--synthetic", "--tensor", "--shuffle", "--buffer-batches", "--skip-nonfinite",
                         "--loop-data", "--synthetic-features", "--synthetic-seed", "--config"})
@@ -503,11 +363,7 @@ CommandRegistration reg([](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--resume", A->resume, "continue the run in this output directory from its checkpoint");
   add_device_option(cmd, &A->device);
-  cmd->add_option("--precision", A->precision,
-                  "GPU encoder GEMM: fp32 (matches the CPU and sae_lens), tf32 or bf16 (faster, looser); "
-                  "the CPU always runs fp32")
-      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))
-      ->capture_default_str();
+  add_precision_option(cmd, &A->precision);
   cmd->add_option("--metrics-log", A->metrics_log, "JSONL metrics log (default OUT/metrics.jsonl)");
   cmd->add_option("--report", A->report, "HTML report (default OUT/report.html)");
   cmd->add_flag("--no-report", A->no_report, "do not write the HTML report");

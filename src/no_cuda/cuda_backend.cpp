@@ -1,4 +1,5 @@
-// The Trainer's GPU backend when the library is built without CUDA: refuses with the reason.
+// The Trainer's GPU backend when the library is built without CUDA (src/train/cuda_backend.cpp
+// otherwise): refuses with the reason.
 #include "topksae/error.h"
 #include "train/train_backend.h"
 

@@ -1,6 +1,6 @@
 // The CUDA inference engine of a build without the CUDA backend (-DTOPKSAE_CUDA=OFF or no nvcc):
 // loading a model with ModelOptions::device = Device::cuda says why it cannot. With the backend
-// the engine is kernels/cuda_engine.cpp.
+// the engine is src/api/cuda_engine.cpp.
 #include "api/engine.h"
 
 namespace topksae::detail {

@@ -1,6 +1,7 @@
-// The CUDA inference engine behind detail::Engine (api/engine.h): the CUDA twins (ops_cuda.h) and
-// a few engine kernels (cuda_engine_kernels.h) composed into encode / decode / forward, the CPU
-// engine's (api/cpu_engine.cpp) structure step for step so that both give the same codes.
+// The CUDA inference engine behind detail::Engine (api/engine.h): the CUDA twins' pointer-level
+// layer (ops_cuda.h) composed into encode / decode / forward, the CPU engine's (cpu_engine.cpp)
+// structure step for step so that both give the same codes. Host code only: every kernel it runs
+// is an op of kernels/ (compiled with the CUDA backend only, see CMakeLists.txt: src/*/cuda_*.cpp).
 //
 // What lives where
 //   CudaEngine     the weights on the model's device (uploaded once at load, never written again),
@@ -19,7 +20,6 @@
 
 #include "api/engine.h"
 #include "api/host_codes.h"
-#include "cuda_engine_kernels.h"
 #include "cuda_internal.h"
 #include "topksae/buffer.h"
 #include "topksae/ops_cuda.h"
@@ -42,7 +42,6 @@ enum EngineSlot : int {
   kSlotOut,                         // [B, d_in]  reconstruction when the caller's out is on the host
   kSlotErr,                         // [B, d_in]  the error term
   kSlotStats,                       // [2B]       normalisation scale, shift
-  kSlotCounts,                      // [B + 1]    non-zeros per row
   kSlotFlag,                        // [1]        int32 guard flag for caller codes
   kSlotCodesPtr,                    // [B + 1]    CSR indptr staged / built
   kSlotCodesIdx,                    // [nnz]      codes staged from / built for the host
@@ -284,7 +283,7 @@ class CudaEngine final : public Engine {
         if (hz) {  // encode_codes built z in dense_target and ran the observers on it
           if (!dev) std::memcpy(a.dense, hz, size_t(B * n) * sizeof(float));
         } else {
-          cu::engine::scatter_dense(*w.ctx, idx, val, B, k, n, dense_target);
+          cu::topk_to_dense(*w.ctx, idx, val, B, k, n, dense_target);
           if (!dev) copy_async(w, a.dense, dense_target, B * n, cudaMemcpyDeviceToHost);
         }
         break;
@@ -347,7 +346,8 @@ class CudaEngine final : public Engine {
           idx = si;
           val = sv;
         }
-        cu::engine::csr_decode(*w.ctx, dsae_.w_dec(), dsae_.bias_dec(), ptr, idx, val, B, d, out);
+        // n_rows: the kernel also skips out-of-range latents (never reached: checked above).
+        cu::gather_decode_csr(*w.ctx, dsae_.w_dec(), dsae_.bias_dec(), ptr, idx, val, B, d, out, n);
         break;
       }
       case CodeFormat::dense: {
@@ -391,9 +391,9 @@ class CudaEngine final : public Engine {
         reconstruct(w, x, B, nullptr, e);
       else
         copy_async(w, e, out, B * d, cudaMemcpyDeviceToDevice);
-      cu::engine::sub_from(*w.ctx, x, e, B * d);
+      cu::error_term(*w.ctx, x, e, B * d);
       run_hook(w, hooks, HookPoint::sae_error, e, B, d);
-      cu::engine::add_to(*w.ctx, out, e, B * d);
+      cu::add_error_term(*w.ctx, out, e, B * d);
     }
     run_hook(w, hooks, HookPoint::sae_output, out, B, d);
     if (!dev) copy_async(w, out_arg, out, B * d, cudaMemcpyDeviceToHost);
@@ -452,8 +452,7 @@ class CudaEngine final : public Engine {
     }
     float* u = w.slot<float>(kSlotU, B * d);  // [B, d_in]
     float* stats = w.slot<float>(kSlotStats, 2 * B);
-    cu::engine::sae_in(ctx, c.normalize, x, c.apply_b_dec_to_input ? dsae_.bias_dec() : nullptr, B, d, u, stats,
-                       stats + B);
+    cu::process_sae_in(ctx, dsae_, x, B, u, stats, stats + B);
     const bool hooked_pre = observed(hooks, HookPoint::sae_acts_pre);
     // Observers of hook_sae_acts_pre see all of h [B, d_sae] at once (with the bias added).
     // Unobserved, the encoder bias is fused into the selection and h exists for one chunk of
@@ -477,7 +476,7 @@ class CudaEngine final : public Engine {
       z = w.slot<float>(kSlotZ, B * n);
       ++w.dense_acts_built;
     }
-    cu::engine::scatter_dense(ctx, idx, val, B, k, n, z);
+    cu::topk_to_dense(ctx, idx, val, B, k, n, z);
     float* hz = w.grow(w.z, size_t(B * n));
     copy_async(w, hz, z, B * n, cudaMemcpyDeviceToHost);
     ctx.synchronize();
@@ -498,7 +497,7 @@ class CudaEngine final : public Engine {
       cu::gather_decode(*w.ctx, dsae_.w_dec(), dsae_.bias_dec(), idx, val, B, c.k, c.k, nullptr, c.d_in, out);
     run_hook(w, hooks, HookPoint::sae_recons, out, B, c.d_in);
     const float* stats = w.slot<float>(kSlotStats, 2 * B);
-    cu::engine::sae_out(*w.ctx, c.normalize, out, B, c.d_in, stats, stats + B);
+    cu::normalize_out(*w.ctx, c.normalize, out, B, c.d_in, stats, stats + B);
   }
 
   // CSR from the device pairs: per-row counts, a scan into indptr, nnz read back (one sync; the
@@ -506,17 +505,15 @@ class CudaEngine final : public Engine {
   int64_t csr_from_device_pairs(CudaWorkspace& w, const int32_t* idx, const float* val, int64_t B,
                                 const EncodeArgs& a, bool dev) const {
     const int64_t k = sae_.cfg.k;
-    int64_t* counts = w.slot<int64_t>(kSlotCounts, B + 1);
     int64_t* ptr = dev ? a.indptr : w.slot<int64_t>(kSlotCodesPtr, B + 1);
-    cu::engine::count_nonzero(*w.ctx, val, B, k, counts);
-    cu::detail::exclusive_scan_i64(*w.ctx, counts, ptr, B + 1);
+    cu::topk_row_offsets(*w.ctx, val, B, k, ptr);
     copy_async(w, w.word(), ptr + B, 1, cudaMemcpyDeviceToHost);
     w.ctx->synchronize();
     const int64_t nnz = w.word()[0];
     check_csr_capacity(nnz, a.capacity);
     int32_t* cols = dev ? a.indices : w.slot<int32_t>(kSlotCodesIdx, B * k);
     float* vals = dev ? a.values : w.slot<float>(kSlotCodesVal, B * k);
-    if (nnz > 0) cu::engine::compact_pairs(*w.ctx, idx, val, B, k, ptr, cols, vals);
+    if (nnz > 0) cu::compact_topk(*w.ctx, idx, val, B, k, ptr, nullptr, cols, vals);
     if (!dev) {
       copy_async(w, a.indptr, ptr, B + 1, cudaMemcpyDeviceToHost);
       copy_async(w, a.indices, cols, nnz, cudaMemcpyDeviceToHost);
@@ -555,7 +552,7 @@ class CudaEngine final : public Engine {
   void guard_latents(CudaWorkspace& w, const int32_t* idx, int64_t count, const char* op) const {
     if (count == 0) return;
     int32_t* flag = reset_flag(w);
-    cu::engine::check_latents(*w.ctx, idx, count, sae_.cfg.d_sae, flag);
+    cu::check_latents(*w.ctx, idx, count, sae_.cfg.d_sae, flag);
     copy_async(w, reinterpret_cast<int32_t*>(w.word()), flag, 1, cudaMemcpyDeviceToHost);
     w.ctx->synchronize();
     require(reinterpret_cast<int32_t*>(w.word())[0] == 0, op, ": a latent index is out of range [0, ",
@@ -564,7 +561,7 @@ class CudaEngine final : public Engine {
   // Checks a device indptr [B + 1] and returns nnz = indptr[B].
   int64_t guard_indptr(CudaWorkspace& w, const int64_t* ptr, int64_t B) const {
     int32_t* flag = reset_flag(w);
-    cu::engine::check_indptr(*w.ctx, ptr, B, flag);
+    cu::check_indptr(*w.ctx, ptr, B, flag);
     copy_async(w, w.word(), ptr + B, 1, cudaMemcpyDeviceToHost);
     copy_async(w, reinterpret_cast<int32_t*>(w.word() + 1), flag, 1, cudaMemcpyDeviceToHost);
     w.ctx->synchronize();
