@@ -106,7 +106,34 @@ TEST(LiveSource, FullQueueHoldsTheProducerAndAbortWakesTheReader) {
   EXPECT_THROW(q.next(big.data(), 10), LiveSource::Aborted);
   aborter.join();
   EXPECT_FALSE(q.push(x.data(), 1));  // rows after an abort are dropped
-  EXPECT_THROW(q.read_ids(nullptr, 0, nullptr), Error);
+  const int64_t taken_by_next = 0;  // row 0 went out through next(): it is not held for read_ids
+  EXPECT_THROW(q.read_ids(&taken_by_next, 1, out.data()), Error);
+}
+
+// The mixing buffer's side: next_ids() moves rows into the id store, read_ids() hands each out once.
+TEST(LiveSource, IdsAreHeldUntilReadOnce) {
+  const int64_t d = 3;
+  LiveSource q(d, 16);
+  const std::vector<float> x = rows_from(0, 6, d);  // distinct values per row and column
+  ASSERT_TRUE(q.push(x.data(), 6));
+  std::vector<int64_t> ids(4);
+  ASSERT_EQ(q.next_ids(ids.data(), 4), 4);
+  EXPECT_EQ(ids, (std::vector<int64_t>{0, 1, 2, 3}));
+  const int64_t pick[2] = {3, 1};  // out of order, as a shuffled buffer reads them
+  std::vector<float> out(size_t(2 * d), -1.f);
+  q.read_ids(pick, 2, out.data());
+  EXPECT_EQ(std::vector<float>(out.begin(), out.begin() + d), std::vector<float>(x.begin() + 3 * d, x.begin() + 4 * d));
+  EXPECT_EQ(std::vector<float>(out.begin() + d, out.end()), std::vector<float>(x.begin() + d, x.begin() + 2 * d));
+  EXPECT_THROW(q.read_ids(pick, 1, out.data()), Error);  // read once: row 3 is gone
+  ASSERT_EQ(q.next_ids(ids.data(), 2), 2);               // freed slots are reused for rows 4, 5
+  EXPECT_EQ(ids[0], 4);
+  const int64_t rest[4] = {5, 0, 4, 2};
+  std::vector<float> all(size_t(4 * d), -1.f);
+  q.read_ids(rest, 4, all.data());
+  EXPECT_EQ(all[0], x[size_t(5 * d)]);
+  EXPECT_EQ(all[size_t(2 * d)], x[size_t(4 * d)]);
+  EXPECT_EQ(all[size_t(3 * d + 2)], x[size_t(2 * d + 2)]);
+  EXPECT_THROW(q.undo_next_ids(), Error);
 }
 
 TEST(LiveSource, ProducerTickExceptionPropagatesAndDoneReaderDropsRows) {
