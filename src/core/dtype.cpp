@@ -6,6 +6,7 @@
 #include "topksae/error.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define TOPKSAE_X86_F16C 1
 #endif
@@ -98,8 +99,13 @@ __attribute__((target("avx,f16c"))) void f16_rows_to_f32(const uint16_t* s, floa
     _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
   for (; i < n; ++i) d[i] = f16_to_f32(s[i]);
 }
+// F16C from CPUID leaf 1 (clang 14's __builtin_cpu_supports does not know "f16c"); "avx" also
+// checks that the OS saves the AVX registers.
 bool have_f16c() {
-  static const bool yes = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+  }();
   return yes;
 }
 #endif
