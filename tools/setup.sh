@@ -3,7 +3,8 @@
 # sudo the first time). The CUDA toolkit is optional and not installed here: with nvcc on PATH
 # the CUDA backend is built too.
 set -euo pipefail
-pkgs=(cmake make g++ libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev clang libclang-rt-14-dev python3)
+pkgs=(cmake make g++ libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev clang libclang-rt-14-dev python3
+      libopenmpi-dev openmpi-bin)  # OpenMPI: latent-sharded training (mpirun -np R topksae train)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,20 @@
+# Latent-sharded training under MPI (tests/mpi/sharded_equivalence.cpp): R = 2 and R = 3 (uneven
+# shards) against the single-process step. The environment lets OpenMPI run as root (CI does) and
+# put 3 ranks on 2 cores; other MPIs ignore it. Without MPI the tests are reported as skipped.
+add_executable(sharded_equivalence ${CMAKE_CURRENT_SOURCE_DIR}/mpi/sharded_equivalence.cpp)
+target_link_libraries(sharded_equivalence PRIVATE topksae_mpi)
+target_include_directories(sharded_equivalence PRIVATE ${PROJECT_SOURCE_DIR}/src)
+set(TOPKSAE_MPI_TEST_ENV OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+                         OMPI_MCA_rmaps_base_oversubscribe=1)
+foreach(np 2 3)
+  if(TOPKSAE_HAS_MPI)
+    add_test(NAME mpi_sharded_np${np}
+             COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} $<TARGET_FILE:sharded_equivalence>
+                     ${CMAKE_CURRENT_BINARY_DIR}/mpi_sharded)
+  else()
+    add_test(NAME mpi_sharded_np${np}
+             COMMAND sh -c "echo 'skipped: built without MPI (TOPKSAE_MPI=OFF or no MPI found)'; exit 77")
+    set_tests_properties(mpi_sharded_np${np} PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+  set_tests_properties(mpi_sharded_np${np} PROPERTIES TIMEOUT 120 ENVIRONMENT "${TOPKSAE_MPI_TEST_ENV}")
+endforeach()
