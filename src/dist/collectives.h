@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace topksae::dist {
 
@@ -30,7 +31,14 @@ class Collectives {
   // Point to point (rank 0 collects shards one at a time when it saves the final SAE).
   virtual void send(const void* data, size_t bytes, int dest) = 0;
   virtual void recv(void* data, size_t bytes, int src) = 0;
+  // Ends every rank of the job now (MPI_Abort): after a rank's error, so the others do not wait
+  // forever in a collective it will never join.
+  [[noreturn]] virtual void abort(int code) = 0;
 };
+
+// Collective: my_error is this rank's failure ("" if none). Throws Error on every rank when any
+// rank failed: its own message on that rank, "<what> failed on rank q" on the others.
+void all_ok(Collectives& comm, const std::string& my_error, const char* what);
 
 // True when this process was started by an MPI launcher with more than one rank (OpenMPI's
 // OMPI_COMM_WORLD_SIZE, or PMI_SIZE / PMIX_SIZE of MPICH, Slurm's srun and others).

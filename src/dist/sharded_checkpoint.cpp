@@ -48,17 +48,6 @@ std::string read_file(const fs::path& path) {
   return ss.str();
 }
 
-// Agrees over all ranks whether each succeeded; rethrows this rank's own error, or says which
-// rank failed.
-void agree(Collectives& comm, const std::string& my_error, const char* what) {
-  std::vector<double> failed(size_t(comm.size()), 0.0);
-  failed[size_t(comm.rank())] = my_error.empty() ? 0.0 : 1.0;
-  comm.all_reduce_sum(failed.data(), failed.size());
-  if (!my_error.empty()) throw Error(my_error);
-  for (int q = 0; q < comm.size(); ++q)
-    TOPKSAE_CHECK(failed[size_t(q)] == 0.0, what, " failed on rank ", q, " (its message is above)");
-}
-
 std::string part_bytes(const TrainConfig& cfg, const ShardRange& r, const TrainState& st) {
   json h;
   h["format"] = "topksae sharded checkpoint part";
@@ -172,7 +161,7 @@ void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const Train
   } catch (const std::exception& e) {
     err = e.what();
   }
-  agree(comm, err, "writing the checkpoint part");
+  all_ok(comm, err, "writing the checkpoint part");
   if (r.rank == 0) {
     try {
       json man;
@@ -195,7 +184,7 @@ void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const Train
       err = e.what();
     }
   }
-  agree(comm, err, "writing the checkpoint manifest");
+  all_ok(comm, err, "writing the checkpoint manifest");
 }
 
 TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const ShardRange& r, TrainConfig* cfg) {
@@ -217,7 +206,7 @@ TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const
   } catch (const std::exception& e) {
     err = e.what();
   }
-  agree(comm, err, "loading the checkpoint");
+  all_ok(comm, err, "loading the checkpoint");
   return st;
 }
 

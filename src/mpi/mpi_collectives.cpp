@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "dist/collectives.h"
@@ -58,6 +59,10 @@ class MpiCollectives final : public Collectives {
       check(MPI_Bcast(static_cast<char*>(data) + off, int(std::min(kPieceBytes, bytes - off)), MPI_BYTE, root,
                       MPI_COMM_WORLD),
             "MPI_Bcast");
+  }
+  [[noreturn]] void abort(int code) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);  // MPI_Abort does not return; in case an implementation does
   }
   void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
   void send(const void* data, size_t bytes, int dest) override {

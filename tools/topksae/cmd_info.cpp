@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "dist/sharded_files.h"
 #include "topksae/arrow_ipc.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
@@ -162,6 +163,16 @@ void print_text(const ojson& j) {
 }
 
 void run_info(const InfoArgs& a) {
+  if (dist::is_sharded_checkpoint(a.path)) {  // a latent-sharded run's checkpoint set
+    if (a.json) {
+      ojson j = ojson::parse(read_small_file(fs::path(a.path) / dist::kShardedManifest));
+      j["kind"] = "sharded_checkpoint";
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << dist::describe_sharded_checkpoint(a.path);
+    }
+    return;
+  }
   ojson j = info_of(a.path);
   if (a.json) std::cout << j.dump(2) << "\n";
   else print_text(j);

@@ -8,6 +8,10 @@
 //   DIR/metrics.jsonl      one line per step, sae_lens metric names (--metrics-log)
 //   DIR/report.html        the self-contained report written at the end (--report)
 //
+// Under `mpirun -np R` (R > 1) the run is latent-sharded over the R ranks (docs/scaling.md): the
+// same flags, every rank reads the same data, rank 0 alone prints, logs and writes the SAE
+// directory; DIR/checkpoint/ is then a sharded set (src/dist/sharded_files.h).
+//
 // Config precedence: built-in defaults (or the --synthetic preset), then --config FILE.json, then
 // the flags given on the command line.
 #include <atomic>
@@ -18,11 +22,14 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "dist/collectives.h"
+#include "dist/sharded_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
 #include "topksae/file_source.h"
 #include "topksae/prefetch.h"
 #include "topksae/report.h"
+#include "topksae/safetensors.h"
 #include "topksae/sae_dir.h"
 #include "topksae/shuffle_buffer.h"
 #include "topksae/synthetic.h"
@@ -186,8 +193,29 @@ void prepare_out_dir(const fs::path& out, bool overwrite) {
   TOPKSAE_CHECK(!ec, "cannot create --out ", out.string(), ": ", ec.message());
 }
 
-void run_train(TrainArgs& a) {
+// A checkpoint directory that --resume can use: a single-process or a sharded one.
+bool has_checkpoint(const fs::path& dir) {
+  return fs::exists(dir / "trainer_state.json") || dist::is_sharded_checkpoint(dir);
+}
+
+// Ranks other than 0 of a sharded run print nothing on stdout (errors still go to stderr).
+struct QuietStdout {
+  std::streambuf* saved = nullptr;
+  explicit QuietStdout(bool quiet) {
+    if (quiet) saved = std::cout.rdbuf(nullptr);
+  }
+  ~QuietStdout() {
+    if (saved) {
+      std::cout.rdbuf(saved);
+      std::cout.clear();
+    }
+  }
+};
+
+void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
   std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes writes fail (an Error), not kill us
+  const bool rank0 = !comm || comm->rank() == 0;
+  QuietStdout quiet(!rank0);
   TrainConfig cfg;
   DataSpec data = a.data;
   std::map<std::string, std::string> meta;  // cfg.json metadata (JSON text per key)
@@ -207,7 +235,7 @@ void run_train(TrainArgs& a) {
                     "); only --training-tokens may");
     out = r;
     checkpoint = r / "checkpoint";
-    TOPKSAE_CHECK(fs::exists(checkpoint / "trainer_state.json"), "--resume ", a.resume,
+    TOPKSAE_CHECK(has_checkpoint(checkpoint), "--resume ", a.resume,
                   ": no checkpoint to resume from (", checkpoint.string(), " is missing; the run was never checkpointed)");
     json run = json::parse(read_small_file(r / "run.json"));
     cfg = train_config_from_json(run.at("config").dump());
@@ -222,7 +250,8 @@ void run_train(TrainArgs& a) {
   } else {
     TOPKSAE_CHECK(!a.out.empty(), "--out DIR is required (where the SAE directory goes)");
     out = a.out;
-    TOPKSAE_CHECK(a.overwrite || !fs::exists(out), "--out ", out.string(), " exists; pass --overwrite to replace it, or --resume ",
+    // (Sharded: rank 0 alone, in prepare_out_dir below; the others would race with its mkdir.)
+    TOPKSAE_CHECK(comm || a.overwrite || !fs::exists(out), "--out ", out.string(), " exists; pass --overwrite to replace it, or --resume ",
                   out.string(), " to continue its run");
     checkpoint = out / "checkpoint";
     if (data.path.empty()) synthetic_preset(cfg);
@@ -279,16 +308,27 @@ void run_train(TrainArgs& a) {
   }
   TOPKSAE_CHECK(cfg.k <= cfg.d_sae, "k (", cfg.k, ") must not exceed d_sae (", cfg.d_sae, ")");
   cfg.validate();
+  TOPKSAE_CHECK(!comm || !init, "--init is not supported by latent-sharded runs yet; start one process from --init, "
+                "or a sharded run from scratch");
 
   if (!resuming) {
-    prepare_out_dir(out, a.overwrite);
-    json run = {{"version", 1},
-                {"config", json::parse(train_config_to_json(cfg))},
-                {"data", data.to_json()},
-                {"metadata", meta},
-                {"checkpoint_every_tokens", a.checkpoint_every},
-                {"init", a.init}};
-    write_file_atomic(out / "run.json", run.dump(2) + "\n");
+    std::string err;  // rank 0 prepares the directory; every rank learns whether it could
+    try {
+      if (rank0) {
+        prepare_out_dir(out, a.overwrite);
+        json run = {{"version", 1},
+                    {"config", json::parse(train_config_to_json(cfg))},
+                    {"data", data.to_json()},
+                    {"metadata", meta},
+                    {"checkpoint_every_tokens", a.checkpoint_every},
+                    {"init", a.init}};
+        write_file_atomic(out / "run.json", run.dump(2) + "\n");
+      }
+    } catch (const std::exception& e) {
+      if (!comm) throw;
+      err = e.what();
+    }
+    if (comm) dist::all_ok(*comm, err, "preparing --out");
   }
 
   SaeDirExtras extras;
@@ -298,6 +338,15 @@ void run_train(TrainArgs& a) {
   opts.device = device;
   opts.precision = device == Device::cuda ? precision : cuda::Precision::fp32;
   opts.should_stop = [] { return g_interrupted.load(); };
+  if (comm) {
+    opts.comm = comm;
+    // Every rank must stop at the same step: Ctrl-C on any rank stops them all.
+    opts.should_stop = [comm] {
+      double stop = g_interrupted.load() ? 1 : 0;
+      comm->all_reduce_sum(&stop, 1);
+      return stop > 0;
+    };
+  }
 
   const fs::path log_path = a.metrics_log.empty() ? out / "metrics.jsonl" : fs::path(a.metrics_log);
   std::optional<MetricsLog> log;
@@ -305,6 +354,7 @@ void run_train(TrainArgs& a) {
   StepMetrics last{};
   bool have_last = false;
   opts.on_step = [&](const StepMetrics& m) {
+    if (!rank0) return;  // the metrics are global: rank 0 logs them
     last = m;
     have_last = true;
     log->write(m.step, m.named());
@@ -337,7 +387,7 @@ void run_train(TrainArgs& a) {
     trainer.resume(checkpoint);
     std::cout << "starting from the weights of " << a.init << "\n";
   }
-  log.emplace(log_path, resuming ? trainer.state().step : 0);
+  if (rank0) log.emplace(log_path, resuming ? trainer.state().step : 0);
 
   std::cout << "training a TopK SAE (d_in " << cfg.d_in << ", d_sae " << cfg.d_sae << ", k " << cfg.k << ") on "
             << src->describe() << "; " << cfg.total_training_steps() << " steps of " << cfg.batch_size
@@ -346,7 +396,7 @@ void run_train(TrainArgs& a) {
 
   const int64_t ckpt_steps =
       a.checkpoint_every > 0 ? std::max<int64_t>(1, (a.checkpoint_every + cfg.batch_size - 1) / cfg.batch_size) : 0;
-  int64_t last_ckpt_step = fs::exists(checkpoint / "trainer_state.json") ? trainer.state().step : -1;
+  int64_t last_ckpt_step = has_checkpoint(checkpoint) ? trainer.state().step : -1;
   auto save_ckpt = [&]() -> bool {
     try {
       trainer.save_checkpoint(checkpoint);
@@ -378,7 +428,7 @@ void run_train(TrainArgs& a) {
       want = want < 0 ? left : std::min(want, left);
     }
     trainer.run(want);
-    log->flush();
+    if (log) log->flush();
     const int64_t step = trainer.state().step;
     if (a.stop_after_steps >= 0 && step >= a.stop_after_steps) g_interrupted = true;  // tests: a deterministic Ctrl-C
     if (g_interrupted) {
@@ -404,6 +454,7 @@ void run_train(TrainArgs& a) {
     std::cout << "the data ran out after " << trainer.state().step << " of " << cfg.total_training_steps()
               << " steps (pass --loop-data to make several passes over it)\n";
   if (files && files->skipped()) std::cout << "skipped " << files->skipped() << " rows holding NaN or Inf\n";
+  if (comm) std::cout << "latent-sharded over " << comm->size() << " ranks\n";
 
   if (ckpt_steps > 0 && last_ckpt_step != trainer.state().step) save_ckpt();  // so --resume can extend the run
   trainer.save_final(out);
@@ -413,6 +464,16 @@ void run_train(TrainArgs& a) {
     std::cout << "final step: loss " << last.overall_loss << ", mse " << last.mse_loss << ", L0 " << last.l0
               << ", explained variance " << last.explained_variance << ", dead latents " << last.dead_features << "/"
               << cfg.d_sae << "\n";
+
+  if (!rank0) return;  // below: rank 0's report
+  // A sharded run's state here is rank 0's shard: the report reads the saved sparsity back (and
+  // the saved SAE for the synthetic feature recovery).
+  std::optional<Sae> saved_sae;
+  std::vector<float> saved_sparsity;
+  if (comm) {
+    saved_sparsity = SafetensorsFile::open(out / kSaeSparsityFile).read_f32("sparsity");
+    if (syn) saved_sae = load_sae_dir(out);
+  }
 
   ReportContent rc;
   rc.title = "topksae training report: " + out.filename().string();
@@ -431,9 +492,11 @@ void run_train(TrainArgs& a) {
     rc.summary.emplace_back("final L0", concat(last.l0));
     rc.summary.emplace_back("dead latents", concat(last.dead_features, " / ", cfg.d_sae));
   }
-  if (trainer.state().stats.n_frac_active > 0) rc.density = density_histogram(log_feature_sparsity(trainer.state().stats));
+  if (comm) rc.density = density_histogram(saved_sparsity);
+  else if (!comm && trainer.state().stats.n_frac_active > 0)
+    rc.density = density_histogram(log_feature_sparsity(trainer.state().stats));
   if (syn) {
-    Sae fin = final_sae(cfg, trainer.state());
+    Sae fin = comm ? *saved_sae : final_sae(cfg, trainer.state());
     RecoveryReport r = feature_recovery(syn->dictionary(), syn->config().n_features, fin.params.W_dec, cfg.d_sae, cfg.d_in);
     std::cout << r.summary() << "\n";
     rc.recovery = ReportContent::Recovery{r.summary(), r.best_cos, r.best_latent, syn->frequencies()};
@@ -445,6 +508,22 @@ void run_train(TrainArgs& a) {
     fs::path report = a.report.empty() ? out / "report.html" : fs::path(a.report);
     write_html_report(report, rc);
     std::cout << "report: " << report.string() << "\n";
+  }
+}
+
+// Launched by mpirun / srun with several ranks: latent-sharded (a build without MPI stops here).
+// An error on one rank (not a collective stop such as Ctrl-C) aborts the whole job with its
+// message, instead of leaving the other ranks waiting in their next collective.
+void run_train(TrainArgs& a) {
+  if (!dist::launched_with_several_ranks()) return run_train(a, nullptr);
+  std::shared_ptr<dist::Collectives> comm = dist::make_mpi_collectives();
+  try {
+    run_train(a, comm);
+  } catch (const CLI::RuntimeError&) {
+    throw;  // every rank stopped together (exit status 130 after Ctrl-C)
+  } catch (const std::exception& e) {
+    std::cerr << "error (rank " << comm->rank() << " of " << comm->size() << "): " << e.what() << std::endl;
+    comm->abort(1);
   }
 }
 
