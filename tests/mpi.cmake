@@ -18,3 +18,18 @@ foreach(np 2 3)
   endif()
   set_tests_properties(mpi_sharded_np${np} PROPERTIES TIMEOUT 120 ENVIRONMENT "${TOPKSAE_MPI_TEST_ENV}")
 endforeach()
+
+# The command end to end under mpirun (tests/mpi/cli_sharded_test.py).
+find_program(TOPKSAE_MPI_PYTHON3 python3)
+if(TARGET topksae_cli AND TOPKSAE_MPI_PYTHON3)
+  if(TOPKSAE_HAS_MPI)
+    add_test(NAME mpi_cli_sharded
+             COMMAND ${TOPKSAE_MPI_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/mpi/cli_sharded_test.py
+                     $<TARGET_FILE:topksae_cli> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_BINARY_DIR}/mpi_cli)
+  else()
+    add_test(NAME mpi_cli_sharded
+             COMMAND sh -c "echo 'skipped: built without MPI (TOPKSAE_MPI=OFF or no MPI found)'; exit 77")
+    set_tests_properties(mpi_cli_sharded PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+  set_tests_properties(mpi_cli_sharded PROPERTIES TIMEOUT 300)
+endif()

@@ -10,6 +10,7 @@
 // without b_dec on the input. Both are made to have dead latents (small dead_feature_window,
 // many latents, small k) and the test fails unless AuxK actually ran.
 // Exit 0: pass; 1: a check failed (messages on stderr).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include "dist/sharded_files.h"
 #include "dist/sharded_train.h"
 #include "topksae/error.h"
+#include "topksae/ops_cpu.h"
 #include "topksae/sae_dir.h"
 #include "topksae/synthetic.h"
 #include "topksae/train.h"
@@ -173,12 +175,7 @@ void run_config(dist::Collectives& comm, TrainConfig cfg, const fs::path& tmp, c
   const fs::path part1 = ckpt / "step-000000009" / concat("rank-00001-of-", std::string(5 - std::to_string(R).size(), '0'), R, ".part");
   if (comm.rank() == 0) EXPECT(fs::exists(part1), "expected part ", part1.string());
   comm.barrier();
-  // A part of another step: rank 1 writes its part of the final step into the step-9 set.
-  if (comm.rank() == 1) {
-    const fs::path later = tmp / (std::string(name) + "_later");
-    fs::create_directories(later);
-    // (a one-rank "set" is not needed: write the bytes the way save does, through a second save)
-  }
+  // A part of another step: rank 1's part of a later set copied into the step-9 set.
   {
     const fs::path later = tmp / (std::string(name) + "_later");
     dist::save_sharded_checkpoint(comm, later, cfg, r, sh);  // step 16
@@ -195,6 +192,46 @@ void run_config(dist::Collectives& comm, TrainConfig cfg, const fs::path& tmp, c
     expect_error([&] { dist::load_sharded_checkpoint(comm, ckpt, r, nullptr); }, part1.string() + " (rank 1 of",
                  "missing part");
   }
+}
+
+// Ties and NaN: rows whose values repeat across the shards (and NaN, which ranks last). The global
+// top-k of the candidate all-gather must be cpu::topk_select's on the whole row, ties to the
+// lower index; and over a subset of latents (AuxK's dead ones) the same order restricted to it.
+void check_ties(dist::Collectives& comm) {
+  const int64_t n = 23, B = 6, k = 7;
+  const dist::ShardRange r = dist::shard_range(n, comm.rank(), comm.size());
+  const float levels[] = {-1.f, 0.f, 0.5f, 0.5f, 2.f, NAN, 0.5f};
+  std::vector<float> h(size_t(B * n));  // [B, n], the same on every rank
+  for (int64_t e = 0; e < B * n; ++e) h[size_t(e)] = levels[(e * 5 + e / n) % 7];
+  std::vector<float> local(size_t(B * r.size()));  // [B, shard]
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < r.size(); ++j) local[size_t(b * r.size() + j)] = h[size_t(b * n + r.lo + j)];
+  std::vector<int32_t> want(size_t(B * k)), got(size_t(B * k));
+  std::vector<float> want_v(size_t(B * k)), got_v(size_t(B * k));
+  cpu::topk_select(h.data(), B, n, k, want.data(), want_v.data());
+  dist::ShardedWorkspace ws;
+  dist::sharded_topk(comm, r, local.data(), B, r.size(), nullptr, r.size(), k, &ws, got.data(), got_v.data());
+  EXPECT(got == want, "top-k with ties differs from cpu::topk_select");
+  // Over the odd latents only (a stand-in for the dead ones), k = 4.
+  std::vector<int32_t> sub;
+  for (int64_t j = 0; j < r.size(); ++j)
+    if ((r.lo + j) % 2) sub.push_back(int32_t(j));
+  const int64_t ka = 4;
+  std::vector<int32_t> got_a(size_t(B * ka));
+  std::vector<float> got_av(size_t(B * ka));
+  dist::sharded_topk(comm, r, local.data(), B, r.size(), sub.data(), int64_t(sub.size()), ka, &ws, got_a.data(),
+                     got_av.data());
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> odd;
+    for (int32_t j = 1; j < n; j += 2) odd.push_back(j);
+    auto key = [&](int32_t j) { const float v = h[size_t(b * n + j)]; return std::isnan(v) ? -INFINITY : v; };
+    std::stable_sort(odd.begin(), odd.end(), [&](int32_t a, int32_t c) { return key(a) > key(c); });
+    EXPECT(std::equal(odd.begin(), odd.begin() + ka, got_a.begin() + b * ka), "row ", b, ": top-k over a subset with ties");
+  }
+  int64_t ties = 0;  // the rows must really hold ties inside the selection
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 1; s < k; ++s) ties += want_v[size_t(b * k + s)] == want_v[size_t(b * k + s - 1)];
+  EXPECT(ties >= B, "the tie test has only ", ties, " ties");
 }
 
 }  // namespace
@@ -217,6 +254,7 @@ int main(int argc, char** argv) {
       fs::create_directories(tmp);
     }
     comm->barrier();
+    check_ties(*comm);
 
     TrainConfig a;  // sae_lens defaults, scaling factor on
     a.d_in = 20;
