@@ -9,6 +9,7 @@
 // The sparse backward (cpu::train_backward on the shard-local forward), the bookkeeping
 // (cpu::update_dead_stats) and Adam (cpu::adam_step) run unchanged on the shard.
 #include <cmath>
+#include <cstring>
 
 #include "dist/sharded_train.h"
 #include "topksae/error.h"
@@ -24,6 +25,18 @@ double sum_squares(const std::vector<float>& v) {
   return s;
 }
 
+// A cheap fingerprint of the batch: sum of its 32-bit words times odd multipliers, mod 2^64.
+uint64_t fingerprint(const float* x, int64_t n) {
+  uint64_t h = 0;
+#pragma omp parallel for reduction(+ : h) schedule(static) if (n >= (int64_t(1) << 20))
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t w;
+    std::memcpy(&w, x + i, 4);
+    h += uint64_t(w) * (2 * uint64_t(i) + 0x9E3779B97F4A7C15ull);
+  }
+  return h;
+}
+
 }  // namespace
 
 StepMetrics sharded_train_step(Collectives& comm, const TrainConfig& cfg, const ShardRange& r, TrainState* st,
@@ -31,6 +44,16 @@ StepMetrics sharded_train_step(Collectives& comm, const TrainConfig& cfg, const 
   const int64_t m = r.size(), d = cfg.d_in;
   TOPKSAE_CHECK(st->stats.since_fired.size() == size_t(m), "sharded_train_step: the state does not hold latents [",
                 r.lo, ", ", r.hi, ")");
+  // Every rank reads the batch itself (no broadcast): check that they all read the same one, so a
+  // rank given other data or flags fails here instead of training a silently different model.
+  {
+    const uint64_t fp = fingerprint(x, B * d);
+    std::vector<uint64_t> all(size_t(comm.size()));
+    comm.all_gather(&fp, sizeof fp, all.data());
+    for (int q = 1; q < comm.size(); ++q)
+      TOPKSAE_CHECK(all[size_t(q)] == all[0], "step ", st->step, ": rank ", q, " read a different batch than rank 0; "
+                    "every rank must be given the same data and flags");
+  }
   StepMetrics met;
   met.step = st->step;
   const bool window_starts = (st->step + 1) % cfg.feature_sampling_window == 0;

@@ -280,6 +280,17 @@ int main(int argc, char** argv) {
     b.seed = 12;
     run_config(*comm, b, tmp, "rescale+no_b_dec");
 
+    {  // a rank fed another batch is refused on every rank, before any state changes
+      const dist::ShardRange r = dist::shard_range(a.d_sae, comm->rank(), comm->size());
+      TrainState st = dist::initial_shard_state(a, r);
+      std::vector<float> x(size_t(a.batch_size * a.d_in), 0.5f);
+      if (comm->rank() == 1) x[3] = 0.25f;
+      dist::ShardedWorkspace ws;
+      expect_error([&] { dist::sharded_train_step(*comm, a, r, &st, x.data(), a.batch_size, &ws); },
+                   "rank 1 read a different batch than rank 0", "different batches");
+      EXPECT(st.step == 0, "the refused step changed the state");
+    }
+
     double fails = g_fail;
     comm->all_reduce_sum(&fails, 1);
     if (comm->rank() == 0) std::cout << (fails == 0 ? "PASS\n" : "FAIL\n");
