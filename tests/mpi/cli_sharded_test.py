@@ -7,14 +7,18 @@ R=3 (uneven shards: 150 = 50 * 3, 75 * 2; 3 ranks do not divide 149, the second 
 that every step's metrics agree (dead counts and L0 exactly, losses to 1e-6 relative) and the
 final SAE directories to 1e-5. Then: an R=2 run stopped at step 7 and resumed under R=2 ends
 bit-identical to the straight R=2 run; resuming it with R=3, or in one process, is refused with
-the reason; a set with a part removed is refused naming the part; `topksae info` describes it."""
+the reason; a set with a part removed is refused naming the part; `topksae info` describes it.
+Last, rank 1 of a 3-rank run is SIGKILLed mid-run: the job must end within 60 s (OpenMPI's mpirun
+ends the other ranks) and its last complete checkpoint set must resume exactly."""
 import glob
 import json
 import os
 import random
+import signal
 import struct
 import subprocess
 import sys
+import time
 from array import array
 
 sys.argv = [sys.argv[0], *sys.argv[1:]]
@@ -140,6 +144,50 @@ def main():
     if f"checkpoint part {part} (rank 1 of 2) is missing" not in log:
         fail(f"a missing part is not refused by name:\n{log}")
     print("resume at the same R is exact; another R, one process, a missing part: refused")
+
+    # A rank killed (SIGKILL) mid-run: the launcher ends the others within a bounded time, and the
+    # last complete checkpoint set resumes exactly (constant lr, so the run's length does not
+    # change the schedule: the resumed run must equal a straight run of the same length).
+    syn = ["train", "--synthetic", "--device", "cpu", "--d-in", 16, "--d-sae", 150, "--k", 3, "--batch-size", 32,
+           "--lr-scheduler-name", "constant", "--lr-warm-up-steps", 0, "--dead-feature-window", 3, "--no-report",
+           "--overwrite"]
+    straight, killed = f"{TMP}/kill_straight", f"{TMP}/kill"
+    run(3, *syn, "--training-tokens", 32 * 24, "--out", straight)
+    p = subprocess.Popen([MPIEXEC, "-np", "3", BIN, *map(str, syn + ["--training-tokens", 32 * 1000000,
+                          "--checkpoint-every", 32 * 5, "--out", killed])],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if os.path.exists(f"{killed}/metrics.jsonl") and len(open(f"{killed}/metrics.jsonl").readlines()) >= 12:
+            break
+        time.sleep(0.05)
+    victim = None
+    for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)], capture_output=True, text=True).stdout.split():
+        try:
+            if b"OMPI_COMM_WORLD_RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                victim = int(pid)
+        except OSError:
+            pass
+    if victim is None:
+        p.kill()
+        fail("could not find rank 1 of the run to kill")
+    os.kill(victim, signal.SIGKILL)
+    t_kill = time.time()
+    try:
+        log, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        fail("the other ranks did not end within 60 s of rank 1's SIGKILL")
+    waited = time.time() - t_kill
+    if p.returncode == 0:
+        fail(f"the run with a killed rank exited 0:\n{log}")
+    step = json.load(open(f"{killed}/checkpoint/sharded.json"))["step"]
+    if step < 5 or step % 5:
+        fail(f"the last complete checkpoint is at step {step}")
+    run(3, "train", "--resume", killed, "--training-tokens", 32 * 24)
+    if load_safetensors(f"{killed}/sae_weights.safetensors") != load_safetensors(f"{straight}/sae_weights.safetensors"):
+        fail("the run resumed after a SIGKILL is not bit-identical to the straight run")
+    print(f"rank 1 SIGKILLed at step >= 12: the job ended {waited:.1f} s later; resumed from step {step}, exact")
     print("cli_sharded: ok")
 
 
