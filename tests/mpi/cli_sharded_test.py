@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -153,6 +154,7 @@ def main():
            "--overwrite"]
     straight, killed = f"{TMP}/kill_straight", f"{TMP}/kill"
     run(3, *syn, "--training-tokens", 32 * 24, "--out", straight)
+    shutil.rmtree(killed, ignore_errors=True)  # the wait below must not see an earlier run's log
     p = subprocess.Popen([MPIEXEC, "-np", "3", BIN, *map(str, syn + ["--training-tokens", 32 * 1000000,
                           "--checkpoint-every", 32 * 5, "--out", killed])],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
