@@ -153,7 +153,6 @@ def main():
            "--lr-scheduler-name", "constant", "--lr-warm-up-steps", 0, "--dead-feature-window", 3, "--no-report",
            "--overwrite"]
     straight, killed = f"{TMP}/kill_straight", f"{TMP}/kill"
-    run(3, *syn, "--training-tokens", 32 * 24, "--out", straight)
     shutil.rmtree(killed, ignore_errors=True)  # the wait below must not see an earlier run's log
     p = subprocess.Popen([MPIEXEC, "-np", "3", BIN, *map(str, syn + ["--training-tokens", 32 * 1000000,
                           "--checkpoint-every", 32 * 5, "--out", killed])],
@@ -186,10 +185,14 @@ def main():
     step = json.load(open(f"{killed}/checkpoint/sharded.json"))["step"]
     if step < 5 or step % 5:
         fail(f"the last complete checkpoint is at step {step}")
-    run(3, "train", "--resume", killed, "--training-tokens", 32 * 24)
+    # The run went on for a while after the 12th step before the kill landed: the straight run is
+    # made as long as the resumed one (constant lr: the length does not change the steps).
+    total = 32 * (step + 10)
+    run(3, *syn, "--training-tokens", total, "--out", straight)
+    run(3, "train", "--resume", killed, "--training-tokens", total)
     if load_safetensors(f"{killed}/sae_weights.safetensors") != load_safetensors(f"{straight}/sae_weights.safetensors"):
         fail("the run resumed after a SIGKILL is not bit-identical to the straight run")
-    print(f"rank 1 SIGKILLed at step >= 12: the job ended {waited:.1f} s later; resumed from step {step}, exact")
+    print(f"rank 1 SIGKILLed after step 12: the job ended {waited:.1f} s later; resumed from step {step}, exact")
     print("cli_sharded: ok")
 
 
