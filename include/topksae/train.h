@@ -299,6 +299,9 @@ Sae final_sae(const TrainConfig& cfg, const TrainState& st);
 namespace detail {
 class TrainBackend;  // where the steps run (src/train/train_backend.h)
 }
+namespace dist {
+class Collectives;  // src/dist/collectives.h: latent-sharded training's MPI (later NCCL) engine
+}
 
 struct TrainerOptions {
   // Where checkpoints go (empty: none). The Trainer owns their timing: one after every
@@ -323,6 +326,12 @@ struct TrainerOptions {
   // cuda only: precision of the encoder GEMM. fp32 matches the CPU (and sae_lens) to float
   // rounding; tf32 and bf16 are faster and looser. The CPU always computes in fp32.
   cuda::Precision precision = cuda::Precision::fp32;
+  // Latent sharding (docs/scaling.md): with a Collectives of size R > 1 this process is one of R
+  // ranks, each holding ceil(d_sae / R) latents of the model (src/dist/shard.h); every rank must
+  // run the same Trainer calls on the same data. state() is then this rank's part, checkpoints
+  // are sharded sets (src/dist/sharded_files.h) and save_final() is collective (rank 0 writes).
+  // CPU only for now. Null or size 1: the ordinary single-process trainer.
+  std::shared_ptr<dist::Collectives> comm;
 };
 
 // On cuda, steps are queued ahead of the GPU: the host reads batch i+1 while step i runs, and
@@ -365,7 +374,7 @@ class Trainer {
   bool checkpoint();
   // The step of the checkpoint in checkpoint_dir written or resumed by this trainer (-1: none).
   int64_t last_checkpoint_step() const { return last_checkpoint_step_; }
-  // Saves final_sae() with sparsity.safetensors.
+  // Saves final_sae() with sparsity.safetensors (sharded: collective, rank 0 writes the directory).
   void save_final(const std::filesystem::path& dir) const;
 
   // Whether the run is input-bound: of the seconds spent in run() so far (in this process,
@@ -380,8 +389,10 @@ class Trainer {
 
   const TrainConfig& config() const { return cfg_; }
   const TrainState& state() const { return st_; }
-  // The current (unfolded) SAE.
+  // The current (unfolded) SAE. Not available when sharded (no rank holds it): Error.
   Sae sae() const;
+  // Sharded over several ranks (TrainerOptions::comm of size > 1).
+  bool sharded() const;
 
  private:
   void ensure_scaling_factor();

@@ -9,6 +9,10 @@
 
 #include "topksae/train.h"
 
+namespace topksae::dist {
+class Collectives;
+}
+
 namespace topksae::detail {
 
 class TrainBackend {
@@ -32,6 +36,9 @@ class TrainBackend {
 
 // *st must outlive the backend.
 std::unique_ptr<TrainBackend> make_cpu_backend(const TrainConfig& cfg, TrainState* st);
+// Latent-sharded training on the CPU (src/train/sharded_cpu_backend.cpp): *st is this rank's part.
+std::unique_ptr<TrainBackend> make_sharded_cpu_backend(const TrainConfig& cfg, TrainState* st,
+                                                       std::shared_ptr<dist::Collectives> comm);
 // cuda_backend.cpp; without the CUDA backend (src/no_cuda/cuda_backend.cpp) it throws Error.
 std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig& cfg, TrainState* st, cuda::Precision p);
 

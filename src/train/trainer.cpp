@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "dist/collectives.h"
+#include "dist/sharded_files.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 #include "train/train_backend.h"
@@ -23,15 +25,32 @@ Trainer::Trainer(TrainConfig cfg, ActivationSource& src, TrainerOptions opts)
   else
     TOPKSAE_CHECK(opts_.precision == cuda::Precision::fp32,
                   "the precision option applies to the GPU's encoder GEMM; the CPU trainer computes in fp32");
-  st_ = TrainState::initial(cfg_);
+  if (sharded()) {
+    TOPKSAE_CHECK(opts_.device == Device::cpu, "latent-sharded training runs on the CPU for now (the NCCL path is "
+                  "not built yet): pass --device cpu");
+    st_ = dist::initial_shard_state(cfg_, dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()));
+  } else {
+    st_ = TrainState::initial(cfg_);
+  }
   st_.data_position = src_.position();
 }
+
+bool Trainer::sharded() const { return opts_.comm && opts_.comm->size() > 1; }
 
 Trainer::~Trainer() = default;
 
 void Trainer::resume(const std::filesystem::path& checkpoint) {
   TrainConfig saved;
-  TrainState st = load_checkpoint(checkpoint, &saved);
+  TrainState st;
+  if (sharded()) {
+    st = dist::load_sharded_checkpoint(*opts_.comm, checkpoint,
+                                       dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()), &saved);
+  } else {
+    TOPKSAE_CHECK(!dist::is_sharded_checkpoint(checkpoint), "checkpoint ", checkpoint.string(),
+                  " is a latent-sharded set; resume it under mpirun with the number of ranks that wrote it "
+                  "(`topksae info` says how many)");
+    st = load_checkpoint(checkpoint, &saved);
+  }
   // Everything but the length of the run must agree; a longer or shorter run keeps the schedule
   // of the new config (as sae_lens would if restarted with it).
   TrainConfig a = saved, b = cfg_;
@@ -96,8 +115,9 @@ void Trainer::ensure_scaling_factor() {
 int64_t Trainer::run(int64_t max_steps) {
   ensure_scaling_factor();
   if (!backend_)
-    backend_ = opts_.device == Device::cuda ? detail::make_cuda_backend(cfg_, &st_, opts_.precision)
-                                            : detail::make_cpu_backend(cfg_, &st_);
+    backend_ = sharded()                      ? detail::make_sharded_cpu_backend(cfg_, &st_, opts_.comm)
+               : opts_.device == Device::cuda ? detail::make_cuda_backend(cfg_, &st_, opts_.precision)
+                                              : detail::make_cpu_backend(cfg_, &st_);
   exhausted_ = false;
   int64_t ran = 0;
   try {
@@ -189,7 +209,11 @@ void Trainer::sync(bool report) {
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
-  topksae::save_checkpoint(dir, cfg_, st_, opts_.extras);
+  if (sharded())
+    dist::save_sharded_checkpoint(*opts_.comm, dir, cfg_,
+                                  dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()), st_);
+  else
+    topksae::save_checkpoint(dir, cfg_, st_, opts_.extras);
 }
 
 bool Trainer::checkpoint() {
@@ -206,6 +230,10 @@ bool Trainer::checkpoint() {
 }
 
 void Trainer::save_final(const std::filesystem::path& dir) const {
+  if (sharded())
+    return dist::save_sharded_final(*opts_.comm, dir, cfg_,
+                                    dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()), st_,
+                                    opts_.extras);
   SaeDirExtras extras = opts_.extras;
   extras.sparsity = log_feature_sparsity(st_.stats);
   extras.scaling_factor.reset();
@@ -213,6 +241,7 @@ void Trainer::save_final(const std::filesystem::path& dir) const {
 }
 
 Sae Trainer::sae() const {
+  TOPKSAE_CHECK(!sharded(), "Trainer::sae: the model is sharded over ranks; rank 0 writes it with save_final");
   Sae s;
   s.cfg = cfg_.sae_config();
   s.params = to_sae_params(st_.params);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "dist/sharded_files.h"
 #include "topksae/arrow_ipc.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
@@ -188,6 +189,16 @@ void run_info(const InfoArgs& a) {
     else
       std::cout << "CPU GEMM: " << j["cpu_gemm_line"].get<std::string>() << "\n"
                 << "CUDA backend: " << (j["cuda_backend"].get<bool>() ? "built" : "not built") << "\n";
+    return;
+  }
+  if (dist::is_sharded_checkpoint(a.path)) {  // a latent-sharded run's checkpoint set
+    if (a.json) {
+      ojson j = ojson::parse(read_small_file(fs::path(a.path) / dist::kShardedManifest));
+      j["kind"] = "sharded_checkpoint";
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << dist::describe_sharded_checkpoint(a.path);
+    }
     return;
   }
   ojson j = info_of(a.path);

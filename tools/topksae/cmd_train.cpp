@@ -4,6 +4,10 @@
 // report) is src/train/run_dir.h, the training config's flags come from its field table
 // (train_config_fields()), and the Trainer owns the checkpoints' timing.
 //
+// Under `mpirun -np R` (R > 1) the run is latent-sharded over the R ranks (docs/scaling.md): the
+// same flags, every rank reads the same data, rank 0 alone prints, logs and writes the SAE
+// directory; DIR/checkpoint/ is then a sharded set (src/dist/sharded_files.h).
+//
 // Config precedence: built-in defaults (or the --synthetic preset), then --config FILE.json, then
 // the flags given on the command line.
 #include <atomic>
@@ -14,10 +18,13 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "dist/collectives.h"
+#include "dist/sharded_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
 #include "topksae/precision.h"
 #include "topksae/report.h"
+#include "topksae/safetensors.h"
 #include "topksae/sae_dir.h"
 #include "topksae/train.h"
 #include "train/run_dir.h"
@@ -88,8 +95,29 @@ struct InputWaitNotice {
   }
 };
 
-void run_train(TrainArgs& a) {
+// A checkpoint directory that --resume can use: a single-process or a sharded one.
+bool has_checkpoint(const fs::path& dir) {
+  return fs::exists(dir / "trainer_state.json") || dist::is_sharded_checkpoint(dir);
+}
+
+// Ranks other than 0 of a sharded run print nothing on stdout (errors still go to stderr).
+struct QuietStdout {
+  std::streambuf* saved = nullptr;
+  explicit QuietStdout(bool quiet) {
+    if (quiet) saved = std::cout.rdbuf(nullptr);
+  }
+  ~QuietStdout() {
+    if (saved) {
+      std::cout.rdbuf(saved);
+      std::cout.clear();
+    }
+  }
+};
+
+void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
   std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit makes writes fail (an Error), not kill us
+  const bool rank0 = !comm || comm->rank() == 0;
+  QuietStdout quiet(!rank0);
   TrainConfig cfg;
   run_dir::DataSpec data = a.data;
   std::map<std::string, std::string> meta;  // cfg.json metadata (JSON text per key)
@@ -109,7 +137,7 @@ void run_train(TrainArgs& a) {
                     "); only --training-tokens may");
     out = r;
     checkpoint = r / "checkpoint";
-    TOPKSAE_CHECK(fs::exists(checkpoint / "trainer_state.json"), "--resume ", a.resume,
+    TOPKSAE_CHECK(has_checkpoint(checkpoint), "--resume ", a.resume,
                   ": no checkpoint to resume from (", checkpoint.string(), " is missing; the run was never checkpointed)");
     const run_dir::RunFile run = run_dir::read_run_file(r);
     cfg = run.config;
@@ -124,7 +152,8 @@ void run_train(TrainArgs& a) {
   } else {
     TOPKSAE_CHECK(!a.out.empty(), "--out DIR is required (where the SAE directory goes)");
     out = a.out;
-    TOPKSAE_CHECK(a.overwrite || !fs::exists(out), "--out ", out.string(), " exists; pass --overwrite to replace it, or --resume ",
+    // (Sharded: rank 0 alone, in run_dir::prepare below; the others would race with its mkdir.)
+    TOPKSAE_CHECK(comm || a.overwrite || !fs::exists(out), "--out ", out.string(), " exists; pass --overwrite to replace it, or --resume ",
                   out.string(), " to continue its run");
     checkpoint = out / "checkpoint";
     if (data.path.empty()) synthetic_preset(cfg);
@@ -178,10 +207,21 @@ void run_train(TrainArgs& a) {
   }
   TOPKSAE_CHECK(cfg.k <= cfg.d_sae, "k (", cfg.k, ") must not exceed d_sae (", cfg.d_sae, ")");
   cfg.validate();
+  TOPKSAE_CHECK(!comm || !init, "--init is not supported by latent-sharded runs yet; start one process from --init, "
+                "or a sharded run from scratch");
 
   if (!resuming) {
-    run_dir::prepare(out, a.overwrite);
-    run_dir::write_run_file(out, {cfg, data, meta, a.checkpoint_every, a.init});
+    std::string err;  // rank 0 prepares the directory; every rank learns whether it could
+    try {
+      if (rank0) {
+        run_dir::prepare(out, a.overwrite);
+        run_dir::write_run_file(out, {cfg, data, meta, a.checkpoint_every, a.init});
+      }
+    } catch (const std::exception& e) {
+      if (!comm) throw;
+      err = e.what();
+    }
+    if (comm) dist::all_ok(*comm, err, "preparing --out");
   }
 
   const fs::path log_path = a.metrics_log.empty() ? out / "metrics.jsonl" : fs::path(a.metrics_log);
@@ -194,6 +234,15 @@ void run_train(TrainArgs& a) {
   opts.device = device;
   opts.precision = device == Device::cuda ? precision : cuda::Precision::fp32;
   opts.should_stop = [] { return g_interrupted.load(); };
+  if (comm) {
+    opts.comm = comm;
+    // Every rank must stop at the same step: Ctrl-C on any rank stops them all.
+    opts.should_stop = [comm] {
+      double stop = g_interrupted.load() ? 1 : 0;
+      comm->all_reduce_sum(&stop, 1);
+      return stop > 0;
+    };
+  }
   // --checkpoint-every counts tokens; the Trainer checkpoints every that many steps (rounded up),
   // at the end of the run, and when asked (Ctrl-C below).
   opts.checkpoint_dir = checkpoint;
@@ -210,6 +259,7 @@ void run_train(TrainArgs& a) {
   Trainer* trainer_ptr = nullptr;  // set below; on_step reads the input-wait share from it
   InputWaitNotice wait_notice;
   opts.on_step = [&](const StepMetrics& m) {
+    if (!rank0) return;  // the metrics are global: rank 0 logs them
     last = m;
     const Trainer::InputWait wait = trainer_ptr->input_wait();
     auto values = m.named();
@@ -236,7 +286,7 @@ void run_train(TrainArgs& a) {
     trainer.start_from_sae(*init);
     std::cout << "starting from the weights of " << a.init << "\n";
   }
-  log.emplace(log_path, resuming ? trainer.state().step : 0);
+  if (rank0) log.emplace(log_path, resuming ? trainer.state().step : 0);
 
   std::cout << "training a TopK SAE (d_in " << cfg.d_in << ", d_sae " << cfg.d_sae << ", k " << cfg.k << ") on "
             << src.describe() << "; " << cfg.total_training_steps() << " steps of " << cfg.batch_size
@@ -251,7 +301,7 @@ void run_train(TrainArgs& a) {
     // --stop-after-steps (tests): a deterministic Ctrl-C after that step (at least one step runs).
     const int64_t want = a.stop_after_steps >= 0 ? std::max<int64_t>(1, a.stop_after_steps - trainer.state().step) : -1;
     trainer.run(want);
-    log->flush();
+    if (log) log->flush();
     const int64_t step = trainer.state().step;
     if (a.stop_after_steps >= 0 && step >= a.stop_after_steps) g_interrupted = true;
     if (g_interrupted) {
@@ -279,6 +329,7 @@ void run_train(TrainArgs& a) {
               << " steps (pass --loop-data to make several passes over it)\n";
   if (source.files && source.files->skipped())
     std::cout << "skipped " << source.files->skipped() << " rows holding NaN or Inf\n";
+  if (comm) std::cout << "latent-sharded over " << comm->size() << " ranks\n";
 
   trainer.save_final(out);
   std::cout << "saved the SAE to " << out.string() << " (step " << trainer.state().step << ", "
@@ -288,9 +339,22 @@ void run_train(TrainArgs& a) {
               << ", explained variance " << last->explained_variance << ", dead latents " << last->dead_features << "/"
               << cfg.d_sae << "\n";
 
+  if (!rank0) return;  // below: rank 0's report
+  // A sharded run's state here is rank 0's shard: its density and the synthetic feature recovery
+  // come from the SAE directory rank 0 just wrote, not from the state.
   ReportContent rc = run_dir::report_content(
       out, src.describe(), device == Device::cuda ? "cuda (" + a.precision + ")" : std::string("cpu"), cfg,
-      trainer.state(), last, source.synthetic);
+      trainer.state(), last, comm ? nullptr : source.synthetic);
+  if (comm) {
+    rc.density = density_histogram(SafetensorsFile::open(out / kSaeSparsityFile).read_f32("sparsity"));
+    if (source.synthetic) {
+      const Sae fin = load_sae_dir(out);
+      const SyntheticSource* syn = source.synthetic;
+      RecoveryReport r = feature_recovery(syn->dictionary(), syn->config().n_features, fin.params.W_dec, cfg.d_sae, cfg.d_in);
+      rc.recovery = ReportContent::Recovery{r.summary(), r.best_cos, r.best_latent, syn->frequencies()};
+      rc.summary.emplace_back("feature recovery", r.summary());
+    }
+  }
   if (rc.recovery) std::cout << rc.recovery->summary << "\n";
   if (const Trainer::InputWait w = trainer.input_wait(); w.total_s > 0)
     rc.summary.emplace_back("time the device waited for data", input_wait_summary(w));
@@ -325,6 +389,22 @@ void add_config_flags(TrainArgs* a) {
         TOPKSAE_FAIL(f.flag, ": ", e.what());
       }
     });
+  }
+}
+
+// Launched by mpirun / srun with several ranks: latent-sharded (a build without MPI stops here).
+// An error on one rank (not a collective stop such as Ctrl-C) aborts the whole job with its
+// message, instead of leaving the other ranks waiting in their next collective.
+void run_train(TrainArgs& a) {
+  if (!dist::launched_with_several_ranks()) return run_train(a, nullptr);
+  std::shared_ptr<dist::Collectives> comm = dist::make_mpi_collectives();
+  try {
+    run_train(a, comm);
+  } catch (const CLI::RuntimeError&) {
+    throw;  // every rank stopped together (exit status 130 after Ctrl-C)
+  } catch (const std::exception& e) {
+    std::cerr << "error (rank " << comm->rank() << " of " << comm->size() << "): " << e.what() << std::endl;
+    comm->abort(1);
   }
 }
 

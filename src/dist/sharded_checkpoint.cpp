@@ -1,0 +1,234 @@
+// Sharded checkpoints (format in sharded_files.h): one part file per rank, a manifest written by
+// rank 0 once every part of the step is on disk.
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "dist/sharded_files.h"
+#include "topksae/atomic_file.h"
+#include "topksae/error.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace topksae::dist {
+
+namespace {
+
+constexpr char kPartMagic[16] = {'T', 'O', 'P', 'K', 'S', 'A', 'E', '-', 'S', 'H', 'A', 'R', 'D', '-', 'P', '1'};
+
+std::string part_name(int rank, int ranks) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "rank-%05d-of-%05d.part", rank, ranks);
+  return buf;
+}
+std::string step_dir(int64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "step-%09lld", static_cast<long long>(step));
+  return buf;
+}
+
+uint64_t fnv1a(const char* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(p[i])) * 1099511628211ull;
+  return h;
+}
+template <typename V>
+void put(std::string& out, const V& v) {
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0]));
+}
+void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  TOPKSAE_CHECK(in.good(), "cannot open ", path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string part_bytes(const TrainConfig& cfg, const ShardRange& r, const TrainState& st) {
+  json h;
+  h["format"] = "topksae sharded checkpoint part";
+  h["version"] = 1;
+  h["rank"] = r.rank;
+  h["ranks"] = r.ranks;
+  h["lo"] = r.lo;
+  h["hi"] = r.hi;
+  h["step"] = st.step;
+  h["n_training_samples"] = st.n_training_samples;
+  h["n_frac_active"] = st.stats.n_frac_active;
+  h["scaling_factor"] = st.scaling_factor ? json(*st.scaling_factor) : json();
+  h["data_position"] = st.data_position;
+  h["config"] = json::parse(train_config_to_json(cfg));
+  const std::string hj = h.dump();
+  std::string out(kPartMagic, sizeof kPartMagic);
+  put_u64(out, hj.size());
+  out += hj;
+  for (const Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
+    put(out, p->W_enc);
+    put(out, p->b_enc);
+    put(out, p->W_dec);
+    put(out, p->b_dec);
+  }
+  put(out, st.stats.since_fired);
+  put(out, st.stats.act_freq);
+  put_u64(out, fnv1a(out.data(), out.size()));
+  return out;
+}
+
+json read_manifest(const fs::path& dir) {
+  const fs::path mp = dir / kShardedManifest;
+  TOPKSAE_CHECK(fs::exists(mp), dir.string(), " is not a sharded checkpoint (no ", kShardedManifest, ")");
+  json j;
+  try {
+    j = json::parse(read_small_file(mp));
+    TOPKSAE_CHECK(j.at("format").get<std::string>() == "topksae sharded checkpoint", mp.string(),
+                  ": not a topksae sharded checkpoint");
+    TOPKSAE_CHECK(j.at("version").get<int>() == 1, mp.string(), ": unsupported version");
+    j.at("ranks").get<int>();
+    j.at("step").get<int64_t>();
+    j.at("parts_dir").get<std::string>();
+  } catch (const json::exception& e) {
+    TOPKSAE_FAIL(mp.string(), ": bad manifest: ", e.what());
+  }
+  return j;
+}
+
+// Loads and checks this rank's part.
+TrainState load_part(const fs::path& dir, const json& man, const ShardRange& r, TrainConfig* cfg_out) {
+  const int64_t step = man.at("step").get<int64_t>();
+  const fs::path path = dir / man.at("parts_dir").get<std::string>() / part_name(r.rank, r.ranks);
+  TOPKSAE_CHECK(fs::exists(path), "checkpoint part ", path.string(), " (rank ", r.rank, " of ", r.ranks,
+                ") is missing: the checkpoint set in ", dir.string(), " is incomplete");
+  const std::string s = read_file(path);
+  TOPKSAE_CHECK(s.size() >= sizeof kPartMagic + 16 && std::memcmp(s.data(), kPartMagic, sizeof kPartMagic) == 0,
+                path.string(), " is not a topksae checkpoint part");
+  uint64_t stored, hlen;
+  std::memcpy(&stored, s.data() + s.size() - 8, 8);
+  TOPKSAE_CHECK(stored == fnv1a(s.data(), s.size() - 8), path.string(), ": checksum mismatch (corrupt file)");
+  std::memcpy(&hlen, s.data() + sizeof kPartMagic, 8);
+  TOPKSAE_CHECK(sizeof kPartMagic + 8 + hlen <= s.size() - 8, path.string(), ": truncated header");
+  const json h = json::parse(s.substr(sizeof kPartMagic + 8, hlen));
+  TrainConfig cfg = train_config_from_json(h.at("config").dump());
+  TOPKSAE_CHECK(h.at("step").get<int64_t>() == step, "checkpoint part ", path.string(), " is from step ",
+                h.at("step").get<int64_t>(), ", but the checkpoint set in ", dir.string(), " is at step ", step);
+  TOPKSAE_CHECK(h.at("rank").get<int>() == r.rank && h.at("ranks").get<int>() == r.ranks &&
+                    h.at("lo").get<int64_t>() == r.lo && h.at("hi").get<int64_t>() == r.hi,
+                path.string(), " holds latents [", h.at("lo").get<int64_t>(), ", ", h.at("hi").get<int64_t>(),
+                ") of rank ", h.at("rank").get<int>(), "; rank ", r.rank, " expected [", r.lo, ", ", r.hi, ")");
+  TrainState st;
+  st.step = step;
+  st.n_training_samples = h.at("n_training_samples").get<int64_t>();
+  st.stats.n_frac_active = h.at("n_frac_active").get<int64_t>();
+  if (!h.at("scaling_factor").is_null()) st.scaling_factor = h.at("scaling_factor").get<double>();
+  st.data_position = h.at("data_position").get<std::string>();
+  const size_t d = size_t(cfg.d_in), m = size_t(r.size());
+  const size_t expect = sizeof kPartMagic + 8 + hlen + 3 * (2 * d * m + m + d) * 4 + 2 * m * 8 + 8;
+  TOPKSAE_CHECK(s.size() == expect, path.string(), " is ", s.size(), " bytes; expected ", expect);
+  size_t pos = sizeof kPartMagic + 8 + hlen;
+  auto get = [&](auto& v, size_t n) {
+    v.resize(n);
+    std::memcpy(v.data(), s.data() + pos, n * sizeof(v[0]));
+    pos += n * sizeof(v[0]);
+  };
+  for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
+    get(p->W_enc, d * m);
+    get(p->b_enc, m);
+    get(p->W_dec, m * d);
+    get(p->b_dec, d);
+  }
+  get(st.stats.since_fired, m);
+  get(st.stats.act_freq, m);
+  if (cfg_out) *cfg_out = cfg;
+  return st;
+}
+
+}  // namespace
+
+bool is_sharded_checkpoint(const fs::path& dir) { return fs::exists(dir / kShardedManifest); }
+
+void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const TrainConfig& cfg, const ShardRange& r,
+                             const TrainState& st) {
+  const std::string sd = step_dir(st.step);
+  std::string err;
+  try {
+    std::error_code ec;
+    fs::create_directories(dir / sd, ec);
+    TOPKSAE_CHECK(!ec || fs::is_directory(dir / sd), "cannot create ", (dir / sd).string(), ": ", ec.message());
+    write_file_atomic(dir / sd / part_name(r.rank, r.ranks), part_bytes(cfg, r, st));
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  all_ok(comm, err, "writing the checkpoint part");
+  if (r.rank == 0) {
+    try {
+      json man;
+      man["format"] = "topksae sharded checkpoint";
+      man["version"] = 1;
+      man["ranks"] = r.ranks;
+      man["step"] = st.step;
+      man["d_in"] = cfg.d_in;
+      man["d_sae"] = cfg.d_sae;
+      man["parts_dir"] = sd;
+      json parts = json::array();
+      for (int q = 0; q < r.ranks; ++q) parts.push_back(part_name(q, r.ranks));
+      man["parts"] = parts;
+      write_file_atomic(dir / kShardedManifest, man.dump(2) + "\n");
+      // The set is complete: older steps' parts go.
+      for (const auto& e : fs::directory_iterator(dir))
+        if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && e.path().filename() != sd)
+          fs::remove_all(e.path());
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  }
+  all_ok(comm, err, "writing the checkpoint manifest");
+}
+
+TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const ShardRange& r, TrainConfig* cfg) {
+  std::string err;
+  TrainState st;
+  try {
+    const json man = read_manifest(dir);
+    const int ranks = man.at("ranks").get<int>();
+    TOPKSAE_CHECK(ranks == r.ranks, "checkpoint ", dir.string(), " was written by ", ranks, " ranks; this run has ",
+                  r.ranks, ". Resume with the same number of ranks (mpirun -np ", ranks,
+                  "); resharding a checkpoint is not implemented");
+    if (r.rank == 0)  // name every missing part once, not only this rank's
+      for (int q = 0; q < ranks; ++q) {
+        const fs::path p = dir / man.at("parts_dir").get<std::string>() / part_name(q, ranks);
+        TOPKSAE_CHECK(fs::exists(p), "checkpoint part ", p.string(), " (rank ", q, " of ", ranks,
+                      ") is missing: the checkpoint set in ", dir.string(), " is incomplete");
+      }
+    st = load_part(dir, man, r, cfg);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  all_ok(comm, err, "loading the checkpoint");
+  return st;
+}
+
+std::string describe_sharded_checkpoint(const fs::path& dir) {
+  const json man = read_manifest(dir);
+  const int ranks = man.at("ranks").get<int>();
+  std::ostringstream o;
+  o << dir.string() << ": sharded training checkpoint (latent-sharded over " << ranks << " ranks), step "
+    << man.at("step").get<int64_t>() << ", d_in " << man.value("d_in", int64_t(0)) << ", d_sae "
+    << man.value("d_sae", int64_t(0)) << "\n";
+  int missing = 0;
+  for (int q = 0; q < ranks; ++q) {
+    const fs::path p = dir / man.at("parts_dir").get<std::string>() / part_name(q, ranks);
+    const bool ok = fs::exists(p);
+    missing += !ok;
+    o << "  " << (dir.filename() / man.at("parts_dir").get<std::string>() / part_name(q, ranks)).string() << ": "
+      << (ok ? concat(fs::file_size(p), " bytes") : std::string("MISSING")) << "\n";
+  }
+  o << (missing ? concat(missing, " part(s) missing: this set cannot be resumed")
+                : concat("resume with: mpirun -np ", ranks, " topksae train --resume <out>"))
+    << "\n";
+  return o.str();
+}
+
+}  // namespace topksae::dist

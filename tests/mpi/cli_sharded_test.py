@@ -1,0 +1,201 @@
+"""`mpirun -np R topksae train` end to end (Python standard library only). Usage:
+cli_sharded_test.py TOPKSAE MPIEXEC TMPDIR
+
+On npy activations through the mixing buffer, with the scaling factor on and AuxK active (a short
+dead_feature_window and many latents for k=3, so latents die: checked), runs one process, R=2 and
+R=3 (uneven shards: 150 = 50 * 3, 75 * 2; 3 ranks do not divide 149, the second config) and checks
+that every step's metrics agree (dead counts and L0 exactly, losses to 1e-6 relative) and the
+final SAE directories to 1e-5. Then: an R=2 run stopped at step 7 and resumed under R=2 ends
+bit-identical to the straight R=2 run; resuming it with R=3, or in one process, is refused with
+the reason; a set with a part removed is refused naming the part; `topksae info` describes it.
+Last, rank 1 of a 3-rank run is SIGKILLed mid-run: the job must end within 60 s (OpenMPI's mpirun
+ends the other ranks) and its last complete checkpoint set must resume exactly."""
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from array import array
+
+sys.argv = [sys.argv[0], *sys.argv[1:]]
+BIN, MPIEXEC, TMP = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+from cli_util import write_npy  # noqa: E402
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", TERM="dumb", OMPI_ALLOW_RUN_AS_ROOT="1",
+           OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+def fail(msg):
+    sys.exit("FAIL: " + msg)
+
+
+def run(np_, *args, expect=0):
+    cmd = ([MPIEXEC, "-np", str(np_)] if np_ > 1 else []) + [BIN, *map(str, args)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=240)
+    out = p.stdout + p.stderr
+    if expect is not None and (p.returncode == 0) != (expect == 0):
+        fail(f"{' '.join(cmd)}\nexit {p.returncode}, expected {'0' if expect == 0 else 'an error'}\n{out}")
+    return out
+
+
+def load_safetensors(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in h.items():
+        if k == "__metadata__":
+            continue
+        s, e = v["data_offsets"]
+        a = array("f")
+        a.frombytes(b[8 + n + s:8 + n + e])
+        out[k] = a
+    return out
+
+
+def metrics(out):
+    return [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+
+
+def compare(a, b, what):
+    ma, mb = metrics(a), metrics(b)
+    if len(ma) != len(mb):
+        fail(f"{what}: {len(ma)} vs {len(mb)} steps logged")
+    for x, y in zip(ma, mb):
+        for key in x:
+            if key.startswith("perf/"):  # timings (the share of time waiting for data), not the math
+                continue
+            if key in ("sparsity/dead_features", "metrics/l0", "step", "details/n_training_samples",
+                       "sparsity/below_1e-5", "sparsity/below_1e-6"):
+                if x[key] != y[key]:
+                    fail(f"{what}: step {x['step']} {key} {x[key]} vs {y[key]}")
+            elif abs(x[key] - y[key]) > 1e-6 * abs(y[key]) + 1e-12:
+                fail(f"{what}: step {x['step']} {key} {x[key]} vs {y[key]}")
+    wa, wb = load_safetensors(f"{a}/sae_weights.safetensors"), load_safetensors(f"{b}/sae_weights.safetensors")
+    for k in wa:
+        d = max(abs(p - q) for p, q in zip(wa[k], wb[k]))
+        if len(wa[k]) != len(wb[k]) or d > 1e-5:
+            fail(f"{what}: final {k} differs by {d}")
+    sa, sb = load_safetensors(f"{a}/sparsity.safetensors"), load_safetensors(f"{b}/sparsity.safetensors")
+    if sa["sparsity"] != sb["sparsity"]:
+        fail(f"{what}: final sparsity differs")
+
+
+def main():
+    os.makedirs(TMP, exist_ok=True)
+    rng = random.Random(4)
+    d_in, rows = 16, 640
+    dirs = [[rng.gauss(0, 1) for _ in range(d_in)] for _ in range(24)]
+    vals = []
+    for _ in range(rows):
+        x = [rng.gauss(0, 0.05) for _ in range(d_in)]
+        for f in rng.sample(range(24), 3):
+            a = rng.uniform(0.5, 2)
+            x = [xi + a * di for xi, di in zip(x, dirs[f])]
+        vals += x
+    data = f"{TMP}/acts.npy"
+    write_npy(data, (rows, d_in), vals)
+    common = ["train", "--data", data, "--device", "cpu", "--k", 3, "--batch-size", 32, "--training-tokens", 32 * 14,
+              "--dead-feature-window", 3, "--feature-sampling-window", 6, "--normalize-activations",
+              "expected_average_only_in", "--n-batches-for-norm-estimate", 2, "--shuffle", "buffer",
+              "--buffer-batches", 4, "--lr", 5e-3, "--seed", 3, "--no-report", "--overwrite"]
+    for d_sae in (150, 149):
+        one = f"{TMP}/one_{d_sae}"
+        run(1, *common, "--d-sae", d_sae, "--out", one)
+        m = metrics(one)
+        if max(x["sparsity/dead_features"] for x in m) == 0 or max(x["losses/auxiliary_reconstruction_loss"] for x in m) == 0:
+            fail(f"d_sae {d_sae}: no latent died or AuxK never ran; the test would not test AuxK")
+        for np_ in (2, 3):
+            out = f"{TMP}/np{np_}_{d_sae}"
+            log = run(np_, *common, "--d-sae", d_sae, "--out", out)
+            if f"latent-sharded over {np_} ranks" not in log:
+                fail(f"np {np_}: the run does not say it was sharded:\n{log}")
+            if log.count("saved the SAE") != 1:
+                fail(f"np {np_}: expected rank 0 alone to print:\n{log}")
+            compare(out, one, f"d_sae {d_sae}, {np_} ranks vs one process")
+        print(f"d_sae {d_sae}: R=2 and R=3 equal one process ({len(m)} steps, up to "
+              f"{int(max(x['sparsity/dead_features'] for x in m))} dead latents)")
+
+    # Exact resume at the same R; refusals.
+    straight, cut = f"{TMP}/np2_150", f"{TMP}/cut"
+    run(2, *common, "--d-sae", 150, "--out", cut, "--checkpoint-every", 32 * 4, "--stop-after-steps", 7, expect=1)
+    info = run(1, "info", f"{cut}/checkpoint")
+    if "sharded training checkpoint" not in info or "over 2 ranks), step 7" not in info:
+        fail(f"topksae info on a sharded checkpoint:\n{info}")
+    log = run(3, "train", "--resume", cut, expect=1)
+    if "was written by 2 ranks; this run has 3" not in log:
+        fail(f"resume with another R not refused clearly:\n{log}")
+    log = run(1, "train", "--resume", cut, expect=1)
+    if "is a latent-sharded set" not in log:
+        fail(f"resume in one process not refused clearly:\n{log}")
+    run(2, "train", "--resume", cut)
+    wa, wb = load_safetensors(f"{cut}/sae_weights.safetensors"), load_safetensors(f"{straight}/sae_weights.safetensors")
+    if wa != wb:
+        fail("the resumed R=2 run is not bit-identical to the straight one")
+    if [x["step"] for x in metrics(cut)] != list(range(14)):
+        fail(f"steps logged after resume: {[x['step'] for x in metrics(cut)]}")
+    run(2, *common, "--d-sae", 150, "--out", cut, "--checkpoint-every", 32 * 4, "--stop-after-steps", 5, expect=1)
+    part = sorted(glob.glob(f"{cut}/checkpoint/step-*/rank-00001-of-00002.part"))[-1]
+    os.remove(part)
+    log = run(2, "train", "--resume", cut, expect=1)
+    if f"checkpoint part {part} (rank 1 of 2) is missing" not in log:
+        fail(f"a missing part is not refused by name:\n{log}")
+    print("resume at the same R is exact; another R, one process, a missing part: refused")
+
+    # A rank killed (SIGKILL) mid-run: the launcher ends the others within a bounded time, and the
+    # last complete checkpoint set resumes exactly (constant lr, so the run's length does not
+    # change the schedule: the resumed run must equal a straight run of the same length).
+    syn = ["train", "--synthetic", "--device", "cpu", "--d-in", 16, "--d-sae", 150, "--k", 3, "--batch-size", 32,
+           "--lr-scheduler-name", "constant", "--lr-warm-up-steps", 0, "--dead-feature-window", 3, "--no-report",
+           "--overwrite"]
+    straight, killed = f"{TMP}/kill_straight", f"{TMP}/kill"
+    shutil.rmtree(killed, ignore_errors=True)  # the wait below must not see an earlier run's log
+    p = subprocess.Popen([MPIEXEC, "-np", "3", BIN, *map(str, syn + ["--training-tokens", 32 * 1000000,
+                          "--checkpoint-every", 32 * 5, "--out", killed])],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if os.path.exists(f"{killed}/metrics.jsonl") and len(open(f"{killed}/metrics.jsonl").readlines()) >= 12:
+            break
+        time.sleep(0.05)
+    victim = None
+    for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)], capture_output=True, text=True).stdout.split():
+        try:
+            if b"OMPI_COMM_WORLD_RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                victim = int(pid)
+        except OSError:
+            pass
+    if victim is None:
+        p.kill()
+        fail("could not find rank 1 of the run to kill")
+    os.kill(victim, signal.SIGKILL)
+    t_kill = time.time()
+    try:
+        log, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        fail("the other ranks did not end within 60 s of rank 1's SIGKILL")
+    waited = time.time() - t_kill
+    if p.returncode == 0:
+        fail(f"the run with a killed rank exited 0:\n{log}")
+    step = json.load(open(f"{killed}/checkpoint/sharded.json"))["step"]
+    if step < 5 or step % 5:
+        fail(f"the last complete checkpoint is at step {step}")
+    # The run went on for a while after the 12th step before the kill landed: the straight run is
+    # made as long as the resumed one (constant lr: the length does not change the steps).
+    total = 32 * (step + 10)
+    run(3, *syn, "--training-tokens", total, "--out", straight)
+    run(3, "train", "--resume", killed, "--training-tokens", total)
+    if load_safetensors(f"{killed}/sae_weights.safetensors") != load_safetensors(f"{straight}/sae_weights.safetensors"):
+        fail("the run resumed after a SIGKILL is not bit-identical to the straight run")
+    print(f"rank 1 SIGKILLed after step 12: the job ended {waited:.1f} s later; resumed from step {step}, exact")
+    print("cli_sharded: ok")
+
+
+main()
