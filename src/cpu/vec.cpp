@@ -4,7 +4,10 @@
 
 #include <cmath>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+// Not under the sanitizers: the clones' ifunc resolvers run during relocation, before the sanitizer
+// runtime is up (TSan crashes there).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define TOPKSAE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define TOPKSAE_CLONES
