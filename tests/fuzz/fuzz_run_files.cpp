@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "fuzz_files.h"
 #include "train/run_dir.h"
 #include "topksae/error.h"
