@@ -13,8 +13,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
-#include "cuda_check.h"
+#include "common/cuda_raii.h"
 
 namespace topksae::detail {
 
@@ -22,14 +23,8 @@ class DeviceWaitClock {
  public:
   DeviceWaitClock() {
     for (int i = 0; i < kRing; ++i) {
-      CUDA_CHECK(cudaEventCreate(&began_[i]));
-      CUDA_CHECK(cudaEventCreate(&ended_[i]));
-    }
-  }
-  ~DeviceWaitClock() {
-    for (int i = 0; i < kRing; ++i) {
-      (void)cudaEventDestroy(began_[i]);
-      (void)cudaEventDestroy(ended_[i]);
+      began_.emplace_back(cudaEventDefault);  // timing events: cudaEventElapsedTime reads them
+      ended_.emplace_back(cudaEventDefault);
     }
   }
   DeviceWaitClock(const DeviceWaitClock&) = delete;
@@ -39,10 +34,10 @@ class DeviceWaitClock {
     collect(steps_ - kRing + 1, true);  // the gaps that read the pair about to be reused
     counted_[steps_ % kRing] = steps_ > 0 && !paused_;
     paused_ = false;
-    CUDA_CHECK(cudaEventRecord(began_[steps_ % kRing], s));
+    CUDA_CHECK(cudaEventRecord(began_[steps_ % kRing].get(), s));
   }
   void ended(cudaStream_t s) {
-    CUDA_CHECK(cudaEventRecord(ended_[steps_ % kRing], s));
+    CUDA_CHECK(cudaEventRecord(ended_[steps_ % kRing].get(), s));
     ++steps_;
   }
   void pause() { paused_ = true; }
@@ -56,17 +51,17 @@ class DeviceWaitClock {
   // Adds the gaps of steps read_ .. upto whose start event has completed (wait: sync on it).
   void collect(int64_t upto, bool wait) {
     for (; read_ <= upto && read_ < steps_; ++read_) {
-      cudaEvent_t b = began_[read_ % kRing];
+      cudaEvent_t b = began_[read_ % kRing].get();
       if (wait) CUDA_CHECK(cudaEventSynchronize(b));
       else if (cudaEventQuery(b) != cudaSuccess) return;  // not started yet (cudaErrorNotReady)
       if (counted_[read_ % kRing]) {
         float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, ended_[(read_ - 1) % kRing], b));
+        CUDA_CHECK(cudaEventElapsedTime(&ms, ended_[(read_ - 1) % kRing].get(), b));
         waited_s_ += double(ms) / 1e3;
       }
     }
   }
-  cudaEvent_t began_[kRing] = {}, ended_[kRing] = {};
+  std::vector<cuda::detail::OwnedEvent> began_, ended_;  // [kRing] each
   bool counted_[kRing] = {};  // the gap before this step is waiting (not the first step, not after a sync)
   int64_t steps_ = 0, read_ = 0;
   bool paused_ = false;

@@ -1,24 +1,13 @@
 // CUDA twin of the input/output normalisation (src/cpu/normalize.cpp) and of process_sae_in: the
 // one place the GPU normalises, in all four modes, for the op twins and the inference engine.
+#include "common/reduce.cuh"
 #include "cuda_internal.h"
 
 namespace topksae::cuda {
 
 namespace {
+using detail::block_sum_to_all;
 constexpr int kRowThreads = 256;
-
-// Block-wide sum of one double per thread (blockDim.x == kRowThreads); every thread gets it.
-__device__ double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kRowThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-    __syncthreads();
-  }
-  const double total = shared[0];
-  __syncthreads();  // shared is reused by the next call
-  return total;
-}
 
 // The modes without statistics (none, expected_average_only_in; the scaling factor is folded
 // into the weights): element-wise u = x - b_dec over the whole batch.
@@ -34,7 +23,6 @@ __global__ void __launch_bounds__(kRowThreads) row_norm_kernel(int mode, const f
                                                                const float* __restrict__ b_dec, int64_t d,
                                                                float* __restrict__ u, float* __restrict__ scale,
                                                                float* __restrict__ shift) {
-  __shared__ double red[kRowThreads];
   const int64_t b = blockIdx.x;
   const float* xr = x + b * d;
   float* ur = u + b * d;
@@ -42,19 +30,19 @@ __global__ void __launch_bounds__(kRowThreads) row_norm_kernel(int mode, const f
   if (mode == int(Normalize::constant_norm_rescale)) {
     double ss = 0;
     for (int64_t i = threadIdx.x; i < d; i += kRowThreads) ss += double(xr[i]) * xr[i];
-    ss = block_sum(ss, red);
+    ss = block_sum_to_all(ss);
     mul = float(sqrt(double(d)) / sqrt(ss));
     sc = mul;
   } else {  // layer_norm: (x - mu) / (std + 1e-5), std unbiased over (x - mu)
     double sum = 0;
     for (int64_t i = threadIdx.x; i < d; i += kRowThreads) sum += xr[i];
-    mu = float(block_sum(sum, red) / double(d));
+    mu = float(block_sum_to_all(sum) / double(d));
     double ss = 0;
     for (int64_t i = threadIdx.x; i < d; i += kRowThreads) {
       const double t = double(xr[i] - mu);
       ss += t * t;
     }
-    const float sd = float(sqrt(block_sum(ss, red) / double(d - 1)));
+    const float sd = float(sqrt(block_sum_to_all(ss) / double(d - 1)));
     denom = sd + 1e-5f;
     sc = sd;
   }

@@ -23,11 +23,12 @@ class OwnedStream {
   cudaStream_t s_ = nullptr;
 };
 
-// An event without timing (a synchronisation point), destroyed with the object. Movable, so a
+// An event, destroyed with the object: by default without timing (a synchronisation point);
+// cudaEventDefault for one that cudaEventElapsedTime can read. Movable, so a
 // std::vector<OwnedEvent> can own a ring of them.
 class OwnedEvent {
  public:
-  OwnedEvent() { CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+  explicit OwnedEvent(unsigned flags = cudaEventDisableTiming) { CUDA_CHECK(cudaEventCreateWithFlags(&e_, flags)); }
   ~OwnedEvent() {
     if (e_) (void)cudaEventDestroy(e_);
   }

@@ -47,6 +47,21 @@ __device__ __forceinline__ double block_sum(double v) {
   return s;
 }
 
+// block_sum's result in every thread of the block (the row statistics of kernels/normalize.cu,
+// which every thread then applies). Same call rules as block_sum.
+__device__ __forceinline__ double block_sum_to_all(double v) {
+  __shared__ double total;
+#ifdef TOPKSAE_CUDA_EMU
+  ::cuda_emu::shared_decl(&total, sizeof(total));
+#endif
+  const double s = block_sum(v);
+  if (threadIdx.x == 0) total = s;
+  __syncthreads();
+  // No barrier after the read: thread 0 rewrites total only after the next call's two barriers in
+  // block_sum, which every thread reaches after reading it here.
+  return total;
+}
+
 // The sum over a (32, kRows) block (warp y = threadIdx.y); valid in thread (0, 0) only. Called
 // once per kernel (no barrier before the write of part[]).
 template <int kRows>

@@ -17,9 +17,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "api/engine.h"
 #include "api/host_codes.h"
+#include "common/cuda_raii.h"
 #include "cuda_internal.h"
 #include "topksae/buffer.h"
 #include "topksae/ops_cuda.h"
@@ -56,32 +58,13 @@ void require(bool cond, const Args&... args) {
   if (!cond) throw InvalidArgument(concat(args...));
 }
 
-// Makes `dev` the calling thread's current device for one call and restores the previous one.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int dev) {
-    CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != dev) {
-      CUDA_CHECK(cudaSetDevice(dev));
-      changed_ = true;
-    }
-  }
-  ~DeviceGuard() {
-    if (changed_) (void)cudaSetDevice(prev_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = 0;
-  bool changed_ = false;
-};
+using cu::detail::DeviceGuard;
 
 struct CudaWorkspace final : EngineWorkspace {
   int ordinal = -1;
   std::unique_ptr<cu::Context> ctx;
   Stream stream = nullptr;    // the stream of the last call
-  cudaEvent_t done = nullptr;  // recorded at the end of every call on `stream`
+  std::optional<cu::detail::OwnedEvent> done;  // recorded at the end of every call on `stream`
   HostBuffer pinned;           // int64 [2]: values read back (nnz, guard flag)
   std::vector<float> view;     // [B, max(d_in, d_sae)] host copy for observers
   std::vector<float> z;        // [B, d_sae] host z for hook_sae_acts_post observers
@@ -95,7 +78,7 @@ struct CudaWorkspace final : EngineWorkspace {
     const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != ordinal && ordinal >= 0 &&
                           cudaSetDevice(ordinal) == cudaSuccess;
     ctx.reset();
-    if (done) (void)cudaEventDestroy(done);
+    done.reset();  // the event belongs to `ordinal`, released while it is current
     if (switched) (void)cudaSetDevice(prev);
   }
   Device device() const override { return Device::cuda; }
@@ -145,7 +128,7 @@ class Call {
       fresh->ordinal = ordinal;
       fresh->ctx = std::make_unique<cu::Context>(opts.stream);
       fresh->stream = opts.stream;
-      CUDA_CHECK(cudaEventCreateWithFlags(&fresh->done, cudaEventDisableTiming));
+      fresh->done.emplace();
       fresh->pinned = HostBuffer(16, HostMemory::pinned);
       bind_cublas_workspace(*fresh);
       ++fresh->growths;
@@ -153,7 +136,7 @@ class Call {
       st = std::move(fresh);
     } else if (w->stream != opts.stream) {
       // The scratch may still be read by the previous call's work on the old stream.
-      CUDA_CHECK(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(opts.stream), w->done, 0));
+      CUDA_CHECK(cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(opts.stream), w->done->get(), 0));
       w->ctx->set_stream(opts.stream);
       w->stream = opts.stream;
       bind_cublas_workspace(*w);
@@ -163,7 +146,7 @@ class Call {
   }
   ~Call() {
     if (w_->ctx->scratch_bytes() > scratch_before_) ++w_->growths;
-    (void)cudaEventRecord(w_->done, w_->cs());
+    (void)cudaEventRecord(w_->done->get(), w_->cs());
   }
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;

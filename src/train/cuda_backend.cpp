@@ -11,6 +11,7 @@
 // except a wait for a pinned buffer two batches back. Both streams are blocking streams (not
 // cudaStreamNonBlocking): the TrainStep's synchronous cudaMemcpy uploads and downloads on the
 // legacy default stream stay ordered with them.
+#include "common/cuda_raii.h"
 #include "cuda_check.h"
 #include "device_wait_clock.h"
 #include "topksae/buffer.h"
@@ -20,25 +21,8 @@
 namespace topksae::detail {
 namespace {
 
-struct OwnedStream {
-  cudaStream_t s = nullptr;
-  OwnedStream() { CUDA_CHECK(cudaStreamCreate(&s)); }
-  ~OwnedStream() {
-    if (s) (void)cudaStreamDestroy(s);
-  }
-  OwnedStream(const OwnedStream&) = delete;
-  OwnedStream& operator=(const OwnedStream&) = delete;
-};
-
-struct OwnedEvent {
-  cudaEvent_t e = nullptr;
-  OwnedEvent() { CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming)); }
-  ~OwnedEvent() {
-    if (e) (void)cudaEventDestroy(e);
-  }
-  OwnedEvent(const OwnedEvent&) = delete;
-  OwnedEvent& operator=(const OwnedEvent&) = delete;
-};
+using cuda::detail::OwnedEvent;
+using cuda::detail::OwnedStream;
 
 class CudaBackend final : public TrainBackend {
  public:
@@ -46,7 +30,7 @@ class CudaBackend final : public TrainBackend {
       : st_(st),
         max_rows_(cfg.batch_size),
         row_bytes_(static_cast<size_t>(cfg.d_in) * sizeof(float)),
-        ctx_(reinterpret_cast<Stream>(compute_.s)),
+        ctx_(reinterpret_cast<Stream>(compute_.get())),
         step_(ctx_, cfg, *st, cuda::TrainStepOptions{.precision = p}) {
     for (int j = 0; j < 2; ++j) {
       pinned_[j] = HostBuffer(size_t(max_rows_) * row_bytes_, HostMemory::pinned);
@@ -56,13 +40,13 @@ class CudaBackend final : public TrainBackend {
 
   ~CudaBackend() override {
     // Queued copies read pinned_ and steps read dev_: finish them before the buffers go.
-    (void)cudaStreamSynchronize(copy_.s);
-    (void)cudaStreamSynchronize(compute_.s);
+    (void)cudaStreamSynchronize(copy_.get());
+    (void)cudaStreamSynchronize(compute_.get());
   }
 
   float* batch_buffer() override {
     const int j = slot();
-    CUDA_CHECK(cudaEventSynchronize(copied_[j].e));  // returns at once if never recorded
+    CUDA_CHECK(cudaEventSynchronize(copied_[j].get()));  // returns at once if never recorded
     return static_cast<float*>(pinned_[j].data());
   }
 
@@ -70,15 +54,15 @@ class CudaBackend final : public TrainBackend {
     TOPKSAE_CHECK(B >= 1 && B <= max_rows_, "cuda trainer: batch of ", B, " rows, expected 1..", max_rows_);
     const int j = slot();
     // An event never recorded is complete, so the first two batches wait for nothing.
-    CUDA_CHECK(cudaStreamWaitEvent(copy_.s, consumed_[j].e, 0));
+    CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), consumed_[j].get(), 0));
     CUDA_CHECK(cudaMemcpyAsync(dev_[j].data(), pinned_[j].data(), size_t(B) * row_bytes_, cudaMemcpyHostToDevice,
-                               copy_.s));
-    CUDA_CHECK(cudaEventRecord(copied_[j].e, copy_.s));
-    CUDA_CHECK(cudaStreamWaitEvent(compute_.s, copied_[j].e, 0));
-    wait_clock_.began(compute_.s);  // input-wait share (device_wait_clock.h)
+                               copy_.get()));
+    CUDA_CHECK(cudaEventRecord(copied_[j].get(), copy_.get()));
+    CUDA_CHECK(cudaStreamWaitEvent(compute_.get(), copied_[j].get(), 0));
+    wait_clock_.began(compute_.get());  // input-wait share (device_wait_clock.h)
     step_.step(static_cast<const float*>(dev_[j].data()), B);
-    wait_clock_.ended(compute_.s);  // input-wait share
-    CUDA_CHECK(cudaEventRecord(consumed_[j].e, compute_.s));
+    wait_clock_.ended(compute_.get());  // input-wait share
+    CUDA_CHECK(cudaEventRecord(consumed_[j].get(), compute_.get()));
     ++queued_;
   }
 
