@@ -8,7 +8,7 @@
 # --device cuda paths (tests/cli/device_test.py cuda).
 # A test tool: nothing here ran on a GPU.
 #   tools/cuda_emu_check.sh            RelWithDebInfo build in build-emu
-#   tools/cuda_emu_check.sh --asan     Debug + ASan/UBSan build in build-emu-asan (slower)
+#   tools/cuda_emu_check.sh --asan     ASan/UBSan build (RelWithDebInfo) in build-emu-asan, shared with tools/test.d/20-sanitizers.sh
 #   tools/cuda_emu_check.sh --bench    instead of the tests: the three benches' GPU variants, --tiny,
 #                                      in build-emu-bench (validation only; ~5 min; not in CI)
 #   extra arguments go to the test binary, e.g. --gtest_filter='CudaTopK*'
@@ -20,7 +20,7 @@ cfg=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
 if [ "${1:-}" = "--asan" ]; then
   shift
   dir=build-emu-asan
-  cfg=(-DCMAKE_BUILD_TYPE=Debug -DTOPKSAE_SANITIZE=ON)
+  cfg=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTOPKSAE_SANITIZE=ON)
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 fi
