@@ -2,7 +2,8 @@
 # ASan + UBSan (any report aborts: -fno-sanitize-recover=all), from ONE instrumented build so CI
 # compiles the project under the sanitizers once: build-emu-asan, the CUDA emulation build
 # (tests/cuda_emu/README.md) in RelWithDebInfo, which holds the whole CPU library and tests too.
-#  1. The CPU suite (ctest). Left out: the Cuda* gtests (part 2 runs the ones that matter here),
+#  1. The CPU suite (ctest), with the emulation showing no device (CUDA_EMU_DEVICES=0: a CUDA build
+#     on a machine without a GPU, as in step 10, so every test takes its CPU branch). Left out: the Cuda* gtests (part 2 runs the ones that matter here),
 #     tests named *Slow* (left to the main step), and the consumer-project test, which links the
 #     instrumented library into a plain build on purpose.
 #  2. The GPU tests whose host code is the point, against the emulation: the model and its
@@ -31,7 +32,7 @@ cmake --build "$dir" -j"$(nproc)"
 # 1. The CPU suite.
 (
   cd "$dir"
-  ctest --output-on-failure -j"$(nproc)" -E '^Cuda|Slow|ConsumerProject' 2>&1 | tee ctest-asan.log
+  CUDA_EMU_DEVICES=0 ctest --output-on-failure -j"$(nproc)" -E '^Cuda|Slow|ConsumerProject' 2>&1 | tee ctest-asan.log
 )
 passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$dir/ctest-asan.log" || true)
 echo "sanitizers (ASan+UBSan): ${passed} tests passed" >>"$summary"
