@@ -164,12 +164,57 @@ void run(dist::DeviceCollectives& dc, cudaStream_t s) {
   }
 }
 
+// --step-cost B D K KAUX ITERS: the time of the collectives one sharded step issues (the latent-
+// sharded algorithm of src/dist/sharded_step.cpp, docs/scaling.md) at batch B, d_in D, top-k K and
+// AuxK's k KAUX, on this engine: the all-gathers of the (value, index) candidates of the top-k and
+// of AuxK ([B, K] and [B, KAUX] pairs of 8 bytes per rank), the all-reduces of the two partial
+// reconstructions [B, D], of b_dec's W_enc @ db_enc term [D] and of the scalars (squared norm,
+// losses, dead count: 8 doubles). tools/gpu_check.sh runs it at R = 1 beside the unsharded step
+// (issue 20, item 6): what the NCCL path adds to a step before the sharded CUDA step exists.
+void step_cost(dist::DeviceCollectives& dc, cudaStream_t s, size_t B, size_t D, size_t K, size_t KAUX, int iters) {
+  const size_t R = size_t(dc.size());
+  DeviceBuf<uint8_t> cand(B * K * 8), cand_all(B * K * 8 * R), aux(B * KAUX * 8), aux_all(B * KAUX * 8 * R);
+  DeviceBuf<float> part(B * D), part_aux(B * D), bdec(D);
+  DeviceBuf<double> scalars(8);
+  cuda(cudaMemset(cand.p, 0, cand.n), "memset");
+  cuda(cudaMemset(aux.p, 0, aux.n), "memset");
+  cuda(cudaMemset(part.p, 0, part.n * sizeof(float)), "memset");
+  cuda(cudaMemset(part_aux.p, 0, part_aux.n * sizeof(float)), "memset");
+  cuda(cudaMemset(bdec.p, 0, bdec.n * sizeof(float)), "memset");
+  cuda(cudaMemset(scalars.p, 0, scalars.n * sizeof(double)), "memset");
+  auto one_step = [&] {
+    dc.all_gather(cand.p, cand.n, cand_all.p, s);
+    dc.all_reduce_sum(part.p, part.n, s);
+    dc.all_gather(aux.p, aux.n, aux_all.p, s);
+    dc.all_reduce_sum(part_aux.p, part_aux.n, s);
+    dc.all_reduce_sum(scalars.p, scalars.n, s);
+    dc.all_reduce_sum(bdec.p, bdec.n, s);
+  };
+  for (int i = 0; i < 3; ++i) one_step();  // warm-up (NCCL connects lazily)
+  dc.synchronize(s);
+  cudaEvent_t a, b;
+  cuda(cudaEventCreate(&a), "cudaEventCreate");
+  cuda(cudaEventCreate(&b), "cudaEventCreate");
+  cuda(cudaEventRecord(a, s), "cudaEventRecord");
+  for (int i = 0; i < iters; ++i) one_step();
+  cuda(cudaEventRecord(b, s), "cudaEventRecord");
+  dc.synchronize(s);
+  float ms = 0;
+  cuda(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  if (dc.rank() == 0)
+    std::cout << "nccl step collectives: R=" << R << " B=" << B << " d_in=" << D << " k=" << K << " k_aux=" << KAUX
+              << " ms_per_step=" << ms / float(iters) << "\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool remote_error = argc == 2 && std::string(argv[1]) == "--remote-error";
-  if (argc > 2 || (argc == 2 && !remote_error)) {
-    std::cerr << "usage: mpirun -np R nccl_collectives_test [--remote-error]\n";
+  const bool cost = argc == 7 && std::string(argv[1]) == "--step-cost";
+  if (!cost && (argc > 2 || (argc == 2 && !remote_error))) {
+    std::cerr << "usage: mpirun -np R nccl_collectives_test [--remote-error | --step-cost B D K KAUX ITERS]\n";
     return 2;
   }
   try {
@@ -178,7 +223,10 @@ int main(int argc, char** argv) {
     auto dc = dist::make_nccl_collectives(host);
     cudaStream_t s = nullptr;
     cuda(cudaStreamCreate(&s), "cudaStreamCreate");
-    if (remote_error) {
+    if (cost) {
+      step_cost(*dc, s, std::stoul(argv[2]), std::stoul(argv[3]), std::stoul(argv[4]), std::stoul(argv[5]),
+                std::stoi(argv[6]));
+    } else if (remote_error) {
       // CUDA_EMU_NCCL_REMOTE_ERROR=1 (the emulation) makes rank 1's communicator report a peer's
       // failure: that rank's wait throws an Error naming the call; the others complete.
       const int bad = 1;
