@@ -55,7 +55,7 @@ class NcclCollectives final : public DeviceCollectives {
       cfg.blocking = 0;  // every call returns at once; wait_comm() polls with the deadline
       ncclComm_t comm = nullptr;
       const ncclResult_t r = ncclCommInitRankConfig(&comm, size_, id, rank_, &cfg);
-      comm_ = comm;  // valid (possibly still initialising) unless r is an error
+      if (r == ncclSuccess || r == ncclInProgress) comm_ = comm;  // valid, possibly still initialising
       wait_comm(r, "ncclCommInitRankConfig");
       err.clear();
     } catch (const std::exception& e) {
