@@ -17,3 +17,19 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# NCCL (the GPU ranks' collectives of latent-sharded training, cmake/nccl.cmake), only where nvcc is
+# present: NVIDIA's CUDA installs often ship nccl.h and libnccl beside the toolkit; otherwise
+# Debian's libnccl-dev (in the contrib component). Without it the GPU build simply has no NCCL
+# engine (sharded runs then need --device cpu), so a failed install is a note, not an error.
+if command -v nvcc >/dev/null 2>&1; then
+  cuda_root="$(dirname "$(dirname "$(command -v nvcc)")")"
+  if [ ! -e "$cuda_root/include/nccl.h" ] && [ ! -e /usr/include/nccl.h ] && \
+     ! dpkg-query -W -f='${Status}' libnccl-dev 2>/dev/null | grep -q "install ok installed"; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnccl-dev >/dev/null 2>&1 ||
+      echo "setup: note: NCCL not installed (libnccl-dev is in Debian's contrib component, not enabled here);" \
+           "the CUDA build will have no NCCL engine"
+  fi
+fi

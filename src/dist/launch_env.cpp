@@ -16,3 +16,21 @@ bool launched_with_several_ranks() {
 }
 
 }  // namespace topksae::dist
+
+#include <string>
+
+#include "dist/device_collectives.h"
+#include "topksae/error.h"
+
+namespace topksae::dist {
+
+double nccl_timeout_s() {
+  const char* v = std::getenv("TOPKSAE_NCCL_TIMEOUT_S");
+  if (!v || !*v) return 300.0;
+  char* end = nullptr;
+  const double t = std::strtod(v, &end);
+  TOPKSAE_CHECK(end && *end == '\0' && t > 0, "TOPKSAE_NCCL_TIMEOUT_S must be a number of seconds > 0, got '", v, "'");
+  return t;
+}
+
+}  // namespace topksae::dist

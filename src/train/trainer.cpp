@@ -26,8 +26,8 @@ Trainer::Trainer(TrainConfig cfg, ActivationSource& src, TrainerOptions opts)
     TOPKSAE_CHECK(opts_.precision == cuda::Precision::fp32,
                   "the precision option applies to the GPU's encoder GEMM; the CPU trainer computes in fp32");
   if (sharded()) {
-    TOPKSAE_CHECK(opts_.device == Device::cpu, "latent-sharded training runs on the CPU for now (the NCCL path is "
-                  "not built yet): pass --device cpu");
+    TOPKSAE_CHECK(opts_.device == Device::cpu, "latent-sharded training runs on the CPU for now (the NCCL engine "
+                  "exists, the sharded CUDA step does not yet: docs/scaling.md): pass --device cpu");
     st_ = dist::initial_shard_state(cfg_, dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()));
   } else {
     st_ = TrainState::initial(cfg_);

@@ -148,6 +148,16 @@ def main():
         fail(f"a missing part is not refused by name:\n{log}")
     print("resume at the same R is exact; another R, one process, a missing part: refused")
 
+    # --device cuda under mpirun: there is no sharded CUDA step yet, so the run stops at once with
+    # the reason (without CUDA: that this build has none), never a hang or R unsharded copies.
+    log = run(2, *[("cuda" if a == "cpu" else a) for a in common], "--d-sae", 150, "--out", f"{TMP}/np2_cuda",
+              expect=1)
+    reasons = ("latent-sharded training runs on the CPU for now",  # a CUDA build
+               "topksae was built without CUDA", "training on cuda: ")  # no CUDA build / no GPU
+    if not any(r in log for r in reasons):
+        fail(f"mpirun --device cuda not refused clearly:\n{log}")
+    print("mpirun --device cuda: refused with the reason")
+
     # A rank killed (SIGKILL) mid-run: the launcher ends the others within a bounded time, and the
     # last complete checkpoint set resumes exactly (constant lr, so the run's length does not
     # change the schedule: the resumed run must equal a straight run of the same length).
