@@ -298,16 +298,16 @@ __device__ int one_read_path(const RowIn& r, int k, unsigned long long* cand, in
   __syncthreads();
   const int64_t target = min(int64_t(kTargetPerK) * k, int64_t(cap / 2));
   const int64_t rounds = sample_rounds(r.n, target);  // uniform
-  const int64_t chunks = rounds * kSampleChunks;      // runs of kSampleChunkLen, over the whole row
+  // The row's runs g = 0 .. 32 * rounds - 1 start at g * n / (32 * rounds). Round q takes the
+  // runs g = c * rounds + q (c = 0..31); round 0's start at c * n / 32 whatever the rounds.
+  const int64_t chunks = rounds * kSampleChunks;
   int zeros = 0;  // masked-out keys: one shared atomic per warp, not one each
-#pragma unroll 1
-  for (int64_t q = 0; q < rounds; ++q) {
+  {
     uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
 #pragma unroll
     for (int m = 0; m < kSample / kThreads; ++m) {
       const int i = m * kThreads + int(threadIdx.x);
-      const int64_t c = q * kSampleChunks + i / kSampleChunkLen;
-      const int64_t j = c * r.n / chunks + i % kSampleChunkLen;
+      const int64_t j = int64_t(i / kSampleChunkLen) * r.n / kSampleChunks + i % kSampleChunkLen;
       sk[m] = key_at(r.row, r.bias, r.mask, j);
     }
 #pragma unroll
@@ -317,6 +317,18 @@ __device__ int one_read_path(const RowIn& r, int k, unsigned long long* cand, in
       else
         atomicAdd(&sm.hist[sk[m] >> kTopShift], 1);
     }
+  }
+  // Rounds 1.. (rows past ~2^18 entries at k = 64): one key at a time, so the loop adds no
+  // registers to the kernel (8 loads in flight there took it from 40 to 59-64, ptxas sm_90).
+#pragma unroll 1
+  for (int64_t t = threadIdx.x; t < (rounds - 1) * kSample; t += kThreads) {
+    const int64_t g = t / kSampleChunkLen;  // the (g / 32 + 1)-th round's run g % 32
+    const int64_t run = (g % kSampleChunks) * rounds + g / kSampleChunks + 1;
+    const uint32_t key = key_at(r.row, r.bias, r.mask, run * r.n / chunks + t % kSampleChunkLen);
+    if (key == 0u)
+      ++zeros;
+    else
+      atomicAdd(&sm.hist[key >> kTopShift], 1);
   }
   zeros = detail::warp_sum(zeros);
   if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&sm.hist[0], zeros);
