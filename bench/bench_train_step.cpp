@@ -172,8 +172,9 @@ int main(int argc, char** argv) {
         // Variants: data off and data on; for the first precision only, what the newer kernels and
         // choices buy, each with the data off: AuxK forced onto its gather path; the main top-k's dz
         // over whole W_dec rows instead of column slabs; the encoder GEMM + top-k over the whole
-        // batch at once (h [B, d_sae]) instead of 256 MiB chunks; and chunks of 192 rows, whose h
-        // (48 MiB at d_sae 65536) may stay in an H100/H200's L2 between the GEMM and the top-k.
+        // batch at once (h [B, d_sae]) instead of 256 MiB chunks; chunks of 192 rows, whose h
+        // (48 MiB at d_sae 65536) may stay in an H100/H200's L2 between the GEMM and the top-k; and
+        // the fused gradient mode (GradStorage::fused, the one-card ceiling's 12 B/param plan).
         struct Variant {
           const char* suffix;
           bool data_on;
@@ -185,6 +186,9 @@ int main(int argc, char** argv) {
           variants.push_back({"_data_off_dz_whole_rows", false, {.precision = p, .slab_threads = -1}});
           variants.push_back({"_data_off_encode_whole_batch", false, {.precision = p, .encode_rows = -1}});
           variants.push_back({"_data_off_encode_rows192", false, {.precision = p, .encode_rows = 192}});
+          // No stored gradient (12 B/param: a norm pass, then Adam inside a second backward pass).
+          variants.push_back(
+              {"_data_off_grad_fused", false, {.precision = p, .grad_storage = cuda::GradStorage::fused}});
         }
         for (const Variant& var : variants) {
           const bool data_on = var.data_on;

@@ -3,10 +3,11 @@
 // the bias add (encoder b_enc) and AuxK's dead-latent mask are fused into the key computation.
 // Every path gathers candidates in shared memory and ends in a bitonic sort of them; the first k
 // are the answer. Three paths, tried in this order:
-//  - One read (n >= kSampleMinN and 3k <= cap): a sample of kSample = 4096 keys (32 contiguous
-//    chunks of 128 spread evenly over the row) is histogrammed on the top 11 bits; the digit d at
-//    which the sample's count from the top reaches r = ceil(E * 4096 / n) (E = min(4k, cap/2): the
-//    full-row count aimed at) gives the threshold tau = d << 21. One full read of the row (float4
+//  - One read (n >= kSampleMinN and 3k <= cap): a sample of S = 4096 keys (32 contiguous chunks
+//    of 128 spread evenly over the row; more rounds of 4096 on long rows, sample_rounds) is
+//    histogrammed on the top 11 bits; the digit d at which the sample's count from the top
+//    reaches r = ceil(E * S / n) (E = min(4k, cap/2): the full-row count aimed at) gives the
+//    threshold tau = d << 21. One full read of the row (float4
 //    loads where n and the pointers allow) appends every key >= tau. If k <= that count <= cap, the
 //    candidates hold the top k and the row cost one read plus the sample (4096 entries, 1/16 of a
 //    65536 row, read just before and likely still in L2). Otherwise (a sample that missed, or
@@ -55,13 +56,19 @@ constexpr int kMinCandCap = 4096;
 static_assert(kMinCandCap * sizeof(unsigned long long) + kBins * sizeof(int) + 1024 <= 48 * 1024,
               "k <= kMinCandCap must launch without raising the shared-memory limit");
 
-// The one-read path's sample: kSampleChunks contiguous runs of kSampleChunkLen entries (coalesced
-// loads), spread evenly over the row. Rows shorter than kSampleMinN skip it: the sample would be
-// half the row or more, and such rows are cheap to read twice anyway.
+// The one-read path's sample: rounds of kSampleChunks contiguous runs of kSampleChunkLen entries
+// (coalesced loads), all rounds' runs spread evenly over the row. Rows shorter than kSampleMinN
+// skip it: the sample would be half the row or more, and such rows are cheap to read twice anyway.
+// One round (4096 keys) while the aimed-at rank r = ceil(E * S / n) (S sampled keys) stays >=
+// kSampleMinRank; longer rows take more rounds (sample_rounds), at most 1/8 of the row: with one
+// round r hits its floor of 1 at n = 4096 * E (2^20 latents for k = 64), and past ~2^22 the full-row
+// count above the sample's largest key (~n / 4096 entries) overflows the capacity, so the one-read
+// path missed on nearly every row and each row was read twice.
 constexpr int kSampleChunks = 32;
 constexpr int kSampleChunkLen = 128;
-constexpr int kSample = kSampleChunks * kSampleChunkLen;  // 4096
+constexpr int kSample = kSampleChunks * kSampleChunkLen;  // 4096 per round
 constexpr int64_t kSampleMinN = 8192;
+constexpr int64_t kSampleMinRank = 4;
 static_assert(kSampleMinN / kSampleChunks >= kSampleChunkLen, "the sample's chunks must not overlap");
 static_assert(kSample % kThreads == 0, "each thread reads the same number of sample entries");
 // The full-row candidate count the sample aims at: E = kTargetPerK * k, at most cap / 2, and the
@@ -275,6 +282,13 @@ __device__ __forceinline__ int collect(const RowIn& r, uint32_t tau, unsigned lo
   return count;
 }
 
+// Sample rounds for a row of n entries aiming at E candidates (see kSampleMinRank).
+__host__ __device__ __forceinline__ int64_t sample_rounds(int64_t n, int64_t E) {
+  const int64_t want = (kSampleMinRank * n + E * kSample - 1) / (E * kSample);
+  const int64_t most = n / (8 * int64_t(kSample));
+  return want < 1 ? 1 : (want < most ? want : (most < 1 ? 1 : most));
+}
+
 // ---- path 1, one read: a threshold from a sample, then one collection pass ---------------------
 // Returns the candidate count when cand[0, count) holds the top k (k <= count <= cap), else -1
 // (the sample missed, or it saw mostly masked keys): the radix passes run next.
@@ -282,26 +296,45 @@ template <bool kCount>
 __device__ int one_read_path(const RowIn& r, int k, unsigned long long* cand, int cap, TopKShared& sm) {
   for (int i = threadIdx.x; i < kBins; i += blockDim.x) sm.hist[i] = 0;
   __syncthreads();
-  uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
-#pragma unroll
-  for (int m = 0; m < kSample / kThreads; ++m) {
-    const int i = m * kThreads + int(threadIdx.x);
-    const int64_t j = int64_t(i / kSampleChunkLen) * r.n / kSampleChunks + i % kSampleChunkLen;
-    sk[m] = key_at(r.row, r.bias, r.mask, j);
-  }
+  const int64_t target = min(int64_t(kTargetPerK) * k, int64_t(cap / 2));
+  const int64_t rounds = sample_rounds(r.n, target);  // uniform
+  // The row's runs g = 0 .. 32 * rounds - 1 start at g * n / (32 * rounds). Round q takes the
+  // runs g = c * rounds + q (c = 0..31); round 0's start at c * n / 32 whatever the rounds.
+  const int64_t chunks = rounds * kSampleChunks;
   int zeros = 0;  // masked-out keys: one shared atomic per warp, not one each
+  {
+    uint32_t sk[kSample / kThreads];  // all loads first, then the atomics
 #pragma unroll
-  for (int m = 0; m < kSample / kThreads; ++m) {
-    if (sk[m] == 0u)
+    for (int m = 0; m < kSample / kThreads; ++m) {
+      const int i = m * kThreads + int(threadIdx.x);
+      const int64_t j = int64_t(i / kSampleChunkLen) * r.n / kSampleChunks + i % kSampleChunkLen;
+      sk[m] = key_at(r.row, r.bias, r.mask, j);
+    }
+#pragma unroll
+    for (int m = 0; m < kSample / kThreads; ++m) {
+      if (sk[m] == 0u)
+        ++zeros;
+      else
+        atomicAdd(&sm.hist[sk[m] >> kTopShift], 1);
+    }
+  }
+  // Rounds 1.. (rows past ~2^18 entries at k = 64): one key at a time, so the loop adds no
+  // registers to the kernel (8 loads in flight there took it from 40 to 59-64, ptxas sm_90).
+#pragma unroll 1
+  for (int64_t t = threadIdx.x; t < (rounds - 1) * kSample; t += kThreads) {
+    const int64_t g = t / kSampleChunkLen;  // the (g / 32 + 1)-th round's run g % 32
+    const int64_t run = (g % kSampleChunks) * rounds + g / kSampleChunks + 1;
+    const uint32_t key = key_at(r.row, r.bias, r.mask, run * r.n / chunks + t % kSampleChunkLen);
+    if (key == 0u)
       ++zeros;
     else
-      atomicAdd(&sm.hist[sk[m] >> kTopShift], 1);
+      atomicAdd(&sm.hist[key >> kTopShift], 1);
   }
   zeros = detail::warp_sum(zeros);
   if ((threadIdx.x & 31) == 0 && zeros > 0) atomicAdd(&sm.hist[0], zeros);
   __syncthreads();
-  const int64_t target = min(int64_t(kTargetPerK) * k, int64_t(cap / 2));
-  const int rank = int((target * kSample + r.n - 1) / r.n);  // 1 <= rank <= kSample: 4 <= target <= n
+  // 1 <= rank <= the sample: 4 <= target <= n. At most 2^31 / 8 keys are sampled, so rank fits an int.
+  const int rank = int((target * rounds * kSample + r.n - 1) / r.n);
   if (threadIdx.x < 32) find_digit(sm.hist, kBins, rank, &sm.digit, &sm.remain, &sm.count);
   __syncthreads();
   const int d = sm.digit;  // uniform; digit is next written after more barriers

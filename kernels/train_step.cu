@@ -14,6 +14,9 @@
 // The dead count, AuxK's k and scale and the clip factor (StepControl) and the metrics
 // (DevMetrics) stay on the device; the host never waits inside a step (only, at most, for the
 // step kLag+1 back, to bound the dead count).
+// Gradients (TrainStepOptions::grad_storage): stored in `grad` for Adam's flat pass, or fused: the
+// backward's dW_dec / dW_enc kernels run a norm pass, then (after the clip factor) an Adam pass that
+// recomputes each value and updates the weights in place (train_ops.h, grad_*_fused).
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -44,7 +47,9 @@ train_detail::DeviceLimits device_limits(Context& ctx) {
   int dev = 0, optin = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return {int64_t(optin), int64_t(ctx.l2_bytes())};
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return {int64_t(optin), int64_t(ctx.l2_bytes()), int64_t(total_bytes)};
 }
 
 // The CUB temporary sizes, which only CUB can tell.
@@ -62,6 +67,7 @@ struct TrainStep::Impl {
   TrainPlan plan;
   Precision prec;
   int64_t d, n, k;
+  bool fused;  // plan.fused: no dense gradient
   double scaling = 1.0;
   std::optional<double> scaling_factor;  // as given (download returns it unchanged)
   int64_t step = 0, n_training_samples = 0, n_frac_active = 0;
@@ -72,7 +78,8 @@ struct TrainStep::Impl {
   AuxPathCounts path_counts;
 
   // Shapes below: P parameters, B = plan.Bmax rows, kcap = plan.kcap, ndc <= aux_cap.
-  DeviceArray<float> param, grad, m, v;     // [P]: [W_enc | b_enc | W_dec | b_dec]
+  DeviceArray<float> param, grad, m, v;     // [P]: [W_enc | b_enc | W_dec | b_dec]; grad stored mode only
+  DeviceArray<float> gbias;                 // fused mode: db_enc [n], db_dec [d]
   DeviceArray<uint16_t> w16, u16;           // bf16 only: W_enc [d, n], u [B, d]
   DeviceArray<float> u;                     // [B, d] s*x - a*b_dec
   DeviceArray<float> pre;                   // h [hrows, n], then G [B, ndc] (train_plan.h)
@@ -89,7 +96,8 @@ struct TrainStep::Impl {
   DeviceArray<int32_t> dead32, pos, pos_of; // [n]
   DeviceArray<int32_t> dead_list;           // [aux_cap]
   DeviceArray<float> dbe;                   // [aux_cap] db_enc's dead part
-  DeviceArray<float> aux_rows;              // [aux_cap, d]: W_dec[dead], dW_dec[dead], dW_enc[:, dead]^T
+  DeviceArray<float> aux_rows;              // [aux_cap, d]: W_dec[dead], dW_dec[dead], dW_enc[:, dead]^T (stored)
+  DeviceArray<float> aux_rows2;             // fused mode: [aux_cap, d] dW_enc[:, dead]^T
   DeviceArray<StepRecord> rec;              // [1]: this step's metrics and control values
 
   struct Pending {
@@ -105,7 +113,7 @@ struct TrainStep::Impl {
 
   Impl(Context& c, const TrainConfig& cf, const TrainState& st, const TrainStepOptions& opts)
       : ctx(c), cfg(cf), plan(train_detail::plan_train_step(cf, opts, device_limits(c))), prec(opts.precision),
-        d(plan.d), n(plan.n), k(plan.k), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
+        d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
     scaling_factor = st.scaling_factor;
     scaling = st.scaling_factor ? *st.scaling_factor : 1.0;
     step = st.step;
@@ -116,7 +124,8 @@ struct TrainStep::Impl {
     scan_tmp_bytes = scan_tmp_bytes_for(plan);
     const int64_t B = plan.Bmax;
     param = DeviceArray<float>(plan.P);
-    grad = DeviceArray<float>(plan.P);
+    if (plan.grad_elems > 0) grad = DeviceArray<float>(plan.grad_elems);
+    if (plan.gbias_elems > 0) gbias = DeviceArray<float>(plan.gbias_elems);
     m = DeviceArray<float>(plan.P);
     v = DeviceArray<float>(plan.P);
     if (plan.w16_elems > 0) w16 = DeviceArray<uint16_t>(plan.w16_elems);
@@ -149,6 +158,7 @@ struct TrainStep::Impl {
       dead_list = DeviceArray<int32_t>(plan.aux_cap);
       dbe = DeviceArray<float>(plan.aux_cap);
       aux_rows = DeviceArray<float>(plan.aux_rows_elems);
+      if (plan.aux_rows2_elems > 0) aux_rows2 = DeviceArray<float>(plan.aux_rows2_elems);
       scan_tmp = DeviceArray<uint8_t>(int64_t(scan_tmp_bytes));
     }
     rec = DeviceArray<StepRecord>(1);
@@ -187,7 +197,7 @@ struct TrainStep::Impl {
     b += xhat.bytes() + ehat.bytes() + g.bytes() + ga.bytes() + mu.bytes() + stats.bytes() + arena.bytes();
     b += start.bytes() + part.bytes() + sort_tmp.bytes() + scan_tmp.bytes() + dead.bytes() + fired.bytes();
     b += since.bytes() + act.bytes() + dead32.bytes() + pos.bytes() + pos_of.bytes() + dead_list.bytes();
-    b += dbe.bytes() + aux_rows.bytes() + rec.bytes();
+    b += dbe.bytes() + aux_rows.bytes() + rec.bytes() + gbias.bytes() + aux_rows2.bytes();
     return b;
   }
 
@@ -240,7 +250,10 @@ struct TrainStep::Impl {
     float* Zd = arena.data();    // [B, ndc] AuxK's codes, written after that top-k: Hc is dead
     float* Wd_dead = aux_rows.data();   // [ndc, d] W_dec[dead], read by the ehat and G GEMMs
     float* dWd_dead = aux_rows.data();  // [ndc, d] dW_dec[dead], written after the G GEMM
-    float* dWe_dead = aux_rows.data();  // [ndc, d] dW_enc[:, dead]^T, written after grad_dec
+    // [ndc, d] dW_enc[:, dead]^T, written after grad_dec (fused: its own buffer, dW_dec[dead] is read again)
+    float* dWe_dead = fused ? aux_rows2.data() : aux_rows.data();
+    float* db_enc = fused ? gbias.data() : grd + plan.oBenc;  // [n]
+    float* db_dec = fused ? gbias.data() + n : grd + plan.oBdec;  // [d]
     const train::EntryArrays ea = train::carve_entries(arena.data() + sh.entries_offset, sh.entries_per);
     const Precision aux_prec = prec == Precision::fp32 ? Precision::fp32 : Precision::tf32;
     switch (path) {
@@ -329,20 +342,41 @@ struct TrainStep::Impl {
     const int32_t* order = train::sort_entries(s, idxS.data(), idxT.data(), B, k, kT, n, plan.sort_bits, C,
                                                sort_tmp.data(), sort_tmp_bytes, ea, start.data());
     const int32_t* pos_of_or_null = path == AuxPath::dense ? pos_of.data() : nullptr;
-    train::grad_dec(s, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT, pos_of_or_null, dWd_dead,
-                    grd + plan.oWdec, M);
+    if (fused)  // the norm pass (the Adam pass is in 7.)
+      train::grad_dec_fused(s, train::FusedPass::norm, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT,
+                            pos_of_or_null, dWd_dead, {}, M);
+    else
+      train::grad_dec(s, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT, pos_of_or_null, dWd_dead,
+                      grd + plan.oWdec, M);
     if (path == AuxPath::dense)  // dW_enc[:, dead]^T = dza^T @ u, over dW_dec[dead] (consumed by grad_dec)
       detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, G, ndc, u.data(), d, 0.f, dWe_dead, d, aux_prec);
-    train::grad_enc(s, start.data(), order, ea.dh, u.data(), B, d, n, k, kT, pos_of_or_null, dWe_dead, dbe.data(),
-                    grd + plan.oWenc, grd + plan.oBenc, M);
-    train::grad_bias_dec(ctx, g.data(), ga.data(), B, d, cfg.apply_b_dec_to_input, prm + plan.oWenc, grd + plan.oBenc,
-                         n, grd + plan.oBdec);
-    train::add_sumsq(s, grd + plan.oBdec, d, M);
+    if (fused)
+      train::grad_enc_fused(s, train::FusedPass::norm, start.data(), order, ea.dh, u.data(), B, d, n, k, kT,
+                            pos_of_or_null, dWe_dead, dbe.data(), db_enc, {}, M);
+    else
+      train::grad_enc(s, start.data(), order, ea.dh, u.data(), B, d, n, k, kT, pos_of_or_null, dWe_dead, dbe.data(),
+                      grd + plan.oWenc, db_enc, M);
+    train::grad_bias_dec(ctx, g.data(), ga.data(), B, d, cfg.apply_b_dec_to_input, prm + plan.oWenc, db_enc, n, db_dec);
+    train::add_sumsq(s, db_dec, d, M);
     // 7. clip + Adam (t = step + 1).
     train::clip_factor(s, M, C);
     const double lr = cpu::lr_at(cfg, step);
-    train::adam(s, ctx.sm_count(), prm, m.data(), v.data(), grd, plan.P, C, lr, cfg.adam_beta1, cfg.adam_beta2,
-                kAdamEps, step + 1, prec == Precision::bf16 ? w16.data() : nullptr, d * n);
+    uint16_t* w16_or_null = prec == Precision::bf16 ? w16.data() : nullptr;
+    if (fused) {
+      // The Adam pass: the same sums again, each value into its parameter's update.
+      const train::AdamParams ap = train::adam_params(lr, cfg.adam_beta1, cfg.adam_beta2, kAdamEps, step + 1);
+      const train::AdamBlock we{prm + plan.oWenc, m.data() + plan.oWenc, v.data() + plan.oWenc, w16_or_null, C, ap};
+      const train::AdamBlock wd{prm + plan.oWdec, m.data() + plan.oWdec, v.data() + plan.oWdec, nullptr, C, ap};
+      train::grad_enc_fused(s, train::FusedPass::adam, start.data(), order, ea.dh, u.data(), B, d, n, k, kT,
+                            pos_of_or_null, dWe_dead, dbe.data(), nullptr, we, M);
+      train::grad_dec_fused(s, train::FusedPass::adam, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT,
+                            pos_of_or_null, dWd_dead, wd, M);
+      train::adam_range(s, prm + plan.oBenc, m.data() + plan.oBenc, v.data() + plan.oBenc, db_enc, n, C, ap);
+      train::adam_range(s, prm + plan.oBdec, m.data() + plan.oBdec, v.data() + plan.oBdec, db_dec, d, C, ap);
+    } else {
+      train::adam(s, ctx.sm_count(), prm, m.data(), v.data(), grd, plan.P, C, lr, cfg.adam_beta1, cfg.adam_beta2,
+                  kAdamEps, step + 1, w16_or_null, d * n);
+    }
     // 8. metrics back to the host, asynchronously.
     const int slot = next_slot;
     next_slot = (next_slot + 1) % kMetricsRing;
@@ -430,6 +464,7 @@ Precision TrainStep::precision() const { return impl_->prec; }
 size_t TrainStep::device_bytes() const { return impl_->bytes; }
 int64_t TrainStep::aux_dense_capacity() const { return impl_->plan.aux_cap; }
 int TrainStep::slab_threads() const { return impl_->plan.slab_tpt; }
+GradStorage TrainStep::grad_storage() const { return impl_->fused ? GradStorage::fused : GradStorage::stored; }
 int64_t TrainStep::encode_rows() const { return impl_->plan.hrows; }
 AuxPathCounts TrainStep::aux_path_counts() const { return impl_->path_counts; }
 
@@ -451,6 +486,7 @@ void TrainStep::download(TrainState* st) {
 }
 
 void TrainStep::download_grads(Params<float>* grad) {
+  TOPKSAE_CHECK(!impl_->fused, "TrainStep::download_grads: this step keeps no dense gradients (grad_storage fused)");
   impl_->ctx.synchronize();
   impl_->download_params(impl_->grad, grad);
 }

@@ -345,6 +345,25 @@ TEST(CudaTopKPaths, OneReadOnTypicalData) {
   EXPECT_EQ(p.vec, 0);
 }
 
+TEST(CudaTopKPaths, OneReadPastAMillionLatents) {
+  SKIP_WITHOUT_GPU();
+  // With a single 4096-key sample the aimed-at rank (4k * 4096 / n) hits its floor of 1 at n = 2^20
+  // for k = 64, and at 2^24 the ~4096 row entries above the sample's largest key overflow the
+  // 4096-entry capacity: such rows took two reads. More sample rounds keep the rank >= 4 (5 rounds
+  // at 5 x 2^18, 64 at 2^24): one read. Gaussian pre-activations with the fused bias and relu
+  // (the encoder's form), float4 loads.
+  for (const int64_t n : {int64_t(5) << 18, (int64_t(1) << 24) + 4}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    TopKCase c;
+    c.B = 2, c.n = n, c.kcap = 64, c.relu = true;
+    c.h = randn(size_t(c.B * n), 35 + uint64_t(n));
+    c.bias = randn(size_t(n), 36, 0.5f);
+    const PathRows p = expect_case_matches_cpu(c);
+    expect_paths(p, c.B, 0, 0, 0);
+    EXPECT_EQ(p.vec, c.B);
+  }
+}
+
 TEST(CudaTopKPaths, TwoReadsWhenNotSampled) {
   SKIP_WITHOUT_GPU();
   // n < 8192 or 3k > 4096 skip the sample; the ramps put at most ~5000 entries in the top bin and

@@ -137,6 +137,7 @@ struct AuxCase {
   bool poll;   // poll metrics after each step (else the host learns only what the bound needs)
   bool fresh;  // start with since_fired all 0: no latent can be dead in the first steps (no AuxK)
   int64_t encode_rows = 0;  // TrainStepOptions::encode_rows (0: auto, the whole batch at this size)
+  cuda::GradStorage storage = cuda::GradStorage::automatic;  // automatic: stored at this size
 };
 class CudaTrainSteps : public ::testing::TestWithParam<AuxCase> {};
 
@@ -183,7 +184,8 @@ TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
   }
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, st0, {.aux_dense_cap = cap, .encode_rows = GetParam().encode_rows});
+  cuda::TrainStep gpu(ctx, cfg, st0,
+                      {.aux_dense_cap = cap, .encode_rows = GetParam().encode_rows, .grad_storage = GetParam().storage});
   EXPECT_EQ(gpu.encode_rows(), GetParam().encode_rows > 0 ? GetParam().encode_rows : cfg.batch_size);
   DevVec<float> dx(x);
   std::vector<StepMetrics> gm;
@@ -264,7 +266,7 @@ TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
   // Resuming from the downloaded state continues exactly like the CPU (one more step).
   const std::vector<float> x2 = randn(per, 1234);
   const StepMetrics c21 = cpu::train_step(cfg, &cst, x2.data(), cfg.batch_size, &ws);
-  cuda::TrainStep resumed(ctx, cfg, gst, {.aux_dense_cap = cap});
+  cuda::TrainStep resumed(ctx, cfg, gst, {.aux_dense_cap = cap, .grad_storage = GetParam().storage});
   DevVec<float> dx2(x2);
   resumed.step(dx2.p(), cfg.batch_size);
   const auto g21 = resumed.drain_metrics();
@@ -282,7 +284,11 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSteps,
                                            // The forward's GEMM + top-k in chunks of 4 rows (19 = 4 x 4 + 3).
                                            AuxCase{"dense_chunked", 10, -1, false, false, 4},
                                            AuxCase{"gather_chunked", 10, 0, false, false, 4},
-                                           AuxCase{"mixed_chunked", 10, kMixedCap, false, false, 4}),
+                                           AuxCase{"mixed_chunked", 10, kMixedCap, false, false, 4},
+                                           // No stored gradient (a norm pass, then Adam inside the backward).
+                                           // Both AuxK paths take turns (test_cuda_train_fused.cpp has more).
+                                           AuxCase{"mixed_chunked_fused", 10, kMixedCap, false, false, 4,
+                                                   cuda::GradStorage::fused}),
                          [](const ::testing::TestParamInfo<AuxCase>& i) { return std::string(i.param.name); });
 
 // The main top-k's dz swept over column slabs of W_dec (needs d_in and d_sae multiples of 4): each

@@ -10,6 +10,7 @@ namespace {
 
 using train_detail::AuxPath;
 using train_detail::DeviceLimits;
+using train_detail::kPlanHeadroomBytes;
 using train_detail::plan_train_step;
 using train_detail::TrainPlan;
 
@@ -157,6 +158,78 @@ TEST(TrainPlan, RefusesWhatTheKernelsCannotRun) {
   EXPECT_THROW(plan_train_step(r, {}, kH100), Error);
   // batch * (k + d_in/2) entries must stay below 2^31 (int32 entry numbers).
   EXPECT_THROW(plan_train_step(config(8192, 65536, 64, 1 << 20), {}, kH100), Error);
+}
+
+// The fused gradient mode (cuda::GradStorage::fused) drops the dense gradient [P] and keeps the
+// biases' gradients [n + d] and, with dense AuxK, a second [aux_cap, d] block: every other buffer
+// is the stored plan's.
+TEST(TrainPlan, FusedGradientsDropTheDenseGradient) {
+  const TrainConfig c = config(40, 300, 6, 17);
+  const TrainPlan st = plan_train_step(c, {.grad_storage = cuda::GradStorage::stored}, kH100);
+  const TrainPlan fu = plan_train_step(c, {.grad_storage = cuda::GradStorage::fused}, kH100);
+  const int64_t d = 40, n = 300, P = 2 * d * n + n + d;
+  EXPECT_FALSE(st.fused);
+  EXPECT_TRUE(fu.fused);
+  EXPECT_EQ(st.grad_elems, P);
+  EXPECT_EQ(st.gbias_elems, 0);
+  EXPECT_EQ(st.aux_rows2_elems, 0);
+  EXPECT_EQ(fu.grad_elems, 0);
+  EXPECT_EQ(fu.gbias_elems, n + d);
+  ASSERT_EQ(fu.aux_cap, n);
+  EXPECT_EQ(fu.aux_rows2_elems, n * d);
+  EXPECT_EQ(st.bytes(1000, 300, 128) - fu.bytes(1000, 300, 128), size_t(P - (n + d) - n * d) * 4);
+  // Gather-only AuxK: no dead block to keep, the saving is the gradient less the biases'.
+  const TrainPlan g = plan_train_step(c, {.aux_dense_cap = 0, .grad_storage = cuda::GradStorage::fused}, kH100);
+  EXPECT_EQ(g.aux_rows2_elems, 0);
+  const TrainPlan gs = plan_train_step(c, {.aux_dense_cap = 0, .grad_storage = cuda::GradStorage::stored}, kH100);
+  EXPECT_EQ(gs.bytes(0, 0, 0) - g.bytes(0, 0, 0), size_t(P - (n + d)) * 4);
+  // Automatic: stored where it fits (here, and whenever the memory is unknown), fused where not.
+  EXPECT_FALSE(plan_train_step(c, {}, kH100).fused);
+  const int64_t stored_bytes = int64_t(st.bytes(0, 0, 0));
+  DeviceLimits tight = kH100;
+  tight.memory_bytes = stored_bytes + kPlanHeadroomBytes;
+  EXPECT_FALSE(plan_train_step(c, {}, tight).fused);
+  tight.memory_bytes -= 1;
+  EXPECT_TRUE(plan_train_step(c, {}, tight).fused);
+  EXPECT_FALSE(plan_train_step(c, {.grad_storage = cuda::GradStorage::stored}, tight).fused);  // as asked
+}
+
+// Issue 20's one-card ceiling: d_in 4096 x 1,310,720 latents (5 x 2^18), k 64, batch 4096, fp32
+// weights and Adam, on a card with 139 GiB. The stored plan (16 bytes per parameter: ~160 GiB for
+// the parameters alone) cannot fit; the automatic choice takes the fused one, which fits with
+// the headroom (CUB's temporaries, sized only on a GPU, are a few MiB at this shape).
+TEST(TrainPlan, OneCardCeilingD4096With1310720LatentsFitsAnH200) {
+  const int64_t GiB = int64_t(1) << 30;
+  DeviceLimits h200 = kH100;  // the same die: shared memory and L2 as the H100
+  h200.memory_bytes = 139 * GiB;
+  const TrainConfig c = config(4096, 5 << 18, 64, 4096);
+  const TrainPlan stored = plan_train_step(c, {.grad_storage = cuda::GradStorage::stored}, h200);
+  const TrainPlan autop = plan_train_step(c, {}, h200);
+  const int64_t P = 2 * 4096 * int64_t(5 << 18) + (5 << 18) + 4096;
+  ASSERT_EQ(stored.P, P);
+  EXPECT_GT(int64_t(stored.bytes(0, 0, 0)), 139 * GiB) << "the 16 B/param plan must not fit: the test would prove nothing";
+  EXPECT_GE(int64_t(stored.bytes(0, 0, 0)), 16 * P);
+  ASSERT_TRUE(autop.fused) << "automatic storage must pick the fused gradients here";
+  const int64_t planned = int64_t(autop.bytes(0, 0, 0));
+  EXPECT_LE(planned + kPlanHeadroomBytes, 139 * GiB) << "planned " << double(planned) / double(GiB) << " GiB";
+  EXPECT_GE(planned, 12 * P);  // the parameters and both moments at least
+  // 2^20 latents (the old ceiling) still fit with stored gradients (~135 GiB), so automatic keeps them.
+  const TrainPlan at20 = plan_train_step(config(4096, 1 << 20, 64, 4096), {}, h200);
+  EXPECT_FALSE(at20.fused);
+}
+
+// Past 2^20 latents: the plan's index arithmetic at d_sae = 2^24 (keys in [0, n] need 25 bits,
+// the encoder runs in chunks of 4 rows, the dense AuxK capacity is capped by cuBLAS's int).
+TEST(TrainPlan, SixteenMillionLatents) {
+  const TrainConfig c = config(4096, int64_t(1) << 24, 64, 4096);
+  const TrainPlan p = plan_train_step(c, {.grad_storage = cuda::GradStorage::fused}, kH100);
+  EXPECT_EQ(p.sort_bits, 25);
+  EXPECT_EQ(p.hrows, 4);
+  EXPECT_EQ(p.P, 2 * 4096 * (int64_t(1) << 24) + (int64_t(1) << 24) + 4096);
+  EXPECT_EQ(p.aux_cap, ((int64_t(1) << 31) - 1) / 4096 / 32 * 32);
+  EXPECT_TRUE(p.gather_possible);
+  EXPECT_EQ(p.E, 4096 * (64 + 2048));
+  EXPECT_GT(p.bytes(0, 0, 0), size_t(12) * size_t(p.P));
 }
 
 }  // namespace

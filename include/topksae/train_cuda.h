@@ -24,6 +24,16 @@ struct AuxPathCounts {
   int64_t none = 0;    // no latent could be dead at that step
 };
 
+// Where the step keeps the gradients between the backward and Adam (TrainStepOptions::grad_storage).
+//   stored: dense gradients of all four parameters beside the weights and both moments (16 bytes
+//           per parameter, fp32);
+//   fused:  no dense dW_enc / dW_dec: the sparse backward runs twice, first for the global gradient
+//           norm (the clip needs it before any update), then recomputing each gradient value inside
+//           Adam's update (12 bytes per parameter; the biases' gradients, n + d floats, are kept).
+//           The same values as `stored`, bit for bit: the same sums in the same order.
+//   automatic: stored when its plan fits the device's memory (with the plan's headroom), else fused.
+enum class GradStorage { automatic, stored, fused };
+
 // How a TrainStep is built (defaults: the automatic choices).
 struct TrainStepOptions {
   // The encoder GEMM's precision (the AuxK GEMMs run in fp32 in fp32 mode, tf32 otherwise).
@@ -43,6 +53,8 @@ struct TrainStepOptions {
   // chunk at a time ([rows, d_sae] floats instead of [batch, d_sae]). 0 picks the most rows whose
   // h fits in kEncodeChunkBytes (ops_cuda.h); -1 takes the whole batch at once.
   int64_t encode_rows = 0;
+  // Stored or fused gradients (GradStorage above); automatic picks fused only when stored does not fit.
+  GradStorage grad_storage = GradStorage::automatic;
 };
 
 class TrainStep {
@@ -69,7 +81,8 @@ class TrainStep {
   // Synchronises and writes the device state into *st (for checkpoints). data_position and
   // scaling_factor are those of the state given at construction (the step reads no data source).
   void download(TrainState* st);
-  // The gradients of the last step BEFORE clipping, in the layouts of Params (tests).
+  // The gradients of the last step BEFORE clipping, in the layouts of Params (tests). Throws in
+  // the fused mode (grad_storage() == fused), which stores no dense gradient.
   void download_grads(Params<float>* grad);
 
   int64_t steps_done() const;  // completed + queued steps (the host's count; no sync)
@@ -82,6 +95,7 @@ class TrainStep {
   int64_t encode_rows() const;           // the resolved encode_rows
   int64_t aux_dense_capacity() const;    // the resolved aux_dense_cap
   int slab_threads() const;              // the resolved slab_threads (0: whole rows)
+  GradStorage grad_storage() const;      // the resolved grad_storage (stored or fused)
   AuxPathCounts aux_path_counts() const;  // of the steps queued so far
 
   static constexpr int kMetricsRing = 64;

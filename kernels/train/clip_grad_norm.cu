@@ -1,7 +1,7 @@
 // The gradients' global L2 norm and torch's clip_grad_norm_ factor (max_norm = 1), on the device:
 // the norm is summed into DevMetrics::sumsq by the kernels that write the gradients (grad_dec,
-// grad_enc) and by add_sumsq (db_dec); clip_factor turns it into StepControl::clip, which Adam
-// applies. CPU twin: src/cpu/clip_grad_norm.cpp.
+// grad_enc; in the fused gradient mode their norm passes, which write none) and by add_sumsq
+// (db_dec); clip_factor turns it into StepControl::clip, which Adam applies. CPU twin: src/cpu/clip_grad_norm.cpp.
 #include "common/reduce.cuh"
 #include "cuda_internal.h"
 #include "topksae/train.h"

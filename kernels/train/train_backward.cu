@@ -7,12 +7,17 @@
 //     32 latents per block, written coalesced in the [d_in, d_sae] layout),
 //   * db_dec = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc  (sum_b du_b = W_enc @ db_enc).
 // Dense AuxK's dead rows / columns come from its GEMMs (train_step.cu) and are added through
-// pos_of. CPU twin: src/cpu/train_backward.cpp. Over 400 lines: the five kernels share the entry
+// pos_of. The fused gradient mode runs grad_dec's and grad_enc's kernels twice instead of storing
+// dW_dec and dW_enc: a norm pass, then an Adam pass (GradMode below). CPU twin:
+// src/cpu/train_backward.cpp. Over 400 lines: the five kernels share the entry
 // layout (entry_row) and the sort's output, and read best together.
+#include <cuda_bf16.h>
+
 #include <cub/device/device_radix_sort.cuh>
 
 #include "common/reduce.cuh"
 #include "cuda_internal.h"
+#include "train/adam_one.cuh"
 #include "train/train_ops.h"
 
 namespace topksae::cuda::train {
@@ -21,6 +26,22 @@ namespace {
 using detail::block_sum;
 using detail::warp_sum;
 constexpr int kThreads = 256;
+
+// What grad_dec_kernel / grad_enc_kernel do with each gradient value they sum: store it (and add
+// its square to the norm), only add its square (the fused mode's first pass), or apply clip +
+// Adam to it in place (its second pass, after clip_factor; no norm). Template arguments, so the
+// store instance is the kernel it was before the fused mode existed.
+enum GradMode : int { kStore, kNorm, kAdam };
+
+// Adam on element o of a block of the flat arrays; returns the new parameter.
+__device__ __forceinline__ float adam_at(const AdamBlock& blk, int64_t o, float g, const AdamCoef& a) {
+  float p = blk.p[o], m = blk.m[o], v = blk.v[o];
+  adam_one(p, m, v, g, a);
+  blk.p[o] = p;
+  blk.m[o] = m;
+  blk.v[o] = v;
+  return p;
+}
 
 // Entry p: S entries p = b*k + i (i < k); T entries p = B*k + b*kcap + i (i < k_aux).
 // w[p] = z (S) or za (T): the dW_dec coefficient; dh[p] = dz*[h>0] (S) or dza (T).
@@ -169,22 +190,27 @@ __device__ __forceinline__ int32_t entry_row(int32_t p, int32_t Bk, int32_t k, i
 // dWd_dead [ndc, d] for a dead latent. One warp per latent. The warp loads 32 of its entries at a
 // time into registers (lane t: entry t's row, weight and source) and broadcasts them with
 // shuffles, so the loop over entries issues only the g/ga row loads, kDecCols independent
-// coalesced ones per entry (L2-resident rows: B x d_in floats). Adds the squared norm to M->sumsq.
+// coalesced ones per entry (L2-resident rows: B x d_in floats). Adds the squared norm to M->sumsq
+// (kStore, kNorm; kNorm skips a latent with no entries and no dead row: its row is 0).
 constexpr int kDecCols = 8;  // column groups of 32 per pass: 256 columns
+template <int kMode>
 __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
                                 const float* __restrict__ w, const float* __restrict__ g, const float* __restrict__ ga,
                                 int64_t B, int64_t d, int64_t n, int64_t k, int64_t kcap,
                                 const int32_t* __restrict__ pos_of, const float* __restrict__ dWd_dead,
-                                float* __restrict__ dW_dec, DevMetrics* M) {
+                                float* __restrict__ dW_dec, AdamBlock blk, DevMetrics* M) {
   const int lane = threadIdx.x & 31;
   const int64_t j = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
   const int32_t Bk = int32_t(B * k);
+  AdamCoef a{};
+  if constexpr (kMode == kAdam) a = adam_coef(blk.a, blk.C);
   float sq = 0.f;
   if (j < n) {  // uniform over the warp
     const int32_t q0 = start[j], q1 = start[j + 1];
     const int64_t r = pos_of != nullptr ? pos_of[j] : -1;
     const float* extra = r >= 0 ? dWd_dead + r * d : nullptr;
-    for (int64_t c0 = 0; c0 < d; c0 += 32 * kDecCols) {
+    const bool zero_row = kMode == kNorm && q0 == q1 && extra == nullptr;  // adds nothing to the norm
+    for (int64_t c0 = 0; !zero_row && c0 < d; c0 += 32 * kDecCols) {
       float acc[kDecCols];
 #pragma unroll
       for (int t = 0; t < kDecCols; ++t) acc[t] = 0.f;
@@ -218,14 +244,20 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
         const int64_t c = c0 + lane + 32 * t;
         if (c < d) {
           const float v = extra != nullptr ? acc[t] + extra[c] : acc[t];
-          __stcs(&dW_dec[j * d + c], v);  // evict-first: keeps g / ga (read per entry) in L2
-          sq += v * v;
+          if constexpr (kMode == kAdam) {
+            adam_at(blk, j * d + c, v, a);
+          } else {
+            if constexpr (kMode == kStore) __stcs(&dW_dec[j * d + c], v);  // evict-first: keeps g / ga (read per entry) in L2
+            sq += v * v;
+          }
         }
       }
     }
   }
-  const double s = block_sum(double(sq));
-  if (threadIdx.x == 0) atomicAdd(&M->sumsq, s);
+  if constexpr (kMode != kAdam) {
+    const double s = block_sum(double(sq));
+    if (threadIdx.x == 0) atomicAdd(&M->sumsq, s);
+  }
 }
 
 // dW_enc[:, j] = sum over j's entries of dh[p] * u[row(p)], db_enc[j] = sum dh[p], plus (dense
@@ -235,14 +267,17 @@ __global__ void grad_dec_kernel(const int32_t* __restrict__ start, const int32_t
 // when they fit (kEncStage), else read from global memory in each pass. Warp y handles latents y,
 // y+8, y+16, y+24, kEncCols column groups of 32 per pass (independent coalesced loads of u's
 // L2-resident rows); the results pass through a shared tile so the [d_in, d_sae] writes are
-// coalesced along j.
+// coalesced along j. kNorm writes db_enc and the norm only (and skips dW_enc's columns of a block
+// with no entries and no dead latent: they are 0); kAdam updates W_enc's block only (b_enc's
+// update runs on the db_enc kNorm wrote: adam_range).
 constexpr int kEncCols = 4;      // column groups of 32 per pass: 128 columns
 constexpr int kEncStage = 2048;  // entries of a block's 32 latents staged in shared memory
+template <int kMode>
 __global__ void __launch_bounds__(256) grad_enc_kernel(const int32_t* __restrict__ start, const int32_t* __restrict__ order,
                                 const float* __restrict__ dh, const float* __restrict__ u, int64_t B, int64_t d, int64_t n,
                                 int64_t k, int64_t kcap, const int32_t* __restrict__ pos_of,
                                 const float* __restrict__ dWe_dead, const float* __restrict__ dbe_dead,
-                                float* __restrict__ dW_enc, float* __restrict__ db_enc, DevMetrics* M) {
+                                float* __restrict__ dW_enc, float* __restrict__ db_enc, AdamBlock blk, DevMetrics* M) {
   __shared__ float tile[32][32 * kEncCols + 1];  // [latent][column of the pass]
   __shared__ int32_t s_row[kEncStage];
   __shared__ float s_dh[kEncStage];
@@ -259,9 +294,11 @@ __global__ void __launch_bounds__(256) grad_enc_kernel(const int32_t* __restrict
       s_dh[q - qa] = dh[p];
     }
   __syncthreads();
+  AdamCoef a{};
+  if constexpr (kMode == kAdam) a = adam_coef(blk.a, blk.C);
   float sq = 0.f;
   // db_enc (lanes stride over the entries, then a warp sum)
-  for (int l = ty; l < 32; l += 8) {
+  for (int l = ty; kMode != kAdam && l < 32; l += 8) {
     const int64_t j = j0 + l;
     if (j >= n) break;
     float acc = 0.f;
@@ -274,7 +311,13 @@ __global__ void __launch_bounds__(256) grad_enc_kernel(const int32_t* __restrict
       sq += acc * acc;
     }
   }
-  for (int64_t i0 = 0; i0 < d; i0 += 32 * kEncCols) {
+  bool zero_cols = false;  // kNorm: no entries and no dead latent among the 32 (uniform)
+  if constexpr (kMode == kNorm) {
+    zero_cols = qa == qz;
+    if (pos_of != nullptr)
+      for (int64_t j = j0; zero_cols && j < jn; ++j) zero_cols = pos_of[j] < 0;
+  }
+  for (int64_t i0 = 0; !zero_cols && i0 < d; i0 += 32 * kEncCols) {
     for (int l = ty; l < 32; l += 8) {
       const int64_t j = j0 + l;
       float acc[kEncCols];
@@ -314,14 +357,21 @@ __global__ void __launch_bounds__(256) grad_enc_kernel(const int32_t* __restrict
       const int64_t j = j0 + tx;
       if (i < d && j < n) {
         const float v = tile[tx][rr];
-        __stcs(&dW_enc[i * n + j], v);  // evict-first: keeps u (read per entry) in L2
-        sq += v * v;
+        if constexpr (kMode == kAdam) {
+          const float p = adam_at(blk, i * n + j, v, a);
+          if (blk.w16 != nullptr) reinterpret_cast<__nv_bfloat16*>(blk.w16)[i * n + j] = __float2bfloat16_rn(p);
+        } else {
+          if constexpr (kMode == kStore) __stcs(&dW_enc[i * n + j], v);  // evict-first: keeps u (read per entry) in L2
+          sq += v * v;
+        }
       }
     }
     __syncthreads();
   }
-  const double s = detail::block_sum_32xrows<8>(double(sq));
-  if (tx == 0 && ty == 0) atomicAdd(&M->sumsq, s);
+  if constexpr (kMode != kAdam) {
+    const double s = detail::block_sum_32xrows<8>(double(sq));
+    if (tx == 0 && ty == 0) atomicAdd(&M->sumsq, s);
+  }
 }
 
 }  // namespace
@@ -384,17 +434,42 @@ const int32_t* sort_entries(cudaStream_t st, const int32_t* idxS, const int32_t*
 void grad_dec(cudaStream_t st, const int32_t* start, const int32_t* order, const float* w, const float* g,
               const float* ga, int64_t B, int64_t d, int64_t n, int64_t k, int64_t kT, const int32_t* pos_of,
               const float* dWd_dead, float* dW_dec, DevMetrics* M) {
-  grad_dec_kernel<<<detail::grid_for(n * 32, kThreads, INT32_MAX), kThreads, 0, st>>>(start, order, w, g, ga, B, d, n,
-                                                                                      k, kT, pos_of, dWd_dead, dW_dec,
-                                                                                      M);
+  grad_dec_kernel<kStore><<<detail::grid_for(n * 32, kThreads, INT32_MAX), kThreads, 0, st>>>(
+      start, order, w, g, ga, B, d, n, k, kT, pos_of, dWd_dead, dW_dec, AdamBlock{}, M);
+  CUDA_CHECK_LAUNCH();
+}
+
+void grad_dec_fused(cudaStream_t st, FusedPass pass, const int32_t* start, const int32_t* order, const float* w,
+                    const float* g, const float* ga, int64_t B, int64_t d, int64_t n, int64_t k, int64_t kT,
+                    const int32_t* pos_of, const float* dWd_dead, const AdamBlock& blk, DevMetrics* M) {
+  const unsigned grid = detail::grid_for(n * 32, kThreads, INT32_MAX);
+  if (pass == FusedPass::norm)
+    grad_dec_kernel<kNorm><<<grid, kThreads, 0, st>>>(start, order, w, g, ga, B, d, n, k, kT, pos_of, dWd_dead,
+                                                      nullptr, AdamBlock{}, M);
+  else
+    grad_dec_kernel<kAdam><<<grid, kThreads, 0, st>>>(start, order, w, g, ga, B, d, n, k, kT, pos_of, dWd_dead,
+                                                      nullptr, blk, M);
   CUDA_CHECK_LAUNCH();
 }
 
 void grad_enc(cudaStream_t st, const int32_t* start, const int32_t* order, const float* dh, const float* u, int64_t B,
               int64_t d, int64_t n, int64_t k, int64_t kT, const int32_t* pos_of, const float* dWe_dead,
               const float* dbe_dead, float* dW_enc, float* db_enc, DevMetrics* M) {
-  grad_enc_kernel<<<unsigned((n + 31) / 32), dim3{32u, 8u, 1u}, 0, st>>>(start, order, dh, u, B, d, n, k, kT, pos_of,
-                                                                         dWe_dead, dbe_dead, dW_enc, db_enc, M);
+  grad_enc_kernel<kStore><<<unsigned((n + 31) / 32), dim3{32u, 8u, 1u}, 0, st>>>(
+      start, order, dh, u, B, d, n, k, kT, pos_of, dWe_dead, dbe_dead, dW_enc, db_enc, AdamBlock{}, M);
+  CUDA_CHECK_LAUNCH();
+}
+
+void grad_enc_fused(cudaStream_t st, FusedPass pass, const int32_t* start, const int32_t* order, const float* dh,
+                    const float* u, int64_t B, int64_t d, int64_t n, int64_t k, int64_t kT, const int32_t* pos_of,
+                    const float* dWe_dead, const float* dbe_dead, float* db_enc, const AdamBlock& blk, DevMetrics* M) {
+  const dim3 grid{unsigned((n + 31) / 32), 1u, 1u}, block{32u, 8u, 1u};
+  if (pass == FusedPass::norm)
+    grad_enc_kernel<kNorm><<<grid, block, 0, st>>>(start, order, dh, u, B, d, n, k, kT, pos_of, dWe_dead, dbe_dead,
+                                                   nullptr, db_enc, AdamBlock{}, M);
+  else
+    grad_enc_kernel<kAdam><<<grid, block, 0, st>>>(start, order, dh, u, B, d, n, k, kT, pos_of, dWe_dead, dbe_dead,
+                                                   nullptr, nullptr, blk, M);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -97,6 +97,12 @@ void mark_fired(cudaStream_t st, const int32_t* idx, const float* z, int64_t tot
 // since [n] = fired ? 0 : since + 1, fired = 0; M->dead_after, since_sum, near_dead.
 void update_since(cudaStream_t st, int64_t* since, uint8_t* fired, int64_t n, int64_t window, DevMetrics* M);
 
+// The per-step constants of torch.optim.Adam step t, rounded to float as the CPU twin rounds them
+// (adam_step.cu); the clip factor comes from StepControl on the device.
+struct AdamParams {
+  float b1, b2, one_b1, one_b2, step_size, bc2_sqrt, eps;
+};
+
 // ---- train_backward.cu --------------------------------------------------------------------------
 // The backward's per-entry arrays: `per` elements each. Entry p: S entries p = b*k + i (i < k);
 // T entries (gather AuxK) p = B*k + b*kT + i (i < k_aux).
@@ -135,6 +141,25 @@ void grad_dec(cudaStream_t st, const int32_t* start, const int32_t* order, const
 void grad_enc(cudaStream_t st, const int32_t* start, const int32_t* order, const float* dh, const float* u, int64_t B,
               int64_t d, int64_t n, int64_t k, int64_t kT, const int32_t* pos_of, const float* dWe_dead,
               const float* dbe_dead, float* dW_enc, float* db_enc, DevMetrics* M);
+// The fused gradient mode (TrainStepOptions::grad_storage, no dense gradient stored): the same
+// sums as grad_dec / grad_enc, in the same order, run twice. FusedPass::norm adds the block's
+// squared norm to M->sumsq and stores nothing (grad_enc_fused still writes db_enc [n], which
+// db_dec needs); FusedPass::adam, after clip_factor, recomputes each value and applies clip +
+// Adam straight to the block's parameters and moments (AdamBlock), refreshing the bf16 copy of
+// W_enc when w16 is set. Both passes give bit for bit the values grad_dec / grad_enc store.
+enum class FusedPass { norm, adam };
+struct AdamBlock {
+  float *p = nullptr, *m = nullptr, *v = nullptr;  // the block in the flat arrays ([n, d] or [d, n])
+  uint16_t* w16 = nullptr;                         // grad_enc_fused only: bf16 bits of W_enc [d, n]
+  const StepControl* C = nullptr;                  // the clip factor
+  AdamParams a{};
+};
+void grad_dec_fused(cudaStream_t st, FusedPass pass, const int32_t* start, const int32_t* order, const float* w,
+                    const float* g, const float* ga, int64_t B, int64_t d, int64_t n, int64_t k, int64_t kT,
+                    const int32_t* pos_of, const float* dWd_dead, const AdamBlock& blk, DevMetrics* M);
+void grad_enc_fused(cudaStream_t st, FusedPass pass, const int32_t* start, const int32_t* order, const float* dh,
+                    const float* u, int64_t B, int64_t d, int64_t n, int64_t k, int64_t kT, const int32_t* pos_of,
+                    const float* dWe_dead, const float* dbe_dead, float* db_enc, const AdamBlock& blk, DevMetrics* M);
 // db_dec [d] = sum_b g_b + sum_b ga_b - a * W_enc @ db_enc (a = apply_b_dec_to_input; W_enc [d, n]).
 void grad_bias_dec(Context& ctx, const float* g, const float* ga, int64_t B, int64_t d, bool apply_b_dec,
                    const float* W_enc, const float* db_enc, int64_t n, float* db_dec);
@@ -151,5 +176,9 @@ void clip_factor(cudaStream_t st, DevMetrics* M, StepControl* C);
 void adam(cudaStream_t st, int sm_count, float* p, float* m, float* v, const float* grad, int64_t P,
           const StepControl* C, double lr, double beta1, double beta2, double eps, int64_t t, uint16_t* w16,
           int64_t n_w16);
+AdamParams adam_params(double lr, double beta1, double beta2, double eps, int64_t t);
+// The same update over p, m, v, grad [count] at any alignment (the fused mode's b_enc and b_dec).
+void adam_range(cudaStream_t st, float* p, float* m, float* v, const float* grad, int64_t count, const StepControl* C,
+                const AdamParams& a);
 
 }  // namespace topksae::cuda::train

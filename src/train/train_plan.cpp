@@ -87,6 +87,17 @@ TrainPlan plan_train_step(const TrainConfig& cfg_in, const cuda::TrainStepOption
   if (p.gather_possible) p.arena_elems = std::max(p.arena_elems, 6 * p.E);
   p.part_elems = p.slab_tpt > 0 ? p.slabs * Bmax * k : 0;
   p.aux_rows_elems = p.aux_cap * d;
+  // Gradients last: the automatic choice weighs the whole stored plan.
+  const auto set_fused = [&p](bool fused) {
+    p.fused = fused;
+    p.grad_elems = fused ? 0 : p.P;
+    p.gbias_elems = fused ? p.n + p.d : 0;
+    p.aux_rows2_elems = fused ? p.aux_rows_elems : 0;
+  };
+  set_fused(opts.grad_storage == cuda::GradStorage::fused);
+  if (opts.grad_storage == cuda::GradStorage::automatic && lim.memory_bytes > 0 &&
+      p.bytes(0, 0, 0) + size_t(kPlanHeadroomBytes) > size_t(lim.memory_bytes))
+    set_fused(true);
   return p;
 }
 
@@ -111,7 +122,8 @@ StepShape TrainPlan::shape(int64_t nd_bound) const {
 
 size_t TrainPlan::bytes(size_t sort_tmp_bytes, size_t scan_tmp_bytes, size_t metrics_bytes) const {
   const size_t f = 4;
-  size_t b = 4 * size_t(P) * f;  // params, grads, both moments
+  size_t b = 3 * size_t(P) * f;  // params, both moments
+  b += size_t(grad_elems + gbias_elems) * f;     // the gradients (stored), or the biases' (fused)
   b += size_t(w16_elems) * 2 + size_t(u16_elems) * 2;
   b += size_t(Bmax * d) * f;                     // u
   b += size_t(pre_elems) * f;                    // h / G
@@ -127,7 +139,7 @@ size_t TrainPlan::bytes(size_t sort_tmp_bytes, size_t scan_tmp_bytes, size_t met
   if (aux_cap > 0) {
     b += size_t(n) * (4 + 4);                    // pos, pos_of
     b += size_t(aux_cap) * (4 + 4);              // dead_list, dbe
-    b += size_t(aux_rows_elems) * f;
+    b += size_t(aux_rows_elems + aux_rows2_elems) * f;
     b += scan_tmp_bytes;
   }
   b += metrics_bytes;

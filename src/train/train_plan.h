@@ -13,7 +13,13 @@
 //     entry arrays, from 0.
 //   * `aux_rows` [aux_cap, d_in] holds W_dec[dead] until dW_dec[dead] = Zd^T @ ga is written over
 //     it (after G = ga @ W_dec[dead]^T read it), then dW_enc[:, dead]^T (after grad_dec read
-//     dW_dec[dead]).
+//     dW_dec[dead]). In the fused gradient mode both dead blocks are read again by the Adam pass,
+//     so dW_enc[:, dead]^T gets its own `aux_rows2` [aux_cap, d_in] instead.
+//
+// Gradients (cuda::GradStorage): stored, `grad` [P] beside `param`, `m`, `v` [P] (16 bytes per
+// parameter); fused, no `grad` but `gbias` [n + d] (db_enc, db_dec) and `aux_rows2` (12 bytes per
+// parameter plus those). Automatic: stored unless its bytes (CUB temporaries left out) plus
+// kPlanHeadroomBytes exceed DeviceLimits::memory_bytes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -29,7 +35,12 @@ namespace topksae::train_detail {
 struct DeviceLimits {
   int64_t smem_optin_bytes = 0;  // cudaDevAttrMaxSharedMemoryPerBlockOptin
   int64_t l2_bytes = 0;          // the L2 cache size (the dz slab width)
+  int64_t memory_bytes = 0;      // the device's total memory (0: unknown; automatic storage stays stored)
 };
+
+// What the automatic gradient storage leaves free beside the plan: the CUDA context, cuBLAS's
+// workspace, the CUB temporaries (only CUB can size them) and the caller's input batches.
+constexpr int64_t kPlanHeadroomBytes = int64_t(1) << 30;
 
 enum class AuxPath { none, dense, gather };
 
@@ -58,13 +69,17 @@ struct TrainPlan {
   int slab_tpt = 0;        // dz_partial's threads per row (0: the whole-row dz for S entries too)
   int64_t slabs = 0;       // its column slabs, ceil(d / (4 * slab_tpt))
   int sort_bits = 1;       // the radix sort's key bits (keys in [0, n])
+  bool fused = false;      // GradStorage::fused: no dense gradient stored (see the top of this file)
 
   // Element counts (bytes for the byte-sized ones) of the storages; 0 means not allocated.
   int64_t w16_elems = 0, u16_elems = 0;  // bf16 only
   int64_t pre_elems = 0;                 // h, then G (see the top of this file)
   int64_t arena_elems = 0;               // Hc, then Zd; the entry arrays
   int64_t part_elems = 0;                // dz_partial's partial dots [slabs, Bmax*k]
-  int64_t aux_rows_elems = 0;            // W_dec[dead], then dW_dec[dead], then dW_enc[:, dead]^T
+  int64_t aux_rows_elems = 0;            // W_dec[dead], then dW_dec[dead], then dW_enc[:, dead]^T (stored)
+  int64_t grad_elems = 0;                // stored: the gradients [P]
+  int64_t gbias_elems = 0;               // fused: db_enc [n] then db_dec [d]
+  int64_t aux_rows2_elems = 0;           // fused, dense AuxK: dW_enc[:, dead]^T [aux_cap, d]
 
   int64_t aux_cols_elems() const { return Bmax * aux_cap; }  // the arena's Hc / Zd part
   // The element counts the radix sort may run on (for its temporary storage).
