@@ -20,10 +20,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "topksae/device.h"
 #include "topksae/error.h"
 #include "topksae/file_source.h"
 
 namespace topksae {
+namespace detail {
+class DeviceRows;  // src/data/device_rows.h
+}
 
 class LiveSource : public IndexedSource {
  public:
@@ -34,8 +38,11 @@ class LiveSource : public IndexedSource {
     using Error::Error;
   };
 
-  // capacity_rows: how many rows the queue holds before push() waits (>= 1).
-  LiveSource(int64_t d_in, int64_t capacity_rows);
+  // capacity_rows: how many rows the queue holds before push() waits (>= 1). store: where the
+  // rows taken by next_ids() wait to be read (the mixing buffer's rows): Device::cuda keeps them on
+  // the current GPU (src/data/device_rows.h), read_ids_device() then serves them device to device.
+  LiveSource(int64_t d_in, int64_t capacity_rows, Device store = Device::cpu);
+  ~LiveSource() override;
 
   // ---- producer side (any thread but the consumer's) ----
   // Appends rows [n, d_in]. Waits while the queue is full; `tick` runs about every 50 ms while
@@ -67,6 +74,10 @@ class LiveSource : public IndexedSource {
   // ids throw Error.
   int64_t next_ids(int64_t* ids, int64_t rows) override;
   void read_ids(const int64_t* ids, int64_t n, float* out) const override;
+  // read_ids into device memory out [n, d_in], queued on `stream` (never waits for the GPU). Only
+  // with a Device::cuda store; read_ids() then copies through the GPU and waits.
+  void read_ids_device(const int64_t* ids, int64_t n, float* out, Stream stream);
+  Device store() const { return dev_rows_ ? Device::cuda : Device::cpu; }
   // Rows handed out are gone from the stream: throws Error. (It is only called after a batch had
   // a NaN / Inf row, and push() refuses those up front.)
   void undo_next_ids() override;
@@ -84,6 +95,7 @@ class LiveSource : public IndexedSource {
   mutable std::vector<float> held_;                  // [slots, d_in]
   mutable std::vector<int64_t> free_slots_;
   mutable std::unordered_map<int64_t, int64_t> slot_of_;  // row id -> slot of held_
+  std::unique_ptr<detail::DeviceRows> dev_rows_;  // instead of held_ with a Device::cuda store
   const int64_t d_in_, capacity_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -95,15 +107,21 @@ class LiveSource : public IndexedSource {
 };
 
 // What the Trainer reads from a live stream (see the top of this file).
+class ShuffleBuffer;
 class LiveStream : public ActivationSource {
  public:
   // shuffle: "buffer" (buffer_batches * batch_rows rows of mixing, seeded by seed) or "none".
+  // store: where the mixing buffer's rows live (LiveSource); Device::cuda needs shuffle "buffer".
   LiveStream(int64_t d_in, const std::string& shuffle, int64_t buffer_batches, int64_t batch_rows, uint64_t seed,
-             int64_t queue_rows);
+             int64_t queue_rows, Device store = Device::cpu);
   ~LiveStream() override;
   LiveSource& queue() { return *live_; }
   int64_t d_in() const override { return live_->d_in(); }
   int64_t next(float* out, int64_t rows) override;
+  // next() into device memory out [rows, d_in], queued on `stream`: the mixing buffer's draws on
+  // the host, the rows gathered on the GPU (a Device::cuda store only).
+  int64_t next_device(float* out, int64_t rows, Stream stream) override;
+  bool serves_device() const override { return live_->store() == Device::cuda; }
   // The live source's position, plus "shuffle"; cheap (no row ids, unlike ShuffleBuffer's).
   std::string position() const override;
   // Accepts a live position (see the top of this file for what is not restored).
@@ -113,7 +131,8 @@ class LiveStream : public ActivationSource {
  private:
   LiveSource* live_;                      // owned by mixer_ when shuffling, else by own_
   std::unique_ptr<LiveSource> own_;
-  std::unique_ptr<ActivationSource> mixer_;
+  std::unique_ptr<ShuffleBuffer> mixer_;
+  std::vector<int64_t> ids_;  // [rows] of next_device
   std::string shuffle_;
 };
 

@@ -88,8 +88,11 @@ LiveRun::LiveRun(LiveRunOptions o) : opts_(std::move(o)) {
   }
 
   // The queue holds a few batches beyond the mixing buffer: enough to keep the steps fed, bounded.
+  // On the GPU the mixing buffer's rows live on the device and batches reach the steps device to
+  // device (src/data/device_rows.h); the draws, so the rows served, are the host buffer's.
+  const Device store = opts_.device == Device::cuda && opts_.shuffle == "buffer" ? Device::cuda : Device::cpu;
   stream_ = std::make_unique<LiveStream>(cfg_.d_in, opts_.shuffle, opts_.buffer_batches, cfg_.batch_size, cfg_.seed,
-                                         4 * cfg_.batch_size);
+                                         4 * cfg_.batch_size, store);
   TrainerOptions topts;
   topts.extras.metadata_json = meta_;
   topts.device = opts_.device;

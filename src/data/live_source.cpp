@@ -7,6 +7,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "data/device_rows.h"
 #include "topksae/shuffle_buffer.h"
 
 namespace topksae {
@@ -15,10 +16,13 @@ namespace {
 constexpr auto kTick = std::chrono::milliseconds(50);
 }
 
-LiveSource::LiveSource(int64_t d_in, int64_t capacity_rows) : d_in_(d_in), capacity_(capacity_rows) {
+LiveSource::LiveSource(int64_t d_in, int64_t capacity_rows, Device store) : d_in_(d_in), capacity_(capacity_rows) {
   TOPKSAE_CHECK(d_in_ >= 1, "live stream: d_in must be >= 1, got ", d_in_);
   TOPKSAE_CHECK(capacity_ >= 1, "live stream: queue capacity must be >= 1 row, got ", capacity_);
+  if (store == Device::cuda) dev_rows_ = detail::DeviceRows::make(d_in_, capacity_);  // grows to the buffer's size
 }
+
+LiveSource::~LiveSource() = default;
 
 bool LiveSource::push(const float* rows, int64_t n, const std::function<void()>& tick) {
   std::unique_lock<std::mutex> lk(mu_);
@@ -104,6 +108,10 @@ int64_t LiveSource::take(float* out, int64_t* ids, int64_t rows) {
   const float* src = queue_.data() + head_ * size_t(d_in_);
   if (out) {
     std::memcpy(out, src, size_t(n * d_in_) * sizeof(float));
+  } else if (dev_rows_) {  // into the device store (src/data/device_rows.h)
+    std::vector<int64_t> new_ids(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) new_ids[size_t(i)] = taken_ + i;
+    dev_rows_->put(new_ids.data(), src, n, false, nullptr);
   } else {  // into the id store, one slot per row
     for (int64_t i = 0; i < n; ++i) {
       int64_t slot;
@@ -134,6 +142,10 @@ int64_t LiveSource::next_ids(int64_t* ids, int64_t rows) { return take(nullptr, 
 
 void LiveSource::read_ids(const int64_t* ids, int64_t n, float* out) const {
   std::lock_guard<std::mutex> lk(mu_);
+  if (dev_rows_) {
+    dev_rows_->take_to_host(ids, n, out);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     auto it = slot_of_.find(ids[i]);
     TOPKSAE_CHECK(it != slot_of_.end(), "live stream: row ", ids[i],
@@ -144,6 +156,12 @@ void LiveSource::read_ids(const int64_t* ids, int64_t n, float* out) const {
     free_slots_.push_back(it->second);
     slot_of_.erase(it);
   }
+}
+
+void LiveSource::read_ids_device(const int64_t* ids, int64_t n, float* out, Stream stream) {
+  std::lock_guard<std::mutex> lk(mu_);
+  TOPKSAE_CHECK(dev_rows_ != nullptr, "live stream: read_ids_device needs the mixing buffer on the device");
+  dev_rows_->take(ids, n, out, stream);
 }
 
 void LiveSource::undo_next_ids() {
@@ -178,10 +196,10 @@ int64_t LiveSource::rows_taken() const {
 // ---- LiveStream ---------------------------------------------------------------------------------
 
 LiveStream::LiveStream(int64_t d_in, const std::string& shuffle, int64_t buffer_batches, int64_t batch_rows,
-                       uint64_t seed, int64_t queue_rows)
+                       uint64_t seed, int64_t queue_rows, Device store)
     : shuffle_(shuffle) {
   TOPKSAE_CHECK(shuffle == "buffer" || shuffle == "none", "shuffle must be 'buffer' or 'none', got '", shuffle, "'");
-  auto live = std::make_unique<LiveSource>(d_in, queue_rows);
+  auto live = std::make_unique<LiveSource>(d_in, queue_rows, store);
   live_ = live.get();
   if (shuffle == "buffer") {
     TOPKSAE_CHECK(buffer_batches >= 1, "buffer_batches must be >= 1, got ", buffer_batches);
@@ -194,6 +212,15 @@ LiveStream::LiveStream(int64_t d_in, const std::string& shuffle, int64_t buffer_
 LiveStream::~LiveStream() = default;
 
 int64_t LiveStream::next(float* out, int64_t rows) { return mixer_ ? mixer_->next(out, rows) : live_->next(out, rows); }
+
+int64_t LiveStream::next_device(float* out, int64_t rows, Stream stream) {
+  TOPKSAE_CHECK(live_->store() == Device::cuda, "live stream: next_device needs the mixing buffer on the device");
+  ids_.resize(size_t(rows));
+  // The same draws as next() on a host store (GatherSource::next: next_ids, then read_ids).
+  const int64_t got = mixer_ ? mixer_->next_ids(ids_.data(), rows) : live_->next_ids(ids_.data(), rows);
+  live_->read_ids_device(ids_.data(), got, out, stream);
+  return got;
+}
 
 std::string LiveStream::position() const {
   nlohmann::json j = nlohmann::json::parse(live_->position());
