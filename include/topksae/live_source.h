@@ -41,7 +41,9 @@ class LiveSource : public IndexedSource {
   // capacity_rows: how many rows the queue holds before push() waits (>= 1). store: where the
   // rows taken by next_ids() wait to be read (the mixing buffer's rows): Device::cuda keeps them on
   // the current GPU (src/data/device_rows.h), read_ids_device() then serves them device to device.
-  LiveSource(int64_t d_in, int64_t capacity_rows, Device store = Device::cpu);
+  // store_rows: rows the device store is made for besides the queue (the mixing buffer's); it grows
+  // when that is too little.
+  LiveSource(int64_t d_in, int64_t capacity_rows, Device store = Device::cpu, int64_t store_rows = 0);
   ~LiveSource() override;
 
   // ---- producer side (any thread but the consumer's) ----
@@ -49,6 +51,15 @@ class LiveSource : public IndexedSource {
   // waiting (the binding checks for Ctrl-C there; an exception from it propagates, nothing queued
   // after that point). Returns false (rows dropped) once the consumer has finished or aborted.
   bool push(const float* rows, int64_t n, const std::function<void()>& tick = {});
+  // The same for rows [n, d_in] in device memory of the store's GPU (a Device::cuda store only):
+  // copied device to device into the store, after the work queued so far on `producer` (nullptr:
+  // the caller has ordered it before store_stream(), as DLPack's __dlpack__(stream=) does). `hold`
+  // keeps the producer's memory alive until the copy has run (released on a later call, or at the
+  // end). Does not wait for the GPU. Rows on the device are not checked for NaN / Inf.
+  bool push_device(const float* rows, int64_t n, Stream producer, std::shared_ptr<void> hold,
+                   const std::function<void()>& tick = {});
+  int store_device() const;     // the CUDA ordinal of a Device::cuda store, else -1
+  Stream store_stream() const;  // the stream its copies in run on (nullptr without one)
   // End of stream: next() hands out what is queued, then returns fewer rows than asked.
   void finish();
   // next() throws Aborted from now on (also wakes a consumer that waits for rows).
@@ -89,13 +100,19 @@ class LiveSource : public IndexedSource {
   int64_t rows_taken() const;
 
  private:
+  bool push_rows(const float* rows, int64_t n, bool on_device, Stream producer, std::shared_ptr<void> hold,
+                 const std::function<void()>& tick);
+  int64_t queued() const;  // rows pushed and not taken (mu_ held)
   // Takes up to `rows` queued rows (waits for them): into out, or into the id store when out is null.
   int64_t take(float* out, int64_t* ids, int64_t rows);
   // The id store behind next_ids / read_ids (guarded by mu_; read_ids is const for the interface).
   mutable std::vector<float> held_;                  // [slots, d_in]
   mutable std::vector<int64_t> free_slots_;
   mutable std::unordered_map<int64_t, int64_t> slot_of_;  // row id -> slot of held_
-  std::unique_ptr<detail::DeviceRows> dev_rows_;  // instead of held_ with a Device::cuda store
+  // With a Device::cuda store, instead of held_ and queue_: every pushed row goes straight into it;
+  // ids [taken_, taken_ + pending_) are pushed and not taken yet.
+  std::unique_ptr<detail::DeviceRows> dev_rows_;
+  int64_t pending_ = 0;
   const int64_t d_in_, capacity_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -175,6 +175,18 @@ bool LiveRun::push(const float* rows, int64_t n, const Tick& tick) {
   return taken;
 }
 
+bool LiveRun::push_device(const float* rows, int64_t n, std::shared_ptr<void> hold, const Tick& tick) {
+  TOPKSAE_CHECK(!finished_ && !interrupted_, "this Trainer has finished (fit() or finish() ended its stream); start "
+                "a new one or topksae.Trainer.resume(out)");
+  if (cuda_device() < 0)
+    throw InvalidArgument("batch: CUDA rows need a Trainer with device='cuda' and shuffle='buffer' (the mixing buffer on "
+                          "the GPU)");
+  start_worker();
+  bool taken = stream_->queue().push_device(rows, n, nullptr, std::move(hold), tick);
+  if (!taken) rethrow_worker_error();
+  return taken;
+}
+
 void LiveRun::wait_idle(const Tick& tick) {
   if (!started_) return;
   stream_->queue().wait_idle(tick);

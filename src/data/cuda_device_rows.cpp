@@ -1,4 +1,6 @@
 // The device mixing buffer's store (src/data/device_rows.h).
+#include <algorithm>
+#include <deque>
 #include <unordered_map>
 #include <vector>
 
@@ -15,24 +17,30 @@ class CudaDeviceRows final : public DeviceRows {
  public:
   CudaDeviceRows(int64_t d, int64_t capacity) : d_(d) {
     TOPKSAE_CHECK(d >= 1 && capacity >= 1, "device mixing buffer: d ", d, ", capacity ", capacity);
+    CUDA_CHECK(cudaGetDevice(&device_));
     CUDA_CHECK(cudaStreamCreate(&stream_));
     CUDA_CHECK(cudaEventCreateWithFlags(&put_done_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&taken_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&produced_, cudaEventDisableTiming));
+    for (Staged& st : staged_) CUDA_CHECK(cudaEventCreateWithFlags(&st.uploaded, cudaEventDisableTiming));
     grow(capacity);
   }
   ~CudaDeviceRows() override {
-    (void)cudaDeviceSynchronize();  // queued gathers read rows_ and slots_dev_
+    (void)cudaDeviceSynchronize();  // queued gathers read rows_ and the staged slots; copies read the holds
+    for (Hold& h : holds_) (void)cudaEventDestroy(h.copied);
+    for (Staged& st : staged_) (void)cudaEventDestroy(st.uploaded);
     (void)cudaEventDestroy(put_done_);
     (void)cudaEventDestroy(taken_);
     (void)cudaEventDestroy(produced_);
     (void)cudaStreamDestroy(stream_);
   }
 
-  void put(const int64_t* ids, const float* rows, int64_t n, bool on_device, Stream producer) override {
+  void put(const int64_t* ids, const float* rows, int64_t n, bool on_device, Stream producer,
+           std::shared_ptr<void> hold) override {
+    release_holds();
     if (n <= 0) return;
     if (int64_t(free_.size()) < n) grow(capacity_ + std::max(n, capacity_));
-    if (on_device) {  // the producer's work (its forward pass) before our copy
+    if (on_device && producer) {  // the producer's work (its forward pass) before our copy
       CUDA_CHECK(cudaEventRecord(produced_, reinterpret_cast<cudaStream_t>(producer)));
       CUDA_CHECK(cudaStreamWaitEvent(stream_, produced_, 0));
     }
@@ -54,9 +62,16 @@ class CudaDeviceRows final : public DeviceRows {
       i += run;
     }
     CUDA_CHECK(cudaEventRecord(put_done_, stream_));
+    if (hold) {  // the producer's memory stays alive until this copy has run
+      Hold h{nullptr, std::move(hold)};
+      CUDA_CHECK(cudaEventCreateWithFlags(&h.copied, cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventRecord(h.copied, stream_));
+      holds_.push_back(std::move(h));
+    }
   }
 
   void take(const int64_t* ids, int64_t n, float* out, Stream stream) override {
+    release_holds();
     if (n <= 0) return;
     slots_.resize(size_t(n));
     for (int64_t i = 0; i < n; ++i) {
@@ -69,17 +84,24 @@ class CudaDeviceRows final : public DeviceRows {
       slots_[size_t(i)] = it->second;
       slot_of_.erase(it);
     }
-    if (slots_dev_.bytes() < size_t(n) * sizeof(int64_t)) {
-      CUDA_CHECK(cudaDeviceSynchronize());  // the old slot array may still be read
-      slots_dev_ = DeviceBuffer(size_t(n) * sizeof(int64_t));
+    Staged& st = staged_[next_staged_];
+    next_staged_ = (next_staged_ + 1) % kStaged;
+    // The upload that last read this pinned buffer (kStaged takes ago) has long run: this host wait
+    // returns at once in a steady stream, and keeps the host from overwriting rows in flight.
+    CUDA_CHECK(cudaEventSynchronize(st.uploaded));
+    if (st.host.bytes() < size_t(n) * sizeof(int64_t)) {
+      CUDA_CHECK(cudaDeviceSynchronize());  // the old device slot array may still be read
+      st.host = HostBuffer(size_t(n) * sizeof(int64_t), HostMemory::pinned);
+      st.dev = DeviceBuffer(size_t(n) * sizeof(int64_t));
     }
+    std::copy(slots_.begin(), slots_.end(), static_cast<int64_t*>(st.host.data()));
     const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
     CUDA_CHECK(cudaStreamWaitEvent(s, put_done_, 0));
-    // From pageable memory: returns once staged, so slots_ may be refilled by the next call; the
-    // same stream orders this upload after the previous gather that read slots_dev_.
-    CUDA_CHECK(cudaMemcpyAsync(slots_dev_.data(), slots_.data(), size_t(n) * sizeof(int64_t),
-                               cudaMemcpyHostToDevice, s));
-    cuda::gather_rows(stream, base(), d_, static_cast<const int64_t*>(slots_dev_.data()), n, out);
+    // From pinned memory: truly asynchronous (a pageable source may make the driver wait for the
+    // stream); the gather below reads st.dev on the same stream, after this upload.
+    CUDA_CHECK(cudaMemcpyAsync(st.dev.data(), st.host.data(), size_t(n) * sizeof(int64_t), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaEventRecord(st.uploaded, s));
+    cuda::gather_rows(stream, base(), d_, static_cast<const int64_t*>(st.dev.data()), n, out);
     CUDA_CHECK(cudaEventRecord(taken_, s));
     for (int64_t slot : slots_) free_.push_back(slot);
   }
@@ -93,9 +115,25 @@ class CudaDeviceRows final : public DeviceRows {
   }
 
   int64_t held() const override { return int64_t(slot_of_.size()); }
+  int device() const override { return device_; }
+  Stream stream() const override { return reinterpret_cast<Stream>(stream_); }
 
  private:
   float* base() { return static_cast<float*>(rows_.data()); }
+
+  // Drops the holds whose copies have run (in order: the copies run in order on stream_).
+  void release_holds() {
+    while (!holds_.empty() && cudaEventQuery(holds_.front().copied) == cudaSuccess) {
+      (void)cudaEventDestroy(holds_.front().copied);
+      holds_.pop_front();
+    }
+  }
+  struct Hold {
+    cudaEvent_t copied;
+    std::shared_ptr<void> memory;
+  };
+  std::deque<Hold> holds_;
+  int device_ = 0;
 
   // A bigger buffer holding the old rows in the same slots (rare: the capacity fits the mixing
   // buffer and the queue; a push larger than that grows it once).
@@ -117,10 +155,18 @@ class CudaDeviceRows final : public DeviceRows {
   const int64_t d_;
   int64_t capacity_ = 0;
   DeviceBuffer rows_;       // [capacity, d]
-  DeviceBuffer slots_dev_;  // [n] slots of the last take
+  // The slots of the last kStaged takes, pinned on the host and on the device ([n] each): a ring,
+  // so that a take never waits for the GPU to have read the previous take's slots.
+  static constexpr int kStaged = 4;
+  struct Staged {
+    HostBuffer host;
+    DeviceBuffer dev;
+    cudaEvent_t uploaded = nullptr;
+  } staged_[kStaged];
+  int next_staged_ = 0;
   DeviceBuffer staging_;    // [n, d] for take_to_host
   std::vector<int64_t> free_;     // a stack of free slots
-  std::vector<int64_t> slots_;    // [n] host side of slots_dev_
+  std::vector<int64_t> slots_;    // [n] of the current take
   std::unordered_map<int64_t, int64_t> slot_of_;  // row id -> slot
   cudaStream_t stream_ = nullptr;
   cudaEvent_t put_done_ = nullptr, taken_ = nullptr, produced_ = nullptr;

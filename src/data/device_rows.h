@@ -21,14 +21,18 @@ class DeviceRows {
   static std::unique_ptr<DeviceRows> make(int64_t d, int64_t capacity);
   virtual ~DeviceRows() = default;
   // Copies rows [n, d] (in host memory, or in device memory when on_device, after the work queued
-  // on `producer` so far) into free slots under ids [n]. The host rows may be reused on return.
-  virtual void put(const int64_t* ids, const float* rows, int64_t n, bool on_device, Stream producer) = 0;
+  // on `producer` so far; a null producer: the caller ordered it before stream()) into free slots under ids [n]. The host rows may be reused on return.
+  // `hold` is released once the copy has run (checked on later calls; at the latest in the destructor).
+  virtual void put(const int64_t* ids, const float* rows, int64_t n, bool on_device, Stream producer,
+                   std::shared_ptr<void> hold = {}) = 0;
   // out [n, d] (device memory) = the rows of ids [n], queued on `stream`; frees their slots (a row
   // is served once). Error naming an id that is not held.
   virtual void take(const int64_t* ids, int64_t n, float* out, Stream stream) = 0;
   // The same into host memory out [n, d]; returns once copied.
   virtual void take_to_host(const int64_t* ids, int64_t n, float* out) = 0;
   virtual int64_t held() const = 0;
+  virtual int device() const = 0;     // the CUDA ordinal the rows live on
+  virtual Stream stream() const = 0;  // the stream the puts run on
 };
 
 }  // namespace topksae::detail
