@@ -110,6 +110,18 @@ def test_run_directory_is_the_clis(tmp_path, rows):
     run_cli("info", out)
 
 
+def test_batch_size_alias_and_null_metadata(tmp_path):
+    """The config goes through the CLI's --config merge (src/train/run_dir.h): the sae_lens alias
+    batch_size is not overridden by the default train_batch_size_tokens, and a runner key given as
+    None is left out of cfg.json's metadata."""
+    cfg = {k: v for k, v in CONFIG.items() if k != "train_batch_size_tokens"}
+    t = topksae.Trainer(out=tmp_path / "a", batch_size=48, hook_head_index=None, hook_name="h", report=False, **cfg)
+    assert t.config["train_batch_size_tokens"] == 48
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["data"] == {"source": "live", "shuffle": "buffer", "buffer_batches": 16}
+    assert run["metadata"]["hook_name"] == '"h"' and "hook_head_index" not in run["metadata"]
+
+
 def test_bad_config_and_out_raise(tmp_path, rows):
     with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         topksae.Trainer(out=tmp_path / "a", learning_rate=1e-3, **CONFIG)
