@@ -4,8 +4,9 @@
 // pass) and the steps overlap, and on the GPU the steps are queued ahead without waiting for the
 // host. No Python here: the binding (trainer_binding.cpp) adds the GIL and Ctrl-C handling.
 //
-// The run directory follows tools/topksae/cmd_train.cpp (out-dir checks, run.json, checkpoint
-// cadence, final save, report); run.json's "data" is {"source": "live", "shuffle", "buffer_batches"}
+// The run directory is written through src/train/run_dir.h, as tools/topksae/cmd_train.cpp writes
+// it (out-dir checks, run.json, the --config merge, report content); run.json's "data" is
+// {"source": "live", "shuffle", "buffer_batches"}
 // instead of a file description, so `topksae train --resume` refuses it (a live stream cannot be
 // re-read) and topksae.Trainer.resume continues it.
 #pragma once
