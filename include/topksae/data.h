@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+struct CUstream_st;  // the CUDA runtime's stream (topksae::Stream, device.h; not included here)
+
 namespace topksae {
 
 class ActivationSource {
@@ -14,6 +16,11 @@ class ActivationSource {
   // Fills out [rows, d_in] with the next rows. Returns the number of rows written: `rows` while
   // data remains; fewer (possibly 0) at the end of a finite source. Throws Error on bad data.
   virtual int64_t next(float* out, int64_t rows) = 0;
+  // Whether next_device() works: the source holds its rows on the GPU (the live stream's device
+  // mixing buffer), so the CUDA trainer reads batches device to device instead of through the host.
+  virtual bool serves_device() const { return false; }
+  // next() into device memory out [rows, d_in], queued on `stream` (it need not have run on return).
+  virtual int64_t next_device(float* /*out*/, int64_t /*rows*/, CUstream_st* /*stream*/) { return -1; }
   // An opaque position (JSON text) from which a new source on the same data resumes exactly,
   // for checkpoints; and the inverse. Sources that cannot resume throw Error in seek().
   virtual std::string position() const = 0;

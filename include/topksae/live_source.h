@@ -20,10 +20,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "topksae/device.h"
 #include "topksae/error.h"
 #include "topksae/file_source.h"
 
 namespace topksae {
+namespace detail {
+class DeviceRows;  // src/data/device_rows.h
+}
 
 class LiveSource : public IndexedSource {
  public:
@@ -34,14 +38,28 @@ class LiveSource : public IndexedSource {
     using Error::Error;
   };
 
-  // capacity_rows: how many rows the queue holds before push() waits (>= 1).
-  LiveSource(int64_t d_in, int64_t capacity_rows);
+  // capacity_rows: how many rows the queue holds before push() waits (>= 1). store: where the
+  // rows taken by next_ids() wait to be read (the mixing buffer's rows): Device::cuda keeps them on
+  // the current GPU (src/data/device_rows.h), read_ids_device() then serves them device to device.
+  // store_rows: rows the device store is made for besides the queue (the mixing buffer's); it grows
+  // when that is too little.
+  LiveSource(int64_t d_in, int64_t capacity_rows, Device store = Device::cpu, int64_t store_rows = 0);
+  ~LiveSource() override;
 
   // ---- producer side (any thread but the consumer's) ----
   // Appends rows [n, d_in]. Waits while the queue is full; `tick` runs about every 50 ms while
   // waiting (the binding checks for Ctrl-C there; an exception from it propagates, nothing queued
   // after that point). Returns false (rows dropped) once the consumer has finished or aborted.
   bool push(const float* rows, int64_t n, const std::function<void()>& tick = {});
+  // The same for rows [n, d_in] in device memory of the store's GPU (a Device::cuda store only):
+  // copied device to device into the store, after the work queued so far on `producer` (nullptr:
+  // the caller has ordered it before store_stream(), as DLPack's __dlpack__(stream=) does). `hold`
+  // keeps the producer's memory alive until the copy has run (released on a later call, or at the
+  // end). Does not wait for the GPU. Rows on the device are not checked for NaN / Inf.
+  bool push_device(const float* rows, int64_t n, Stream producer, std::shared_ptr<void> hold,
+                   const std::function<void()>& tick = {});
+  int store_device() const;     // the CUDA ordinal of a Device::cuda store, else -1
+  Stream store_stream() const;  // the stream its copies in run on (nullptr without one)
   // End of stream: next() hands out what is queued, then returns fewer rows than asked.
   void finish();
   // next() throws Aborted from now on (also wakes a consumer that waits for rows).
@@ -67,6 +85,10 @@ class LiveSource : public IndexedSource {
   // ids throw Error.
   int64_t next_ids(int64_t* ids, int64_t rows) override;
   void read_ids(const int64_t* ids, int64_t n, float* out) const override;
+  // read_ids into device memory out [n, d_in], queued on `stream` (never waits for the GPU). Only
+  // with a Device::cuda store; read_ids() then copies through the GPU and waits.
+  void read_ids_device(const int64_t* ids, int64_t n, float* out, Stream stream);
+  Device store() const { return dev_rows_ ? Device::cuda : Device::cpu; }
   // Rows handed out are gone from the stream: throws Error. (It is only called after a batch had
   // a NaN / Inf row, and push() refuses those up front.)
   void undo_next_ids() override;
@@ -78,12 +100,19 @@ class LiveSource : public IndexedSource {
   int64_t rows_taken() const;
 
  private:
+  bool push_rows(const float* rows, int64_t n, bool on_device, Stream producer, std::shared_ptr<void> hold,
+                 const std::function<void()>& tick);
+  int64_t queued() const;  // rows pushed and not taken (mu_ held)
   // Takes up to `rows` queued rows (waits for them): into out, or into the id store when out is null.
   int64_t take(float* out, int64_t* ids, int64_t rows);
   // The id store behind next_ids / read_ids (guarded by mu_; read_ids is const for the interface).
   mutable std::vector<float> held_;                  // [slots, d_in]
   mutable std::vector<int64_t> free_slots_;
   mutable std::unordered_map<int64_t, int64_t> slot_of_;  // row id -> slot of held_
+  // With a Device::cuda store, instead of held_ and queue_: every pushed row goes straight into it;
+  // ids [taken_, taken_ + pending_) are pushed and not taken yet.
+  std::unique_ptr<detail::DeviceRows> dev_rows_;
+  int64_t pending_ = 0;
   const int64_t d_in_, capacity_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -95,15 +124,21 @@ class LiveSource : public IndexedSource {
 };
 
 // What the Trainer reads from a live stream (see the top of this file).
+class ShuffleBuffer;
 class LiveStream : public ActivationSource {
  public:
   // shuffle: "buffer" (buffer_batches * batch_rows rows of mixing, seeded by seed) or "none".
+  // store: where the mixing buffer's rows live (LiveSource); Device::cuda needs shuffle "buffer".
   LiveStream(int64_t d_in, const std::string& shuffle, int64_t buffer_batches, int64_t batch_rows, uint64_t seed,
-             int64_t queue_rows);
+             int64_t queue_rows, Device store = Device::cpu);
   ~LiveStream() override;
   LiveSource& queue() { return *live_; }
   int64_t d_in() const override { return live_->d_in(); }
   int64_t next(float* out, int64_t rows) override;
+  // next() into device memory out [rows, d_in], queued on `stream`: the mixing buffer's draws on
+  // the host, the rows gathered on the GPU (a Device::cuda store only).
+  int64_t next_device(float* out, int64_t rows, Stream stream) override;
+  bool serves_device() const override { return live_->store() == Device::cuda; }
   // The live source's position, plus "shuffle"; cheap (no row ids, unlike ShuffleBuffer's).
   std::string position() const override;
   // Accepts a live position (see the top of this file for what is not restored).
@@ -113,7 +148,8 @@ class LiveStream : public ActivationSource {
  private:
   LiveSource* live_;                      // owned by mixer_ when shuffling, else by own_
   std::unique_ptr<LiveSource> own_;
-  std::unique_ptr<ActivationSource> mixer_;
+  std::unique_ptr<ShuffleBuffer> mixer_;
+  std::vector<int64_t> ids_;  // [rows] of next_device
   std::string shuffle_;
 };
 

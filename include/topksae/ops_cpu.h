@@ -100,4 +100,8 @@ void forward(const Sae& sae, const float* x, int64_t B, float* out, bool use_err
 // Refused for TopK SAEs: rescaling decoder rows would change which latents win the top-k.
 [[noreturn]] void fold_W_dec_norm(Sae& sae);
 
+// The mixing buffer's serving step (src/data/live_source.cpp's device store): out row i = rows
+// row slots[i], for rows [capacity, d], slots [n] (each in [0, capacity)), out [n, d].
+void gather_rows(const float* rows, int64_t d, const int64_t* slots, int64_t n, float* out);
+
 }  // namespace topksae::cpu

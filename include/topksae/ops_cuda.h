@@ -256,4 +256,8 @@ void fill_random(Context& ctx, float* dst, int64_t n, uint64_t seed, float scale
 // f32 -> bf16 (round to nearest even).
 void to_bf16(Context& ctx, const float* src, uint16_t* dst, int64_t n);
 
+// CUDA twin of cpu::gather_rows (kernels/gather_rows.cu): rows, slots and out in device memory,
+// queued on `stream` (the mixing buffer has a stream but no Context).
+void gather_rows(Stream stream, const float* rows, int64_t d, const int64_t* slots, int64_t n, float* out);
+
 }  // namespace topksae::cuda

@@ -11,59 +11,34 @@
 #include "topksae/error.h"
 #include "topksae/metrics.h"
 #include "topksae/sae_dir.h"
+#include "train/run_dir.h"
 
 namespace topksae::py {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-// sae_lens runner-config keys that describe the data rather than the SAE: cfg.json metadata (the
-// same list as `topksae train --config`, tools/topksae/cmd_train.cpp).
-const char* const kMetadataKeys[] = {"model_name", "hook_name", "hook_head_index", "dataset_path", "context_size",
-                                     "prepend_bos"};
-
 TrainConfig config_from_json(const std::string& text, std::map<std::string, std::string>* meta) {
-  json patch;
   try {
-    patch = json::parse(text);
-  } catch (const json::exception& e) {
-    throw InvalidArgument(concat("training config: not valid JSON: ", e.what()));
-  }
-  if (!patch.is_object()) throw InvalidArgument("training config: expected a JSON object of sae_lens config keys");
-  for (const char* k : kMetadataKeys)
-    if (patch.contains(k)) {
-      if (!patch[k].is_null()) (*meta)[k] = patch[k].dump();
-      patch.erase(k);
-    }
-  try {
-    // Missing keys keep TrainConfig's defaults (the parser's rule). Not merged over the defaults'
-    // JSON: that would hold train_batch_size_tokens beside a given batch_size alias.
-    TrainConfig c = train_config_from_json(patch.dump());
+    // Missing keys keep TrainConfig's defaults; the runner keys (model_name, ...) go to *meta, as
+    // `topksae train --config` reads them (run_dir.h).
+    TrainConfig c = run_dir::apply_config_json(TrainConfig{}, text, "Trainer config", meta);
     TOPKSAE_CHECK(c.k <= c.d_sae, "k (", c.k, ") must not exceed d_sae (", c.d_sae, ")");
     c.validate();
+    // A runner key given as None is no metadata (cfg.json then has no such key).
+    std::erase_if(*meta, [](const auto& kv) { return kv.second == "null"; });
     return c;
   } catch (const Error& e) {
-    throw InvalidArgument(concat("training config: ", e.what()));
+    throw InvalidArgument(e.what());
   }
 }
 
-// As `topksae train`: never clears a directory that is not a topksae output, even with overwrite.
+// As `topksae train` (run_dir::prepare), with the Python spelling of "--overwrite".
 void prepare_out_dir(const fs::path& out, bool overwrite) {
-  std::error_code ec;
-  if (fs::exists(out, ec)) {
-    if (!overwrite)
-      throw InvalidArgument(concat("out ", out.string(), " exists; pass overwrite=True to replace it, or "
-                                   "topksae.Trainer.resume('", out.string(), "') to continue its run"));
-    TOPKSAE_CHECK(fs::is_directory(out), "out ", out.string(), " exists and is not a directory");
-    bool ours = fs::is_empty(out) || fs::exists(out / "run.json") || fs::exists(out / kSaeCfgFile);
-    TOPKSAE_CHECK(ours, "out ", out.string(),
-                  " exists and does not look like a topksae output directory (no run.json or cfg.json); not "
-                  "deleting it: remove it yourself or choose another out");
-    fs::remove_all(out, ec);
-    TOPKSAE_CHECK(!ec, "cannot remove ", out.string(), ": ", ec.message());
-  }
-  fs::create_directories(out, ec);
-  TOPKSAE_CHECK(!ec, "cannot create out ", out.string(), ": ", ec.message());
+  if (!overwrite && fs::exists(out))
+    throw InvalidArgument(concat("out ", out.string(), " exists; pass overwrite=True to replace it, or "
+                                 "topksae.Trainer.resume('", out.string(), "') to continue its run"));
+  run_dir::prepare(out, true);
 }
 
 cuda::Precision precision_of(const std::string& p) {
@@ -91,33 +66,33 @@ LiveRun::LiveRun(LiveRunOptions o) : opts_(std::move(o)) {
                   "directory written by topksae.Trainer)");
     TOPKSAE_CHECK(fs::exists(checkpoint_ / "trainer_state.json"), "resume ", out_.string(), ": no checkpoint to resume "
                   "from (", checkpoint_.string(), " is missing; the run was never checkpointed)");
-    json run = json::parse(read_small_file(out_ / "run.json"));
-    const json& data = run.at("data");
-    TOPKSAE_CHECK(data.value("source", "") == "live", "resume ", out_.string(), ": the run was trained on files, not a "
-                  "live stream; continue it with `topksae train --resume ", out_.string(), "`");
-    cfg_ = train_config_from_json(run.at("config").dump());
+    const run_dir::RunFile run = run_dir::read_run_file(out_);
+    TOPKSAE_CHECK(run.data.live, "resume ", out_.string(), ": the run was trained on files, not a live stream; continue "
+                  "it with `topksae train --resume ", out_.string(), "`");
+    cfg_ = run.config;
     if (opts_.training_tokens) cfg_.training_tokens = *opts_.training_tokens;
     cfg_.validate();
-    opts_.shuffle = data.at("shuffle").get<std::string>();
-    opts_.buffer_batches = data.at("buffer_batches").get<int64_t>();
-    for (auto& [k, v] : run.at("metadata").items()) meta_[k] = v.get<std::string>();
-    if (opts_.checkpoint_every_tokens == 0) opts_.checkpoint_every_tokens = run.value("checkpoint_every_tokens", int64_t(0));
+    opts_.shuffle = run.data.shuffle;
+    opts_.buffer_batches = run.data.buffer_batches;
+    meta_ = run.metadata;
+    if (opts_.checkpoint_every_tokens == 0) opts_.checkpoint_every_tokens = run.checkpoint_every_tokens;
   } else {
     cfg_ = config_from_json(opts_.config_json, &meta_);
     if (!meta_.count("dataset_path")) meta_["dataset_path"] = json("live stream").dump();
     prepare_out_dir(out_, opts_.overwrite);
-    json run = {{"version", 1},
-                {"config", json::parse(train_config_to_json(cfg_))},
-                {"data", {{"source", "live"}, {"shuffle", opts_.shuffle}, {"buffer_batches", opts_.buffer_batches}}},
-                {"metadata", meta_},
-                {"checkpoint_every_tokens", opts_.checkpoint_every_tokens},
-                {"init", ""}};
-    write_file_atomic(out_ / "run.json", run.dump(2) + "\n");
+    run_dir::DataSpec data;
+    data.live = true;
+    data.shuffle = opts_.shuffle;
+    data.buffer_batches = opts_.buffer_batches;
+    run_dir::write_run_file(out_, {cfg_, data, meta_, opts_.checkpoint_every_tokens, ""});
   }
 
   // The queue holds a few batches beyond the mixing buffer: enough to keep the steps fed, bounded.
+  // On the GPU the mixing buffer's rows live on the device and batches reach the steps device to
+  // device (src/data/device_rows.h); the draws, so the rows served, are the host buffer's.
+  const Device store = opts_.device == Device::cuda && opts_.shuffle == "buffer" ? Device::cuda : Device::cpu;
   stream_ = std::make_unique<LiveStream>(cfg_.d_in, opts_.shuffle, opts_.buffer_batches, cfg_.batch_size, cfg_.seed,
-                                         4 * cfg_.batch_size);
+                                         4 * cfg_.batch_size, store);
   TrainerOptions topts;
   topts.extras.metadata_json = meta_;
   topts.device = opts_.device;
@@ -200,6 +175,18 @@ bool LiveRun::push(const float* rows, int64_t n, const Tick& tick) {
   return taken;
 }
 
+bool LiveRun::push_device(const float* rows, int64_t n, std::shared_ptr<void> hold, const Tick& tick) {
+  TOPKSAE_CHECK(!finished_ && !interrupted_, "this Trainer has finished (fit() or finish() ended its stream); start "
+                "a new one or topksae.Trainer.resume(out)");
+  if (cuda_device() < 0)
+    throw InvalidArgument("batch: CUDA rows need a Trainer with device='cuda' and shuffle='buffer' (the mixing buffer on "
+                          "the GPU)");
+  start_worker();
+  bool taken = stream_->queue().push_device(rows, n, nullptr, std::move(hold), tick);
+  if (!taken) rethrow_worker_error();
+  return taken;
+}
+
 void LiveRun::wait_idle(const Tick& tick) {
   if (!started_) return;
   stream_->queue().wait_idle(tick);
@@ -256,24 +243,9 @@ void LiveRun::write_report() {
   log_.reset();  // flush and close before reading it back
   const TrainState& st = trainer_->state();
   std::optional<StepMetrics> last = last_metrics();
-  ReportContent rc;
-  rc.title = "topksae training report: " + out_.filename().string();
-  rc.summary = {{"output", out_.string()},
-                {"data", stream_->describe()},
-                {"d_in / d_sae / k", concat(cfg_.d_in, " / ", cfg_.d_sae, " / ", cfg_.k)},
-                {"steps", concat(st.step, " of ", cfg_.total_training_steps(), " (batch ", cfg_.batch_size, ")")},
-                {"tokens", std::to_string(st.n_training_samples)},
-                {"device", opts_.device == Device::cuda ? "cuda (" + opts_.precision + ")" : std::string("cpu")},
-                {"lr", concat(cfg_.lr, " (", lr_scheduler_name(cfg_.lr_scheduler_name), ")")},
-                {"normalize_activations", std::string(normalize_name(cfg_.normalize_activations))}};
-  if (st.scaling_factor) rc.summary.emplace_back("scaling factor (folded)", concat(*st.scaling_factor));
-  if (last) {
-    rc.summary.emplace_back("final loss", concat(last->overall_loss));
-    rc.summary.emplace_back("final explained variance", concat(last->explained_variance));
-    rc.summary.emplace_back("final L0", concat(last->l0));
-    rc.summary.emplace_back("dead latents", concat(last->dead_features, " / ", cfg_.d_sae));
-  }
-  if (st.stats.n_frac_active > 0) rc.density = density_histogram(log_feature_sparsity(st.stats));
+  ReportContent rc = run_dir::report_content(
+      out_, stream_->describe(), opts_.device == Device::cuda ? "cuda (" + opts_.precision + ")" : std::string("cpu"),
+      cfg_, st, last, nullptr);
   rc.history = read_metrics_log(out_ / "metrics.jsonl");
   write_html_report(out_ / "report.html", rc);
 }

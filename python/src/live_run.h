@@ -4,8 +4,9 @@
 // pass) and the steps overlap, and on the GPU the steps are queued ahead without waiting for the
 // host. No Python here: the binding (trainer_binding.cpp) adds the GIL and Ctrl-C handling.
 //
-// The run directory follows tools/topksae/cmd_train.cpp (out-dir checks, run.json, checkpoint
-// cadence, final save, report); run.json's "data" is {"source": "live", "shuffle", "buffer_batches"}
+// The run directory is written through src/train/run_dir.h, as tools/topksae/cmd_train.cpp writes
+// it (out-dir checks, run.json, the --config merge, report content); run.json's "data" is
+// {"source": "live", "shuffle", "buffer_batches"}
 // instead of a file description, so `topksae train --resume` refuses it (a live stream cannot be
 // re-read) and topksae.Trainer.resume continues it.
 #pragma once
@@ -52,6 +53,14 @@ class LiveRun {
   // Rows [n, d_in] from the host. Waits while the queue is full (tick runs meanwhile). Returns
   // false once training is over (done, or failed: then it throws the worker's error).
   bool push(const float* rows, int64_t n, const Tick& tick = {});
+  // Rows [n, d_in] in device memory of cuda_device() (a CUDA run with shuffle "buffer"), already
+  // ordered before device_stream() by the producer (DLPack __dlpack__(stream=device_stream())):
+  // copied device to device into the mixing buffer without waiting for the GPU; `hold` keeps them
+  // alive until then. Not checked for NaN / Inf (that would wait for the GPU).
+  bool push_device(const float* rows, int64_t n, std::shared_ptr<void> hold, const Tick& tick = {});
+  // The CUDA ordinal of the device mixing buffer, or -1 when batches go through the host.
+  int cuda_device() const { return stream_->queue().store_device(); }
+  Stream device_stream() const { return stream_->queue().store_stream(); }
   // Waits until the worker has trained on everything it can use of what was pushed.
   void wait_idle(const Tick& tick = {});
   // End of the stream: trains on what is left, then saves the final SAE, the last checkpoint (when

@@ -1,11 +1,15 @@
 // topksae._core.LiveRun: the live training run (live_run.h) with Python's rules added: the GIL is
 // released while the engine works or waits, and Ctrl-C is noticed while it waits (PyErr_CheckSignals
 // every 50 ms raises KeyboardInterrupt into the caller, which then calls interrupt() for the
-// checkpoint: python/topksae/_trainer.py). Batches may be host or CUDA arrays; CUDA ones are copied
-// to the host queue (the trainer's steps read host batches; the mixing buffer lives on the host).
+// checkpoint: python/topksae/_trainer.py). Batches may be host or CUDA arrays. A CUDA array given to
+// a CUDA run with shuffle "buffer" goes device to device into the mixing buffer on the GPU: it is
+// exported with __dlpack__(stream=<the buffer's copy stream>), so the producer orders its work
+// (the forward pass) before our copy without the host waiting, and it is kept alive until the copy
+// has run. Otherwise a CUDA array is copied to the host queue.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <mutex>
 #include <vector>
 
 #include "arrays.h"
@@ -44,10 +48,70 @@ std::unique_ptr<LiveRun> make_run(LiveRunOptions o) {
   return std::make_unique<LiveRun>(std::move(o));
 }
 
+// Arrays held for in-flight device copies. Their last reference may drop on the trainer's thread
+// (DeviceRows releases a hold once its copy has run), where there is no GIL: they wait here and are
+// freed by the next call that holds the GIL.
+struct Released {
+  std::mutex mu;
+  std::vector<nb::ndarray<nb::ro>*> arrays;
+};
+Released& released() {
+  static Released* r = new Released;  // never destroyed: holds may drop during interpreter exit
+  return *r;
+}
+void free_released() {  // GIL held
+  std::vector<nb::ndarray<nb::ro>*> v;
+  {
+    std::lock_guard<std::mutex> lk(released().mu);
+    v.swap(released().arrays);
+  }
+  for (auto* a : v) delete a;
+}
+std::shared_ptr<void> hold(const nb::ndarray<nb::ro>& a) {
+  return std::shared_ptr<void>(new nb::ndarray<nb::ro>(a), [](void* p) {
+    std::lock_guard<std::mutex> lk(released().mu);
+    released().arrays.push_back(static_cast<nb::ndarray<nb::ro>*>(p));
+  });
+}
+
+// (kind, ordinal) of a DLPack producer, or (0, 0) when it has no __dlpack_device__.
+std::pair<int, int> dlpack_device(nb::handle obj) {
+  if (!nb::hasattr(obj, "__dlpack_device__")) return {0, 0};
+  nb::tuple t = nb::cast<nb::tuple>(obj.attr("__dlpack_device__")());
+  return {nb::cast<int>(t[0]), nb::cast<int>(t[1])};
+}
+
 struct PyLiveRun {
   std::unique_ptr<LiveRun> run;
+  ~PyLiveRun() {
+    if (!run) return;
+    {
+      nb::gil_scoped_release nogil;
+      run.reset();  // waits for the GPU: every hold is released
+    }
+    free_released();
+  }
+  PyLiveRun(std::unique_ptr<LiveRun> r) : run(std::move(r)) {}
+  PyLiveRun(PyLiveRun&&) = default;
 
   bool push(nb::handle batch) {
+    free_released();
+    const int dev = run->cuda_device();
+    const auto [kind, ordinal] = dlpack_device(batch);
+    constexpr int kDLCUDA = 2;
+    if (dev >= 0 && kind == kDLCUDA) {
+      if (ordinal != dev)
+        throw nb::value_error(("batch: on cuda:" + std::to_string(ordinal) + ", but this Trainer trains on cuda:" +
+                               std::to_string(dev) + " (move it there first: batch.to('cuda:" + std::to_string(dev) +
+                               "'))").c_str());
+      // The producer makes our copy stream wait for its queued work (DLPack's stream argument).
+      nb::object capsule = batch.attr("__dlpack__")(nb::arg("stream") = reinterpret_cast<intptr_t>(run->device_stream()));
+      ArrayIn a = read_matrix(capsule, "batch", "float32", run->config().d_in);
+      if (a.rows == 0) return !run->training_done();
+      std::shared_ptr<void> keep = hold(a.array);
+      nb::gil_scoped_release nogil;
+      return run->push_device(static_cast<const float*>(a.data), a.rows, std::move(keep), check_signals);
+    }
     ArrayIn a = read_matrix(batch, "batch", "float32", run->config().d_in);
     if (a.rows == 0) return !run->training_done();
     nb::gil_scoped_release nogil;
@@ -57,12 +121,18 @@ struct PyLiveRun {
     return run->push(host.data(), a.rows, check_signals);
   }
   void wait_idle() {
-    nb::gil_scoped_release nogil;
-    run->wait_idle(check_signals);
+    {
+      nb::gil_scoped_release nogil;
+      run->wait_idle(check_signals);
+    }
+    free_released();
   }
   void finish() {
-    nb::gil_scoped_release nogil;
-    run->finish(check_signals);
+    {
+      nb::gil_scoped_release nogil;
+      run->finish(check_signals);
+    }
+    free_released();
   }
   std::string interrupt() {
     nb::gil_scoped_release nogil;

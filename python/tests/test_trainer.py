@@ -110,6 +110,18 @@ def test_run_directory_is_the_clis(tmp_path, rows):
     run_cli("info", out)
 
 
+def test_batch_size_alias_and_null_metadata(tmp_path):
+    """The config goes through the CLI's --config merge (src/train/run_dir.h): the sae_lens alias
+    batch_size is not overridden by the default train_batch_size_tokens, and a runner key given as
+    None is left out of cfg.json's metadata."""
+    cfg = {k: v for k, v in CONFIG.items() if k != "train_batch_size_tokens"}
+    t = topksae.Trainer(out=tmp_path / "a", batch_size=48, hook_head_index=None, hook_name="h", report=False, **cfg)
+    assert t.config["train_batch_size_tokens"] == 48
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["data"] == {"source": "live", "shuffle": "buffer", "buffer_batches": 16}
+    assert run["metadata"]["hook_name"] == '"h"' and "hook_head_index" not in run["metadata"]
+
+
 def test_bad_config_and_out_raise(tmp_path, rows):
     with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         topksae.Trainer(out=tmp_path / "a", learning_rate=1e-3, **CONFIG)
@@ -200,20 +212,57 @@ def test_torch_cpu_batches_train_like_numpy(tmp_path, rows):
     assert_same_run(tmp_path / "np", tmp_path / "torch")
 
 
+def _need_cuda_torch():
+    torch = pytest.importorskip("torch")
+    if not (topksae.cuda_available() and torch.cuda.is_available()):
+        pytest.skip("needs a GPU, torch with CUDA and a CUDA build (TOPKSAE_CUDA=ON pip install .)")
+    return torch
+
+
+def test_cuda_tensors_train_like_host_rows(tmp_path, rows):
+    """device="cuda", shuffle="buffer": torch CUDA tensors go device to device into the mixing buffer
+    on the GPU and train as the same rows pushed from numpy (which are copied into that buffer)."""
+    torch = _need_cuda_torch()
+    a = topksae.Trainer(out=tmp_path / "np", device="cuda", buffer_batches=4, report=False, **CONFIG)
+    a.fit([rows[i * B:(i + 1) * B] for i in range(33)])
+    b = topksae.Trainer(out=tmp_path / "torch", device="cuda", buffer_batches=4, report=False, **CONFIG)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):  # a producer on its own stream: DLPack orders its work before ours
+        x = torch.from_numpy(rows).to("cuda", non_blocking=True) * 1.0
+        b.fit(x[i * B:(i + 1) * B] for i in range(33))
+    assert a.steps == b.steps == 30
+    wa, wb = (read_safetensors(tmp_path / d / "sae_weights.safetensors") for d in ("np", "torch"))
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    ma, mb = _math_metrics(tmp_path / "np"), _math_metrics(tmp_path / "torch")
+    assert [m["step"] for m in ma] == [m["step"] for m in mb]
+    for x_, y_ in zip(ma, mb):
+        assert x_["losses/mse_loss"] == pytest.approx(y_["losses/mse_loss"], rel=1e-5)
+
+
+def test_cuda_tensor_on_another_gpu_raises(tmp_path):
+    torch = _need_cuda_torch()
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    t = topksae.Trainer(out=tmp_path / "run", device="cuda", report=False, **CONFIG)
+    with pytest.raises(ValueError, match="on cuda:1, but this Trainer trains on cuda:0"):
+        t.push(torch.zeros(B, D_IN, device="cuda:1"))
+
+
 def test_gpu_step_time_is_the_engines(tmp_path):
     """On a GPU: torch CUDA batches in, the step time within 5% of bench_train_step's (same call).
     tools/gpu_check.sh's python stage runs this with TOPKSAE_BENCH_STEP_MS set from the bench's
-    tf32 data_on step at this shape. Not quite the same work: the bench keeps 5% of the latents
-    dead so AuxK runs in every step; a fresh run here has none dead (cheaper), but its batches
-    make a device -> host -> device round trip through the live queue (dearer)."""
-    torch = pytest.importorskip("torch")
-    if not (topksae.cuda_available() and torch.cuda.is_available()):
-        pytest.skip("needs a GPU and a CUDA build (TOPKSAE_CUDA=ON pip install .)")
+    tf32 data_on step at this shape. The batches take the device path (the mixing buffer on the
+    GPU, device to device into the step's batch buffer). Not quite the same work: the bench keeps
+    5% of the latents dead so AuxK runs in every step; a fresh run here has none dead (cheaper),
+    and its batches are gathered from the mixing buffer (one device copy more)."""
+    torch = _need_cuda_torch()
     bench_ms = os.environ.get("TOPKSAE_BENCH_STEP_MS")
     d_in, d_sae, k, b = 768, 24576, 32, 4096
     n = 60
     cfg = dict(d_in=d_in, d_sae=d_sae, k=k, train_batch_size_tokens=b, training_tokens=b * n, seed=1)
-    t = topksae.Trainer(out=tmp_path / "gpu", device="cuda", precision="tf32", shuffle="none", report=False, **cfg)
+    t = topksae.Trainer(out=tmp_path / "gpu", device="cuda", precision="tf32", shuffle="buffer", buffer_batches=2,
+                        report=False, **cfg)
     x = torch.randn(b, d_in, device="cuda")
     import time
     for _ in range(10):

@@ -37,8 +37,11 @@ class Trainer:
     fill, shuffle, serve half, keep the rest), as activations from a model come in sequence order;
     shuffle="none" trains on them in the order given. The steps run on a worker thread (the GIL is
     released), so your model's forward pass and the SAE's steps overlap; on device="cuda" the steps
-    are queued ahead on the GPU. The mixing buffer is host memory, also when training on the GPU
-    (CUDA tensors are copied to it).
+    are queued ahead on the GPU. On device="cuda" with shuffle="buffer" the mixing buffer lives on
+    the GPU: torch CUDA tensors go device to device into it (ordered after your stream's work through
+    DLPack, without waiting for the host; rows on the GPU are not checked for NaN / Inf) and batches
+    reach the steps device to device; a tensor on another GPU raises ValueError. Otherwise the mixing
+    buffer is host memory (CUDA tensors are copied to it).
 
     `out` is what `topksae train --out` writes: the final sae_lens SAE directory (cfg.json,
     sae_weights.safetensors, sparsity.safetensors; sae_lens.SAE.load_from_disk loads it), run.json,

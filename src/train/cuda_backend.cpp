@@ -57,13 +57,20 @@ class CudaBackend final : public TrainBackend {
     CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), consumed_[j].get(), 0));
     CUDA_CHECK(cudaMemcpyAsync(dev_[j].data(), pinned_[j].data(), size_t(B) * row_bytes_, cudaMemcpyHostToDevice,
                                copy_.get()));
-    CUDA_CHECK(cudaEventRecord(copied_[j].get(), copy_.get()));
-    CUDA_CHECK(cudaStreamWaitEvent(compute_.get(), copied_[j].get(), 0));
-    wait_clock_.began(compute_.get());  // input-wait share (device_wait_clock.h)
-    step_.step(static_cast<const float*>(dev_[j].data()), B);
-    wait_clock_.ended(compute_.get());  // input-wait share
-    CUDA_CHECK(cudaEventRecord(consumed_[j].get(), compute_.get()));
-    ++queued_;
+    step_on(j, B);
+  }
+
+  // The device path (issue 21): the source queues its device-to-device write of dev[j] on the copy
+  // stream, after step i-2 (the last read of dev[j]); then the same step as queue().
+  float* device_batch_buffer(Stream* stream) override {
+    const int j = slot();
+    CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), consumed_[j].get(), 0));
+    *stream = reinterpret_cast<Stream>(copy_.get());
+    return static_cast<float*>(dev_[j].data());
+  }
+  void queue_device(int64_t B) override {
+    TOPKSAE_CHECK(B >= 1 && B <= max_rows_, "cuda trainer: batch of ", B, " rows, expected 1..", max_rows_);
+    step_on(slot(), B);
   }
 
   std::vector<StepMetrics> poll() override { return step_.poll_metrics(); }
@@ -80,6 +87,17 @@ class CudaBackend final : public TrainBackend {
 
  private:
   int slot() const { return static_cast<int>(queued_ % 2); }
+
+  // dev[j] holds batch i once the copy stream's work so far has run: step on it.
+  void step_on(int j, int64_t B) {
+    CUDA_CHECK(cudaEventRecord(copied_[j].get(), copy_.get()));
+    CUDA_CHECK(cudaStreamWaitEvent(compute_.get(), copied_[j].get(), 0));
+    wait_clock_.began(compute_.get());  // input-wait share (device_wait_clock.h)
+    step_.step(static_cast<const float*>(dev_[j].data()), B);
+    wait_clock_.ended(compute_.get());  // input-wait share
+    CUDA_CHECK(cudaEventRecord(consumed_[j].get(), compute_.get()));
+    ++queued_;
+  }
 
   TrainState* st_;
   int64_t max_rows_;

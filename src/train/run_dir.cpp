@@ -18,6 +18,7 @@ using json = nlohmann::json;
 
 namespace {
 json data_to_json(const DataSpec& d) {
+  if (d.live) return {{"source", "live"}, {"shuffle", d.shuffle}, {"buffer_batches", d.buffer_batches}};
   const SyntheticConfig& s = d.synthetic;
   return {{"path", d.path},
           {"tensor", d.tensor},
@@ -38,6 +39,12 @@ json data_to_json(const DataSpec& d) {
 
 DataSpec data_from_json(const json& j) {
   DataSpec d;
+  if (j.value("source", "") == "live") {
+    d.live = true;
+    d.shuffle = j.at("shuffle").get<std::string>();
+    d.buffer_batches = j.at("buffer_batches").get<int64_t>();
+    return d;
+  }
   d.path = j.at("path").get<std::string>();
   d.tensor = j.at("tensor").get<std::string>();
   d.shuffle = j.at("shuffle").get<std::string>();
@@ -113,6 +120,9 @@ TrainConfig apply_config_json(const TrainConfig& base, const std::string& text, 
       patch.erase(k);
     }
   json merged = json::parse(train_config_to_json(base));
+  // "batch_size" is an alias of train_batch_size_tokens: base's canonical key must not override it
+  // (the keys are read in sorted order, the later one winning).
+  if (patch.contains("batch_size") && !patch.contains("train_batch_size_tokens")) merged.erase("train_batch_size_tokens");
   merged.update(patch);
   try {
     return train_config_from_json(merged.dump());

@@ -24,6 +24,9 @@ namespace topksae::run_dir {
 
 // Where the data comes from; stored in run.json so that --resume rebuilds the same stream.
 struct DataSpec {
+  // A live stream (topksae.Trainer, python/src/live_run.cpp): run.json's "data" is then only
+  // {"source":"live","shuffle","buffer_batches"}, and `topksae train --resume` refuses it.
+  bool live = false;
   std::string path;  // empty: synthetic
   std::string tensor;
   std::string shuffle = "buffer";  // "buffer" (sae_lens's mixing buffer) or "none"

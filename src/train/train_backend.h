@@ -23,6 +23,11 @@ class TrainBackend {
   virtual float* batch_buffer() = 0;
   // Queues one step on the first B rows of batch_buffer() (B <= batch_size).
   virtual void queue(int64_t B) = 0;
+  // The device path (a source that serves_device()): the device buffer to write the next batch
+  // into, [batch_size, d_in], and *stream, the stream to queue that write on; then queue_device(B)
+  // steps on it. Nothing waits for the host. nullptr: this backend has no device path.
+  virtual float* device_batch_buffer(Stream* /*stream*/) { return nullptr; }
+  virtual void queue_device(int64_t /*B*/) {}
   // Metrics of the finished steps not collected yet, oldest first; never waits.
   virtual std::vector<StepMetrics> poll() = 0;
   // Waits for every queued step, writes the state into the TrainState given at construction

@@ -165,15 +165,21 @@ int64_t Trainer::run_steps(int64_t max_steps) {
   } end_loop{this};
   while (samples0 + ran * B < cfg_.training_tokens && (max_steps < 0 || ran < max_steps)) {
     if (opts_.should_stop && opts_.should_stop()) break;
-    float* batch = backend_->batch_buffer();  // [B, d_in]
+    // A source holding its rows on the GPU writes the batch device to device (no host round trip).
+    Stream stream = nullptr;
+    float* dev_batch = src_.serves_device() ? backend_->device_batch_buffer(&stream) : nullptr;
+    float* batch = dev_batch ? dev_batch : backend_->batch_buffer();  // [B, d_in]
     const clock::time_point t0 = clock::now();
-    const int64_t got = src_.next(batch, B);
+    const int64_t got = dev_batch ? src_.next_device(dev_batch, B, stream) : src_.next(batch, B);
     host_data_s_ += seconds_since(t0);
     if (got < B) {
       exhausted_ = true;  // the source ran dry: a short batch is dropped
       break;
     }
-    backend_->queue(B);
+    if (dev_batch)
+      backend_->queue_device(B);
+    else
+      backend_->queue(B);
     ++ran;
     for (const StepMetrics& m : backend_->poll())
       if (opts_.on_step) opts_.on_step(m);

@@ -140,6 +140,8 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
     TOPKSAE_CHECK(has_checkpoint(checkpoint), "--resume ", a.resume,
                   ": no checkpoint to resume from (", checkpoint.string(), " is missing; the run was never checkpointed)");
     const run_dir::RunFile run = run_dir::read_run_file(r);
+    TOPKSAE_CHECK(!run.data.live, "--resume ", a.resume, ": the run was trained on a live stream (topksae.Trainer), which "
+                  "cannot be re-read; continue it with topksae.Trainer.resume('", r.string(), "')");
     cfg = run.config;
     data = run.data;
     meta = run.metadata;
