@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/cuda_raii.h"
 #include "cuda_check.h"
 #include "data/device_rows.h"
 #include "topksae/buffer.h"
@@ -13,26 +14,20 @@
 namespace topksae::detail {
 namespace {
 
+using cuda::detail::OwnedEvent;
+using cuda::detail::OwnedStream;
+
 class CudaDeviceRows final : public DeviceRows {
  public:
   CudaDeviceRows(int64_t d, int64_t capacity) : d_(d) {
     TOPKSAE_CHECK(d >= 1 && capacity >= 1, "device mixing buffer: d ", d, ", capacity ", capacity);
     CUDA_CHECK(cudaGetDevice(&device_));
-    CUDA_CHECK(cudaStreamCreate(&stream_));
-    CUDA_CHECK(cudaEventCreateWithFlags(&put_done_, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&taken_, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&produced_, cudaEventDisableTiming));
-    for (Staged& st : staged_) CUDA_CHECK(cudaEventCreateWithFlags(&st.uploaded, cudaEventDisableTiming));
     grow(capacity);
   }
   ~CudaDeviceRows() override {
-    (void)cudaDeviceSynchronize();  // queued gathers read rows_ and the staged slots; copies read the holds
-    for (Hold& h : holds_) (void)cudaEventDestroy(h.copied);
-    for (Staged& st : staged_) (void)cudaEventDestroy(st.uploaded);
-    (void)cudaEventDestroy(put_done_);
-    (void)cudaEventDestroy(taken_);
-    (void)cudaEventDestroy(produced_);
-    (void)cudaStreamDestroy(stream_);
+    // Queued gathers read rows_ and the staged slots, copies read the holds: finish them before
+    // the members (buffers, events, the stream) go.
+    (void)cudaDeviceSynchronize();
   }
 
   void put(const int64_t* ids, const float* rows, int64_t n, bool on_device, Stream producer,
@@ -41,10 +36,10 @@ class CudaDeviceRows final : public DeviceRows {
     if (n <= 0) return;
     if (int64_t(free_.size()) < n) grow(capacity_ + std::max(n, capacity_));
     if (on_device && producer) {  // the producer's work (its forward pass) before our copy
-      CUDA_CHECK(cudaEventRecord(produced_, reinterpret_cast<cudaStream_t>(producer)));
-      CUDA_CHECK(cudaStreamWaitEvent(stream_, produced_, 0));
+      CUDA_CHECK(cudaEventRecord(produced_.get(), reinterpret_cast<cudaStream_t>(producer)));
+      CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), produced_.get(), 0));
     }
-    CUDA_CHECK(cudaStreamWaitEvent(stream_, taken_, 0));  // the slots freed by the last take were read
+    CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), taken_.get(), 0));  // the slots freed by the last take were read
     const size_t row_bytes = size_t(d_) * sizeof(float);
     const cudaMemcpyKind kind = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
     // Free slots come off a stack that starts (and mostly stays) in order: copy runs of
@@ -58,14 +53,13 @@ class CudaDeviceRows final : public DeviceRows {
         free_.pop_back();
         ++run;
       }
-      CUDA_CHECK(cudaMemcpyAsync(base() + s0 * d_, rows + i * d_, size_t(run) * row_bytes, kind, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(base() + s0 * d_, rows + i * d_, size_t(run) * row_bytes, kind, stream_.get()));
       i += run;
     }
-    CUDA_CHECK(cudaEventRecord(put_done_, stream_));
+    CUDA_CHECK(cudaEventRecord(put_done_.get(), stream_.get()));
     if (hold) {  // the producer's memory stays alive until this copy has run
-      Hold h{nullptr, std::move(hold)};
-      CUDA_CHECK(cudaEventCreateWithFlags(&h.copied, cudaEventDisableTiming));
-      CUDA_CHECK(cudaEventRecord(h.copied, stream_));
+      Hold h{OwnedEvent(), std::move(hold)};
+      CUDA_CHECK(cudaEventRecord(h.copied.get(), stream_.get()));
       holds_.push_back(std::move(h));
     }
   }
@@ -88,7 +82,7 @@ class CudaDeviceRows final : public DeviceRows {
     next_staged_ = (next_staged_ + 1) % kStaged;
     // The upload that last read this pinned buffer (kStaged takes ago) has long run: this host wait
     // returns at once in a steady stream, and keeps the host from overwriting rows in flight.
-    CUDA_CHECK(cudaEventSynchronize(st.uploaded));
+    CUDA_CHECK(cudaEventSynchronize(st.uploaded.get()));
     if (st.host.bytes() < size_t(n) * sizeof(int64_t)) {
       CUDA_CHECK(cudaDeviceSynchronize());  // the old device slot array may still be read
       st.host = HostBuffer(size_t(n) * sizeof(int64_t), HostMemory::pinned);
@@ -96,40 +90,37 @@ class CudaDeviceRows final : public DeviceRows {
     }
     std::copy(slots_.begin(), slots_.end(), static_cast<int64_t*>(st.host.data()));
     const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-    CUDA_CHECK(cudaStreamWaitEvent(s, put_done_, 0));
+    CUDA_CHECK(cudaStreamWaitEvent(s, put_done_.get(), 0));
     // From pinned memory: truly asynchronous (a pageable source may make the driver wait for the
     // stream); the gather below reads st.dev on the same stream, after this upload.
     CUDA_CHECK(cudaMemcpyAsync(st.dev.data(), st.host.data(), size_t(n) * sizeof(int64_t), cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaEventRecord(st.uploaded, s));
+    CUDA_CHECK(cudaEventRecord(st.uploaded.get(), s));
     cuda::gather_rows(stream, base(), d_, static_cast<const int64_t*>(st.dev.data()), n, out);
-    CUDA_CHECK(cudaEventRecord(taken_, s));
+    CUDA_CHECK(cudaEventRecord(taken_.get(), s));
     for (int64_t slot : slots_) free_.push_back(slot);
   }
 
   void take_to_host(const int64_t* ids, int64_t n, float* out) override {
     if (n <= 0) return;
     if (staging_.bytes() < size_t(n * d_) * sizeof(float)) staging_ = DeviceBuffer(size_t(n * d_) * sizeof(float));
-    take(ids, n, static_cast<float*>(staging_.data()), reinterpret_cast<Stream>(stream_));
-    CUDA_CHECK(cudaMemcpyAsync(out, staging_.data(), size_t(n * d_) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    take(ids, n, static_cast<float*>(staging_.data()), reinterpret_cast<Stream>(stream_.get()));
+    CUDA_CHECK(cudaMemcpyAsync(out, staging_.data(), size_t(n * d_) * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   }
 
   int64_t held() const override { return int64_t(slot_of_.size()); }
   int device() const override { return device_; }
-  Stream stream() const override { return reinterpret_cast<Stream>(stream_); }
+  Stream stream() const override { return reinterpret_cast<Stream>(stream_.get()); }
 
  private:
   float* base() { return static_cast<float*>(rows_.data()); }
 
   // Drops the holds whose copies have run (in order: the copies run in order on stream_).
   void release_holds() {
-    while (!holds_.empty() && cudaEventQuery(holds_.front().copied) == cudaSuccess) {
-      (void)cudaEventDestroy(holds_.front().copied);
-      holds_.pop_front();
-    }
+    while (!holds_.empty() && cudaEventQuery(holds_.front().copied.get()) == cudaSuccess) holds_.pop_front();
   }
   struct Hold {
-    cudaEvent_t copied;
+    OwnedEvent copied;
     std::shared_ptr<void> memory;
   };
   std::deque<Hold> holds_;
@@ -161,15 +152,15 @@ class CudaDeviceRows final : public DeviceRows {
   struct Staged {
     HostBuffer host;
     DeviceBuffer dev;
-    cudaEvent_t uploaded = nullptr;
+    OwnedEvent uploaded;
   } staged_[kStaged];
   int next_staged_ = 0;
   DeviceBuffer staging_;    // [n, d] for take_to_host
   std::vector<int64_t> free_;     // a stack of free slots
   std::vector<int64_t> slots_;    // [n] of the current take
   std::unordered_map<int64_t, int64_t> slot_of_;  // row id -> slot
-  cudaStream_t stream_ = nullptr;
-  cudaEvent_t put_done_ = nullptr, taken_ = nullptr, produced_ = nullptr;
+  OwnedStream stream_;
+  OwnedEvent put_done_, taken_, produced_;
 };
 
 }  // namespace
