@@ -151,6 +151,7 @@ bool is_sharded_checkpoint(const fs::path& dir) { return fs::exists(dir / kShard
 
 void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const TrainConfig& cfg, const ShardRange& r,
                              const TrainState& st) {
+  comm.set_phase("a checkpoint", st.step);
   const std::string sd = step_dir(st.step);
   std::string err;
   try {
@@ -185,9 +186,11 @@ void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const Train
     }
   }
   all_ok(comm, err, "writing the checkpoint manifest");
+  comm.set_phase("training", st.step);
 }
 
 TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const ShardRange& r, TrainConfig* cfg) {
+  comm.set_phase("the checkpoint load", -1);
   std::string err;
   TrainState st;
   try {
