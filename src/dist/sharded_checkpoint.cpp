@@ -1,13 +1,13 @@
 // Sharded checkpoints (format in sharded_files.h): one part file per rank, a manifest written by
 // rank 0 once every part of the step is on disk.
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "dist/sharded_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
+#include "train/checkpoint_io.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
@@ -29,24 +29,7 @@ std::string step_dir(int64_t step) {
   return buf;
 }
 
-uint64_t fnv1a(const char* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(p[i])) * 1099511628211ull;
-  return h;
-}
-template <typename V>
-void put(std::string& out, const V& v) {
-  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0]));
-}
-void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  TOPKSAE_CHECK(in.good(), "cannot open ", path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using ckpt_io::fnv1a;
 
 std::string part_bytes(const TrainConfig& cfg, const ShardRange& r, const TrainState& st) {
   json h;
@@ -56,25 +39,15 @@ std::string part_bytes(const TrainConfig& cfg, const ShardRange& r, const TrainS
   h["ranks"] = r.ranks;
   h["lo"] = r.lo;
   h["hi"] = r.hi;
-  h["step"] = st.step;
-  h["n_training_samples"] = st.n_training_samples;
-  h["n_frac_active"] = st.stats.n_frac_active;
-  h["scaling_factor"] = st.scaling_factor ? json(*st.scaling_factor) : json();
-  h["data_position"] = st.data_position;
+  ckpt_io::put_counters(h, st);
   h["config"] = json::parse(train_config_to_json(cfg));
   const std::string hj = h.dump();
   std::string out(kPartMagic, sizeof kPartMagic);
-  put_u64(out, hj.size());
+  ckpt_io::put_u64(out, hj.size());
   out += hj;
-  for (const Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
-    put(out, p->W_enc);
-    put(out, p->b_enc);
-    put(out, p->W_dec);
-    put(out, p->b_dec);
-  }
-  put(out, st.stats.since_fired);
-  put(out, st.stats.act_freq);
-  put_u64(out, fnv1a(out.data(), out.size()));
+  for (const Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) ckpt_io::put_params(out, *p);
+  ckpt_io::put_stats(out, st.stats);
+  ckpt_io::put_u64(out, fnv1a(out.data(), out.size()));
   return out;
 }
 
@@ -102,7 +75,7 @@ TrainState load_part(const fs::path& dir, const json& man, const ShardRange& r, 
   const fs::path path = dir / man.at("parts_dir").get<std::string>() / part_name(r.rank, r.ranks);
   TOPKSAE_CHECK(fs::exists(path), "checkpoint part ", path.string(), " (rank ", r.rank, " of ", r.ranks,
                 ") is missing: the checkpoint set in ", dir.string(), " is incomplete");
-  const std::string s = read_file(path);
+  const std::string s = ckpt_io::read_all(path, SIZE_MAX);
   TOPKSAE_CHECK(s.size() >= sizeof kPartMagic + 16 && std::memcmp(s.data(), kPartMagic, sizeof kPartMagic) == 0,
                 path.string(), " is not a topksae checkpoint part");
   uint64_t stored, hlen;
@@ -119,28 +92,13 @@ TrainState load_part(const fs::path& dir, const json& man, const ShardRange& r, 
                 path.string(), " holds latents [", h.at("lo").get<int64_t>(), ", ", h.at("hi").get<int64_t>(),
                 ") of rank ", h.at("rank").get<int>(), "; rank ", r.rank, " expected [", r.lo, ", ", r.hi, ")");
   TrainState st;
-  st.step = step;
-  st.n_training_samples = h.at("n_training_samples").get<int64_t>();
-  st.stats.n_frac_active = h.at("n_frac_active").get<int64_t>();
-  if (!h.at("scaling_factor").is_null()) st.scaling_factor = h.at("scaling_factor").get<double>();
-  st.data_position = h.at("data_position").get<std::string>();
+  ckpt_io::get_counters(h, &st);
   const size_t d = size_t(cfg.d_in), m = size_t(r.size());
   const size_t expect = sizeof kPartMagic + 8 + hlen + 3 * (2 * d * m + m + d) * 4 + 2 * m * 8 + 8;
   TOPKSAE_CHECK(s.size() == expect, path.string(), " is ", s.size(), " bytes; expected ", expect);
-  size_t pos = sizeof kPartMagic + 8 + hlen;
-  auto get = [&](auto& v, size_t n) {
-    v.resize(n);
-    std::memcpy(v.data(), s.data() + pos, n * sizeof(v[0]));
-    pos += n * sizeof(v[0]);
-  };
-  for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
-    get(p->W_enc, d * m);
-    get(p->b_enc, m);
-    get(p->W_dec, m * d);
-    get(p->b_dec, d);
-  }
-  get(st.stats.since_fired, m);
-  get(st.stats.act_freq, m);
+  ckpt_io::Reader rd{s, sizeof kPartMagic + 8 + hlen, path};
+  for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) rd.params(p, d, m);
+  rd.stats(&st.stats, m);
   if (cfg_out) *cfg_out = cfg;
   return st;
 }
@@ -197,8 +155,9 @@ TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const
     const json man = read_manifest(dir);
     const int ranks = man.at("ranks").get<int>();
     TOPKSAE_CHECK(ranks == r.ranks, "checkpoint ", dir.string(), " was written by ", ranks, " ranks; this run has ",
-                  r.ranks, ". Resume with the same number of ranks (mpirun -np ", ranks,
-                  "); resharding a checkpoint is not implemented");
+                  r.ranks, ". Resume with the same number of ranks: mpirun -np ", ranks, " topksae train --resume ",
+                  dir.parent_path().string(), " (resharding a checkpoint to another number of ranks is not "
+                  "implemented; a run that must change R starts again)");
     if (r.rank == 0)  // name every missing part once, not only this rank's
       for (int q = 0; q < ranks; ++q) {
         const fs::path p = dir / man.at("parts_dir").get<std::string>() / part_name(q, ranks);
