@@ -8,7 +8,9 @@ cli_sharded_test.py covers SIGKILL). Usage: cli_faults_test.py TOPKSAE MPIEXEC T
    puts each rank in its own process group). mpirun sends the ranks SIGTERM after
    odls_base_sigkill_timeout seconds and SIGKILL as long again; the ranks agree to stop after the
    same step and write a complete checkpoint set at that step, which resumes bit-identical to a
-   straight run (constant lr: the run's length does not change the steps)."""
+   straight run (constant lr: the run's length does not change the steps).
+3. SIGUSR1 to mpirun (the documented stop without mpirun's SIGKILL deadline, for large models):
+   forwarded to the ranks, which stop after the same step, write the set and exit 130."""
 import json
 import os
 import re
@@ -79,6 +81,24 @@ def load_weights(out):
     return open(f"{out}/sae_weights.safetensors", "rb").read()
 
 
+def check_set(out, log, what):
+    """The log reports one interrupt; the checkpoint set is complete at that step. Returns it."""
+    words = log.split("interrupted at step ")
+    if len(words) != 2 or "checkpoint written to" not in log:
+        fail(f"{what}: rank 0 did not report the interrupt and its checkpoint once:\n{log}")
+    step = int(words[1].split(";")[0])
+    man = json.load(open(f"{out}/checkpoint/sharded.json"))
+    if man["step"] != step or man["ranks"] != 2:
+        fail(f"{what}: the checkpoint set is at step {man['step']} of {man['ranks']} ranks; interrupted at {step}")
+    for part in man["parts"]:
+        if not os.path.exists(f"{out}/checkpoint/{man['parts_dir']}/{part}"):
+            fail(f"{what}: checkpoint part {part} is missing")
+    logged = [json.loads(x)["step"] for x in open(f"{out}/metrics.jsonl")]
+    if logged != list(range(step)):
+        fail(f"{what}: metrics.jsonl holds steps {logged[:3]}..{logged[-3:]}, expected 0..{step - 1}")
+    return step
+
+
 def main():
     os.makedirs(TMP, exist_ok=True)
 
@@ -101,28 +121,16 @@ def main():
         fail(f"the stall message does not say how to change the limit:\n{log}")
     print(f"rank 1 SIGSTOPped: the job ended {waited:.1f} s later (timeout 2 s), exit {p.returncode}")
 
-    # 2. Ctrl-C (SIGINT to mpirun). A 3 s grace between mpirun's SIGTERM and SIGKILL instead of
+    # 2. Ctrl-C (SIGINT to mpirun). A 2 s grace between mpirun's SIGTERM and SIGKILL instead of
     # OpenMPI's 1 s, so a loaded CI machine finishes the step and the checkpoint in time.
-    env = dict(ENV, OMPI_MCA_odls_base_sigkill_timeout="3")
+    env = dict(ENV, OMPI_MCA_odls_base_sigkill_timeout="2")
     cut, straight = f"{TMP}/ctrl_c", f"{TMP}/ctrl_c_straight"
     p = start_long_run(cut, env=env)
     p.send_signal(signal.SIGINT)
     log, waited = wait_end(p, 40, "SIGINT to mpirun")
     if p.returncode == 0:
         fail(f"the interrupted run exited 0:\n{log}")
-    words = log.split("interrupted at step ")
-    if len(words) != 2 or "checkpoint written to" not in log:
-        fail(f"rank 0 did not report the interrupt and its checkpoint once:\n{log}")
-    step = int(words[1].split(";")[0])
-    man = json.load(open(f"{cut}/checkpoint/sharded.json"))
-    if man["step"] != step or man["ranks"] != 2:
-        fail(f"the checkpoint set is at step {man['step']} of {man['ranks']} ranks; interrupted at step {step}")
-    for part in man["parts"]:
-        if not os.path.exists(f"{cut}/checkpoint/{man['parts_dir']}/{part}"):
-            fail(f"checkpoint part {part} is missing after Ctrl-C")
-    logged = [json.loads(x)["step"] for x in open(f"{cut}/metrics.jsonl")]
-    if logged != list(range(step)):
-        fail(f"metrics.jsonl holds steps {logged[:3]}..{logged[-3:]}, expected 0..{step - 1}")
+    step = check_set(cut, log, "Ctrl-C")
     total = 32 * (step + 6)
     run(*SYN, "--training-tokens", total, "--out", straight)
     run("train", "--resume", cut, "--training-tokens", total)
@@ -130,6 +138,15 @@ def main():
         fail("the run resumed after Ctrl-C is not bit-identical to the straight run")
     print(f"Ctrl-C of mpirun at step {step}: the job ended {waited:.1f} s later, exit {p.returncode}; "
           "the checkpoint set resumes exactly")
+
+    # 3. SIGUSR1 to mpirun: no deadline, a normal exit.
+    p = start_long_run(f"{TMP}/usr1")
+    p.send_signal(signal.SIGUSR1)
+    log, waited = wait_end(p, 40, "SIGUSR1 to mpirun")
+    if p.returncode != 130:
+        fail(f"the run stopped by SIGUSR1 exited {p.returncode}, expected 130:\n{log}")
+    step = check_set(f"{TMP}/usr1", log, "SIGUSR1")
+    print(f"SIGUSR1 to mpirun at step {step}: the job ended {waited:.1f} s later, exit 130, the set complete")
     print("cli_faults: ok")
 
 
