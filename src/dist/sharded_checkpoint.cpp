@@ -1,5 +1,6 @@
 // Sharded checkpoints (format in sharded_files.h): one part file per rank, a manifest written by
 // rank 0 once every part of the step is on disk.
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -103,6 +104,63 @@ TrainState load_part(const fs::path& dir, const json& man, const ShardRange& r, 
   return st;
 }
 
+// Latents [lo, hi) of one state into another, each laid out as the rank range it holds (W_enc
+// columns, b_enc, W_dec rows and their Adam moments; the counters), d = d_in.
+void copy_latents(const TrainState& from, const ShardRange& fr, TrainState* to, const ShardRange& tr, int64_t lo,
+                  int64_t hi, int64_t d) {
+  const int64_t mf = fr.size(), mt = tr.size(), w = hi - lo, jf = lo - fr.lo, jt = lo - tr.lo;
+  const Params<float>* src[3] = {&from.params, &from.adam_m, &from.adam_v};
+  Params<float>* dst[3] = {&to->params, &to->adam_m, &to->adam_v};
+  for (int t = 0; t < 3; ++t) {
+    for (int64_t i = 0; i < d; ++i)
+      std::copy_n(src[t]->W_enc.begin() + i * mf + jf, w, dst[t]->W_enc.begin() + i * mt + jt);
+    std::copy_n(src[t]->b_enc.begin() + jf, w, dst[t]->b_enc.begin() + jt);
+    std::copy_n(src[t]->W_dec.begin() + jf * d, w * d, dst[t]->W_dec.begin() + jt * d);
+  }
+  std::copy_n(from.stats.since_fired.begin() + jf, w, to->stats.since_fired.begin() + jt);
+  std::copy_n(from.stats.act_freq.begin() + jf, w, to->stats.act_freq.begin() + jt);
+}
+
+// Rank r's part of a set written by old_ranks ranks (resharding): its latents gathered from the
+// old parts that hold them, read one at a time (each whole, checked as on a same-R resume); b_dec,
+// its moments and the counters from the first of them (they are replicated: equal in every part).
+TrainState load_resharded(const fs::path& dir, const json& man, int old_ranks, const ShardRange& r,
+                          TrainConfig* cfg_out) {
+  const int64_t n = man.at("d_sae").get<int64_t>();
+  TOPKSAE_CHECK(r.hi <= n, "checkpoint ", dir.string(), " holds ", n, " latents; rank ", r.rank, " expected [", r.lo,
+                ", ", r.hi, ")");
+  TrainState st;
+  TrainConfig cfg;
+  bool first = true;
+  for (int q = 0; q < old_ranks; ++q) {
+    const ShardRange oq = shard_range(n, q, old_ranks);
+    const int64_t lo = std::max(oq.lo, r.lo), hi = std::min(oq.hi, r.hi);
+    if (lo >= hi) continue;
+    TrainConfig c;
+    TrainState old = load_part(dir, man, oq, &c);
+    const int64_t d = c.d_in, m = r.size();
+    if (first) {
+      first = false;
+      cfg = c;
+      st = old;  // counters, data position, b_dec and its moments; the per-latent arrays resized below
+      for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
+        p->W_enc.assign(size_t(d * m), 0.f);
+        p->b_enc.assign(size_t(m), 0.f);
+        p->W_dec.assign(size_t(m * d), 0.f);
+      }
+      st.stats.since_fired.assign(size_t(m), 0);
+      st.stats.act_freq.assign(size_t(m), 0);
+    }
+    TOPKSAE_CHECK(c.d_in == cfg.d_in && c.d_sae == n, "checkpoint part of rank ", q, " in ", dir.string(),
+                  " has another shape (d_in ", c.d_in, ", d_sae ", c.d_sae, ") than the set (d_in ", cfg.d_in,
+                  ", d_sae ", n, ")");
+    copy_latents(old, oq, &st, r, lo, hi, d);
+  }
+  TOPKSAE_CHECK(!first, "checkpoint ", dir.string(), ": no part holds latents [", r.lo, ", ", r.hi, ")");
+  if (cfg_out) *cfg_out = cfg;
+  return st;
+}
+
 }  // namespace
 
 bool is_sharded_checkpoint(const fs::path& dir) { return fs::exists(dir / kShardedManifest); }
@@ -154,17 +212,15 @@ TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const
   try {
     const json man = read_manifest(dir);
     const int ranks = man.at("ranks").get<int>();
-    TOPKSAE_CHECK(ranks == r.ranks, "checkpoint ", dir.string(), " was written by ", ranks, " ranks; this run has ",
-                  r.ranks, ". Resume with the same number of ranks: mpirun -np ", ranks, " topksae train --resume ",
-                  dir.parent_path().string(), " (resharding a checkpoint to another number of ranks is not "
-                  "implemented; a run that must change R starts again)");
     if (r.rank == 0)  // name every missing part once, not only this rank's
       for (int q = 0; q < ranks; ++q) {
         const fs::path p = dir / man.at("parts_dir").get<std::string>() / part_name(q, ranks);
         TOPKSAE_CHECK(fs::exists(p), "checkpoint part ", p.string(), " (rank ", q, " of ", ranks,
                       ") is missing: the checkpoint set in ", dir.string(), " is incomplete");
       }
-    st = load_part(dir, man, r, cfg);
+    // Another R: resharded. The state is the saved one, bit for bit, only split differently; the
+    // steps after it are the new R's (equal to the old R's up to float summation order).
+    st = ranks == r.ranks ? load_part(dir, man, r, cfg) : load_resharded(dir, man, ranks, r, cfg);
   } catch (const std::exception& e) {
     err = e.what();
   }
@@ -188,7 +244,8 @@ std::string describe_sharded_checkpoint(const fs::path& dir) {
       << (ok ? concat(fs::file_size(p), " bytes") : std::string("MISSING")) << "\n";
   }
   o << (missing ? concat(missing, " part(s) missing: this set cannot be resumed")
-                : concat("resume with: mpirun -np ", ranks, " topksae train --resume <out>"))
+                : concat("resume with: mpirun -np ", ranks, " topksae train --resume <out> (another number of ranks "
+                         "from 2 reshards it)"))
     << "\n";
   return o.str();
 }

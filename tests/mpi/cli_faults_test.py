@@ -101,6 +101,10 @@ def check_set(out, log, what):
 
 def main():
     os.makedirs(TMP, exist_ok=True)
+    bad = subprocess.run([BIN, *map(str, SYN), "--out", f"{TMP}/bad", "--collective-timeout", "-5"],
+                         capture_output=True, text=True, env=ENV, timeout=60)
+    if bad.returncode == 0 or "--collective-timeout -5: expected seconds >= 0" not in bad.stderr:
+        fail(f"a negative --collective-timeout is not refused clearly: exit {bad.returncode}\n{bad.stderr}")
 
     # 1. A stalled rank.
     p = start_long_run(f"{TMP}/stall", "--collective-timeout", 2)

@@ -301,12 +301,16 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
 
   progress.begin(trainer.state().n_training_samples);
   g_interrupted = false;
+  g_signal = 0;
   auto old_handler = std::signal(SIGINT, on_sigint);
   auto old_term = comm ? std::signal(SIGTERM, on_sigint) : SIG_ERR;
   auto old_usr1 = comm ? std::signal(SIGUSR1, on_sigint) : SIG_ERR;
   auto restore_signals = [&] {
     std::signal(SIGINT, old_handler);
-    if (comm) std::signal(SIGTERM, old_term), std::signal(SIGUSR1, old_usr1);
+    if (comm) {
+      std::signal(SIGTERM, old_term);
+      std::signal(SIGUSR1, old_usr1);
+    }
   };
   bool dry = false;
   while (!trainer.done()) {
@@ -425,9 +429,9 @@ void add_config_flags(TrainArgs* a) {
 // An error on one rank (not a collective stop such as Ctrl-C) aborts the whole job with its
 // message, instead of leaving the other ranks waiting in their next collective.
 void run_train(TrainArgs& a) {
-  if (!dist::launched_with_several_ranks()) return run_train(a, nullptr);
   TOPKSAE_CHECK(a.cmd->count("--collective-timeout") == 0 || a.collective_timeout >= 0,
                 "--collective-timeout ", a.collective_timeout, ": expected seconds >= 0 (0: no timeout)");
+  if (!dist::launched_with_several_ranks()) return run_train(a, nullptr);
   std::shared_ptr<dist::Collectives> comm = dist::make_mpi_collectives(a.collective_timeout);
   try {
     run_train(a, comm);
