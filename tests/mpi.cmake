@@ -40,4 +40,15 @@ if(TARGET topksae_cli AND TOPKSAE_MPI_PYTHON3)
     set_tests_properties(mpi_cli_sharded PROPERTIES SKIP_RETURN_CODE 77)
   endif()
   set_tests_properties(mpi_cli_sharded PROPERTIES TIMEOUT 300 ENVIRONMENT "${TOPKSAE_MPI_CLI_ENV}")
+  # A stalled rank (SIGSTOP) and Ctrl-C of mpirun (tests/mpi/cli_faults_test.py).
+  if(TOPKSAE_HAS_MPI)
+    add_test(NAME mpi_cli_faults
+             COMMAND ${TOPKSAE_MPI_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/mpi/cli_faults_test.py
+                     $<TARGET_FILE:topksae_cli> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_BINARY_DIR}/mpi_faults)
+  else()
+    add_test(NAME mpi_cli_faults
+             COMMAND sh -c "echo 'skipped: built without MPI (TOPKSAE_MPI=OFF or no MPI found)'; exit 77")
+    set_tests_properties(mpi_cli_faults PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+  set_tests_properties(mpi_cli_faults PROPERTIES TIMEOUT 120 ENVIRONMENT "${TOPKSAE_MPI_CLI_ENV}")
 endif()

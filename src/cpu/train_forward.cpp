@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "cpu/train_detail.h"
+#include "cpu/train_forward_parts.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
 
@@ -42,17 +43,7 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   f->B = B, f->d_in = d, f->d_sae = n, f->k = k;
 
   // xs = s * x; u = xs - a * b_dec.
-  const T s = T(scaling_factor);
-  const T a = cfg.apply_b_dec_to_input ? T(1) : T(0);
-  f->xs.resize(size_t(B * d));
-  f->u.resize(size_t(B * d));
-#pragma omp parallel for schedule(static) if (B * d >= detail::kParallelMin)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < d; ++i) {
-      const T v = scaling_factor == 1.0 ? x[b * d + i] : s * x[b * d + i];
-      f->xs[size_t(b * d + i)] = v;
-      f->u[size_t(b * d + i)] = v - a * p.b_dec[size_t(i)];
-    }
+  detail::scale_and_center(cfg, p, x, B, scaling_factor, f);
 
   // h = u @ W_enc + b_enc.
   f->h.resize(size_t(B * n));
@@ -61,21 +52,10 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   detail::gemm_acc(f->u.data(), p.W_enc.data(), f->h.data(), B, d, n);
 
   // rescale_acts_by_decoder_norm (sae_lens 6.14): hidden_pre = h * ||W_dec[j]||; the decode
-  // multiplies the activations by 1 / ||W_dec[j]|| (as sae_lens does, rather than dividing).
+  // multiplies the activations by inv_norm = 1 / ||W_dec[j]||.
   const bool rescale = cfg.rescale_acts_by_decoder_norm;
-  f->dec_norm.resize(rescale ? size_t(n) : 0);
-  std::vector<T> inv_norm(rescale ? size_t(n) : 0);
-  if (rescale) {
-    for (int64_t j = 0; j < n; ++j) {
-      T s2 = 0;
-      for (int64_t i = 0; i < d; ++i) s2 += p.W_dec[size_t(j * d + i)] * p.W_dec[size_t(j * d + i)];
-      f->dec_norm[size_t(j)] = std::sqrt(s2);
-      inv_norm[size_t(j)] = T(1) / f->dec_norm[size_t(j)];
-    }
-#pragma omp parallel for schedule(static) if (B * n >= detail::kParallelMin)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < n; ++j) f->h[size_t(b * n + j)] *= f->dec_norm[size_t(j)];
-  }
+  std::vector<T> inv_norm;
+  detail::rescale_by_decoder_norm(cfg, p, B, n, f, &inv_norm);
 
   // Top-k on the raw h, ReLU after.
   f->idx.resize(size_t(B * k));
@@ -102,48 +82,16 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
   f->xhat.resize(size_t(B * d));
   sparse_decode(p, f->idx.data(), f->z.data(), B, k, d, f->xhat.data());
 
-  // MSE, explained variance (losses in double).
-  std::vector<double> col_mean(static_cast<size_t>(d), 0.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < d; ++i) col_mean[size_t(i)] += double(f->xs[size_t(b * d + i)]);
-  for (double& m : col_mean) m /= double(B);
-  double sq_err = 0, sq_var = 0;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < d; ++i) {
-      const double xs = double(f->xs[size_t(b * d + i)]);
-      const double e = double(f->xhat[size_t(b * d + i)]) - xs;
-      const double c = xs - col_mean[size_t(i)];
-      sq_err += e * e;
-      sq_var += c * c;
-    }
-  f->mse_loss = sq_err / double(B);
-  f->explained_variance = 1.0 - (sq_err / double(B)) / (sq_var / double(B));
-
-  // g = (2/B) (xhat - xs).
-  const T g_scale = T(2.0 / double(B));
-  f->g.resize(size_t(B * d));
-  for (int64_t e = 0; e < B * d; ++e) f->g[size_t(e)] = g_scale * (f->xhat[size_t(e)] - f->xs[size_t(e)]);
+  // MSE, explained variance (losses in double); g = (2/B) (xhat - xs).
+  detail::reconstruction_loss(f);
 
   // AuxK over the dead latents.
   std::vector<int32_t> dead_list;
   if (dead)
     for (int64_t j = 0; j < n; ++j)
       if (dead[j]) dead_list.push_back(int32_t(j));
-  f->n_dead = int64_t(dead_list.size());
-  f->aux_loss = 0;
-  if (f->n_dead > 0) {
-    const int64_t k_aux0 = d / 2;
-    f->aux_scale = std::min(double(f->n_dead) / double(k_aux0), 1.0);
-    f->k_aux = std::min(k_aux0, f->n_dead);
-  } else {
-    f->aux_scale = 0;
-    f->k_aux = 0;
-  }
+  detail::size_aux(int64_t(dead_list.size()), f);
   const int64_t ka = f->k_aux;
-  f->aux_idx.resize(size_t(B * ka));
-  f->za.resize(size_t(B * ka));
-  f->ehat.resize(size_t(ka ? B * d : 0));
-  f->ga.resize(size_t(ka ? B * d : 0));
   if (ka > 0) {
 #pragma omp parallel if (B * f->n_dead >= detail::kParallelMin)
     {
@@ -159,17 +107,7 @@ void train_forward(const TrainConfig& cfg, const Params<T>& p, const T* x, int64
       }
     }
     sparse_decode(p, f->aux_idx.data(), f->za.data(), B, ka, d, f->ehat.data());
-    // r = stopgrad(xs - xhat); L_aux = coef * scale * mean_b ||ehat_b - r_b||^2.
-    const double c = cfg.aux_loss_coefficient * f->aux_scale;
-    const T ga_scale = T(2.0 * c / double(B));
-    double sq = 0;
-    for (int64_t e = 0; e < B * d; ++e) {
-      const T r = f->xs[size_t(e)] - f->xhat[size_t(e)];
-      const T diff = f->ehat[size_t(e)] - r;
-      sq += double(diff) * double(diff);
-      f->ga[size_t(e)] = ga_scale * diff;
-    }
-    f->aux_loss = c * sq / double(B);
+    detail::aux_loss(cfg, f);  // r = stopgrad(xs - xhat); L_aux = coef * scale * mean_b ||ehat_b - r_b||^2
   }
   f->loss = f->mse_loss + f->aux_loss;
 

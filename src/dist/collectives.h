@@ -34,6 +34,9 @@ class Collectives {
   // Ends every rank of the job now (MPI_Abort): after a rank's error, so the others do not wait
   // forever in a collective it will never join.
   [[noreturn]] virtual void abort(int code) = 0;
+  // What the job is doing (a string literal: "training step", "checkpoint", ...) and its step
+  // (-1: none), named when a collective stalls (the MPI engine's watchdog, collective_watchdog.h).
+  virtual void set_phase(const char* phase, int64_t step) { (void)phase, (void)step; }
 };
 
 // Collective: my_error is this rank's failure ("" if none). Throws Error on every rank when any
@@ -45,8 +48,10 @@ void all_ok(Collectives& comm, const std::string& my_error, const char* what);
 bool launched_with_several_ranks();
 
 // MPI_Init (once) and MPI_COMM_WORLD. In a build without MPI it throws Error saying so
-// (src/mpi/no_mpi.cpp). Finalises MPI when the last reference goes.
-std::shared_ptr<Collectives> make_mpi_collectives();
+// (src/mpi/no_mpi.cpp). Finalises MPI when the last reference goes. timeout_s: a collective (or
+// a send/recv) that has not completed after this many seconds ends the job with a message
+// naming it (collective_watchdog.h); 0: never; < 0: collective_timeout_from_env().
+std::shared_ptr<Collectives> make_mpi_collectives(double timeout_s = -1);
 
 // Whether this build has the MPI engine.
 bool mpi_built();

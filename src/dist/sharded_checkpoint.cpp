@@ -1,13 +1,14 @@
 // Sharded checkpoints (format in sharded_files.h): one part file per rank, a manifest written by
 // rank 0 once every part of the step is on disk.
+#include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "dist/sharded_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
+#include "train/checkpoint_io.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
@@ -29,24 +30,7 @@ std::string step_dir(int64_t step) {
   return buf;
 }
 
-uint64_t fnv1a(const char* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(p[i])) * 1099511628211ull;
-  return h;
-}
-template <typename V>
-void put(std::string& out, const V& v) {
-  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0]));
-}
-void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  TOPKSAE_CHECK(in.good(), "cannot open ", path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using ckpt_io::fnv1a;
 
 std::string part_bytes(const TrainConfig& cfg, const ShardRange& r, const TrainState& st) {
   json h;
@@ -56,25 +40,15 @@ std::string part_bytes(const TrainConfig& cfg, const ShardRange& r, const TrainS
   h["ranks"] = r.ranks;
   h["lo"] = r.lo;
   h["hi"] = r.hi;
-  h["step"] = st.step;
-  h["n_training_samples"] = st.n_training_samples;
-  h["n_frac_active"] = st.stats.n_frac_active;
-  h["scaling_factor"] = st.scaling_factor ? json(*st.scaling_factor) : json();
-  h["data_position"] = st.data_position;
+  ckpt_io::put_counters(h, st);
   h["config"] = json::parse(train_config_to_json(cfg));
   const std::string hj = h.dump();
   std::string out(kPartMagic, sizeof kPartMagic);
-  put_u64(out, hj.size());
+  ckpt_io::put_u64(out, hj.size());
   out += hj;
-  for (const Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
-    put(out, p->W_enc);
-    put(out, p->b_enc);
-    put(out, p->W_dec);
-    put(out, p->b_dec);
-  }
-  put(out, st.stats.since_fired);
-  put(out, st.stats.act_freq);
-  put_u64(out, fnv1a(out.data(), out.size()));
+  for (const Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) ckpt_io::put_params(out, *p);
+  ckpt_io::put_stats(out, st.stats);
+  ckpt_io::put_u64(out, fnv1a(out.data(), out.size()));
   return out;
 }
 
@@ -102,7 +76,7 @@ TrainState load_part(const fs::path& dir, const json& man, const ShardRange& r, 
   const fs::path path = dir / man.at("parts_dir").get<std::string>() / part_name(r.rank, r.ranks);
   TOPKSAE_CHECK(fs::exists(path), "checkpoint part ", path.string(), " (rank ", r.rank, " of ", r.ranks,
                 ") is missing: the checkpoint set in ", dir.string(), " is incomplete");
-  const std::string s = read_file(path);
+  const std::string s = ckpt_io::read_all(path, SIZE_MAX);
   TOPKSAE_CHECK(s.size() >= sizeof kPartMagic + 16 && std::memcmp(s.data(), kPartMagic, sizeof kPartMagic) == 0,
                 path.string(), " is not a topksae checkpoint part");
   uint64_t stored, hlen;
@@ -119,28 +93,70 @@ TrainState load_part(const fs::path& dir, const json& man, const ShardRange& r, 
                 path.string(), " holds latents [", h.at("lo").get<int64_t>(), ", ", h.at("hi").get<int64_t>(),
                 ") of rank ", h.at("rank").get<int>(), "; rank ", r.rank, " expected [", r.lo, ", ", r.hi, ")");
   TrainState st;
-  st.step = step;
-  st.n_training_samples = h.at("n_training_samples").get<int64_t>();
-  st.stats.n_frac_active = h.at("n_frac_active").get<int64_t>();
-  if (!h.at("scaling_factor").is_null()) st.scaling_factor = h.at("scaling_factor").get<double>();
-  st.data_position = h.at("data_position").get<std::string>();
+  ckpt_io::get_counters(h, &st);
   const size_t d = size_t(cfg.d_in), m = size_t(r.size());
   const size_t expect = sizeof kPartMagic + 8 + hlen + 3 * (2 * d * m + m + d) * 4 + 2 * m * 8 + 8;
   TOPKSAE_CHECK(s.size() == expect, path.string(), " is ", s.size(), " bytes; expected ", expect);
-  size_t pos = sizeof kPartMagic + 8 + hlen;
-  auto get = [&](auto& v, size_t n) {
-    v.resize(n);
-    std::memcpy(v.data(), s.data() + pos, n * sizeof(v[0]));
-    pos += n * sizeof(v[0]);
-  };
-  for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
-    get(p->W_enc, d * m);
-    get(p->b_enc, m);
-    get(p->W_dec, m * d);
-    get(p->b_dec, d);
+  ckpt_io::Reader rd{s, sizeof kPartMagic + 8 + hlen, path};
+  for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) rd.params(p, d, m);
+  rd.stats(&st.stats, m);
+  if (cfg_out) *cfg_out = cfg;
+  return st;
+}
+
+// Latents [lo, hi) of one state into another, each laid out as the rank range it holds (W_enc
+// columns, b_enc, W_dec rows and their Adam moments; the counters), d = d_in.
+void copy_latents(const TrainState& from, const ShardRange& fr, TrainState* to, const ShardRange& tr, int64_t lo,
+                  int64_t hi, int64_t d) {
+  const int64_t mf = fr.size(), mt = tr.size(), w = hi - lo, jf = lo - fr.lo, jt = lo - tr.lo;
+  const Params<float>* src[3] = {&from.params, &from.adam_m, &from.adam_v};
+  Params<float>* dst[3] = {&to->params, &to->adam_m, &to->adam_v};
+  for (int t = 0; t < 3; ++t) {
+    for (int64_t i = 0; i < d; ++i)
+      std::copy_n(src[t]->W_enc.begin() + i * mf + jf, w, dst[t]->W_enc.begin() + i * mt + jt);
+    std::copy_n(src[t]->b_enc.begin() + jf, w, dst[t]->b_enc.begin() + jt);
+    std::copy_n(src[t]->W_dec.begin() + jf * d, w * d, dst[t]->W_dec.begin() + jt * d);
   }
-  get(st.stats.since_fired, m);
-  get(st.stats.act_freq, m);
+  std::copy_n(from.stats.since_fired.begin() + jf, w, to->stats.since_fired.begin() + jt);
+  std::copy_n(from.stats.act_freq.begin() + jf, w, to->stats.act_freq.begin() + jt);
+}
+
+// Rank r's part of a set written by old_ranks ranks (resharding): its latents gathered from the
+// old parts that hold them, read one at a time (each whole, checked as on a same-R resume); b_dec,
+// its moments and the counters from the first of them (they are replicated: equal in every part).
+TrainState load_resharded(const fs::path& dir, const json& man, int old_ranks, const ShardRange& r,
+                          TrainConfig* cfg_out) {
+  const int64_t n = man.at("d_sae").get<int64_t>();
+  TOPKSAE_CHECK(r.hi <= n, "checkpoint ", dir.string(), " holds ", n, " latents; rank ", r.rank, " expected [", r.lo,
+                ", ", r.hi, ")");
+  TrainState st;
+  TrainConfig cfg;
+  bool first = true;
+  for (int q = 0; q < old_ranks; ++q) {
+    const ShardRange oq = shard_range(n, q, old_ranks);
+    const int64_t lo = std::max(oq.lo, r.lo), hi = std::min(oq.hi, r.hi);
+    if (lo >= hi) continue;
+    TrainConfig c;
+    TrainState old = load_part(dir, man, oq, &c);
+    const int64_t d = c.d_in, m = r.size();
+    if (first) {
+      first = false;
+      cfg = c;
+      st = old;  // counters, data position, b_dec and its moments; the per-latent arrays resized below
+      for (Params<float>* p : {&st.params, &st.adam_m, &st.adam_v}) {
+        p->W_enc.assign(size_t(d * m), 0.f);
+        p->b_enc.assign(size_t(m), 0.f);
+        p->W_dec.assign(size_t(m * d), 0.f);
+      }
+      st.stats.since_fired.assign(size_t(m), 0);
+      st.stats.act_freq.assign(size_t(m), 0);
+    }
+    TOPKSAE_CHECK(c.d_in == cfg.d_in && c.d_sae == n, "checkpoint part of rank ", q, " in ", dir.string(),
+                  " has another shape (d_in ", c.d_in, ", d_sae ", c.d_sae, ") than the set (d_in ", cfg.d_in,
+                  ", d_sae ", n, ")");
+    copy_latents(old, oq, &st, r, lo, hi, d);
+  }
+  TOPKSAE_CHECK(!first, "checkpoint ", dir.string(), ": no part holds latents [", r.lo, ", ", r.hi, ")");
   if (cfg_out) *cfg_out = cfg;
   return st;
 }
@@ -151,6 +167,7 @@ bool is_sharded_checkpoint(const fs::path& dir) { return fs::exists(dir / kShard
 
 void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const TrainConfig& cfg, const ShardRange& r,
                              const TrainState& st) {
+  comm.set_phase("a checkpoint", st.step);
   const std::string sd = step_dir(st.step);
   std::string err;
   try {
@@ -185,24 +202,25 @@ void save_sharded_checkpoint(Collectives& comm, const fs::path& dir, const Train
     }
   }
   all_ok(comm, err, "writing the checkpoint manifest");
+  comm.set_phase("training", st.step);
 }
 
 TrainState load_sharded_checkpoint(Collectives& comm, const fs::path& dir, const ShardRange& r, TrainConfig* cfg) {
+  comm.set_phase("the checkpoint load", -1);
   std::string err;
   TrainState st;
   try {
     const json man = read_manifest(dir);
     const int ranks = man.at("ranks").get<int>();
-    TOPKSAE_CHECK(ranks == r.ranks, "checkpoint ", dir.string(), " was written by ", ranks, " ranks; this run has ",
-                  r.ranks, ". Resume with the same number of ranks (mpirun -np ", ranks,
-                  "); resharding a checkpoint is not implemented");
     if (r.rank == 0)  // name every missing part once, not only this rank's
       for (int q = 0; q < ranks; ++q) {
         const fs::path p = dir / man.at("parts_dir").get<std::string>() / part_name(q, ranks);
         TOPKSAE_CHECK(fs::exists(p), "checkpoint part ", p.string(), " (rank ", q, " of ", ranks,
                       ") is missing: the checkpoint set in ", dir.string(), " is incomplete");
       }
-    st = load_part(dir, man, r, cfg);
+    // Another R: resharded. The state is the saved one, bit for bit, only split differently; the
+    // steps after it are the new R's (equal to the old R's up to float summation order).
+    st = ranks == r.ranks ? load_part(dir, man, r, cfg) : load_resharded(dir, man, ranks, r, cfg);
   } catch (const std::exception& e) {
     err = e.what();
   }
@@ -226,7 +244,8 @@ std::string describe_sharded_checkpoint(const fs::path& dir) {
       << (ok ? concat(fs::file_size(p), " bytes") : std::string("MISSING")) << "\n";
   }
   o << (missing ? concat(missing, " part(s) missing: this set cannot be resumed")
-                : concat("resume with: mpirun -np ", ranks, " topksae train --resume <out>"))
+                : concat("resume with: mpirun -np ", ranks, " topksae train --resume <out> (another number of ranks "
+                         "from 2 reshards it)"))
     << "\n";
   return o.str();
 }

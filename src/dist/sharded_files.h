@@ -7,8 +7,9 @@
 //                                      counters, b_dec and its moments, the step, the data position
 // Each rank writes its part through a temp file + rename; once every rank has, rank 0 writes
 // sharded.json (temp + rename) and only then removes the parts of older steps, so a crash at any
-// point leaves the previous complete set resumable. Loading refuses, naming the file: a set
-// written by another number of ranks (no resharding), a missing part, a part of another step.
+// point leaves the previous complete set resumable. Loading refuses, naming the file, a missing
+// part or a part of another step. A set written by another number of ranks is resharded: each
+// rank reads the old parts that hold its latents (one at a time) and copies them into its range.
 //
 // The final SAE is one ordinary sae_lens directory that rank 0 writes while the other ranks send
 // it their shards one block at a time (no rank ever holds the whole model).
@@ -32,8 +33,8 @@ bool is_sharded_checkpoint(const std::filesystem::path& dir);
 void save_sharded_checkpoint(Collectives& comm, const std::filesystem::path& dir, const TrainConfig& cfg,
                              const ShardRange& r, const TrainState& st);
 
-// Collective. This rank's part of the state; *cfg the run's (whole-model) config. Throws Error
-// on every rank if any rank's part is missing or wrong.
+// Collective. This rank's part of the state (resharded when r.ranks differs from the set's);
+// *cfg the run's (whole-model) config. Throws Error on every rank if any part is missing or wrong.
 TrainState load_sharded_checkpoint(Collectives& comm, const std::filesystem::path& dir, const ShardRange& r,
                                    TrainConfig* cfg);
 

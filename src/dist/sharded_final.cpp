@@ -43,6 +43,7 @@ std::vector<float> fold_norms(const TrainConfig& cfg, const ShardRange& r, const
 
 void save_sharded_final(Collectives& comm, const fs::path& dir, const TrainConfig& cfg, const ShardRange& r,
                         const TrainState& st, SaeDirExtras extras) {
+  comm.set_phase("the final save", st.step);
   const int R = comm.size();
   const int64_t d = cfg.d_in, n = cfg.d_sae, m = r.size();
   const bool scale = st.scaling_factor.has_value();

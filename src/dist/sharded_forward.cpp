@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu/train_forward_parts.h"
 #include "dist/sharded_train.h"
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
@@ -15,7 +16,7 @@ namespace topksae::dist {
 
 namespace {
 
-constexpr int64_t kParallelMin = int64_t(1) << 18;
+using cpu::detail::kParallelMin;
 
 // partial[b] (+)= sum over slots s whose latent is in the shard: val[b, s] * W_dec[latent - lo].
 // Fills the local idx/coef of the shard's TrainForward ((0, 0) where another rank owns the slot).
@@ -59,15 +60,7 @@ void sharded_forward(Collectives& comm, const TrainConfig& cfg, const ShardRange
   f->B = B, f->d_in = d, f->d_sae = m, f->k = k;
 
   // xs = s * x; u = xs - a * b_dec (every rank the same).
-  const float s = float(scaling_factor);
-  const float a = cfg.apply_b_dec_to_input ? 1.f : 0.f;
-  f->xs.resize(size_t(B * d));
-  f->u.resize(size_t(B * d));
-  for (int64_t e = 0; e < B * d; ++e) {
-    const float v = scaling_factor == 1.0 ? x[e] : s * x[e];
-    f->xs[size_t(e)] = v;
-    f->u[size_t(e)] = v - a * p.b_dec[size_t(e % d)];
-  }
+  cpu::detail::scale_and_center(cfg, p, x, B, scaling_factor, f);
 
   // h = u @ W_enc[:, shard] + b_enc[shard], [B, m].
   f->h.resize(size_t(B * m));
@@ -76,18 +69,8 @@ void sharded_forward(Collectives& comm, const TrainConfig& cfg, const ShardRange
 
   // rescale_acts_by_decoder_norm: per-latent, so local.
   const bool rescale = cfg.rescale_acts_by_decoder_norm;
-  f->dec_norm.resize(rescale ? size_t(m) : 0);
-  std::vector<float> inv_norm(rescale ? size_t(m) : 0);
-  if (rescale) {
-    for (int64_t j = 0; j < m; ++j) {
-      float s2 = 0;
-      for (int64_t i = 0; i < d; ++i) s2 += p.W_dec[size_t(j * d + i)] * p.W_dec[size_t(j * d + i)];
-      f->dec_norm[size_t(j)] = std::sqrt(s2);
-      inv_norm[size_t(j)] = 1.f / f->dec_norm[size_t(j)];
-    }
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < m; ++j) f->h[size_t(b * m + j)] *= f->dec_norm[size_t(j)];
-  }
+  std::vector<float> inv_norm;  // [m]
+  cpu::detail::rescale_by_decoder_norm(cfg, p, B, m, f, &inv_norm);
 
   // Global top-k, then z = relu(h) (/ norm) for the entries this rank owns.
   ws->top_idx.resize(size_t(B * k));
@@ -108,37 +91,12 @@ void sharded_forward(Collectives& comm, const TrainConfig& cfg, const ShardRange
   for (const float& v : f->z) nnz += v != 0.f;
   f->nnz = nnz;
 
-  // MSE, explained variance (in double, as cpu::train_forward; identical on every rank).
-  std::vector<double> col_mean(size_t(d), 0.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < d; ++i) col_mean[size_t(i)] += double(f->xs[size_t(b * d + i)]);
-  for (double& mu : col_mean) mu /= double(B);
-  double sq_err = 0, sq_var = 0;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < d; ++i) {
-      const double xs = double(f->xs[size_t(b * d + i)]);
-      const double e = double(f->xhat[size_t(b * d + i)]) - xs;
-      const double c = xs - col_mean[size_t(i)];
-      sq_err += e * e;
-      sq_var += c * c;
-    }
-  f->mse_loss = sq_err / double(B);
-  f->explained_variance = 1.0 - (sq_err / double(B)) / (sq_var / double(B));
-  const float g_scale = float(2.0 / double(B));
-  f->g.resize(size_t(B * d));
-  for (int64_t e = 0; e < B * d; ++e) f->g[size_t(e)] = g_scale * (f->xhat[size_t(e)] - f->xs[size_t(e)]);
+  // MSE, explained variance, g (as cpu::train_forward; identical on every rank).
+  cpu::detail::reconstruction_loss(f);
 
   // AuxK over the dead latents of all ranks.
-  f->n_dead = n_dead_global;
-  f->aux_loss = 0;
-  const int64_t k_aux0 = d / 2;
-  f->aux_scale = n_dead_global > 0 ? std::min(double(n_dead_global) / double(k_aux0), 1.0) : 0.0;
-  f->k_aux = n_dead_global > 0 ? std::min(k_aux0, n_dead_global) : 0;
+  cpu::detail::size_aux(n_dead_global, f);
   const int64_t ka = f->k_aux;
-  f->aux_idx.resize(size_t(B * ka));
-  f->za.resize(size_t(B * ka));
-  f->ehat.resize(size_t(ka ? B * d : 0));
-  f->ga.resize(size_t(ka ? B * d : 0));
   ws->aux_idx.resize(size_t(B * ka));
   if (ka > 0) {
     std::vector<int32_t> dead_list;  // shard-local, ascending
@@ -155,16 +113,7 @@ void sharded_forward(Collectives& comm, const TrainConfig& cfg, const ShardRange
     local_decode(r, p, ws->aux_idx.data(), aval.data(), B, ka, d, f->aux_idx.data(), f->za.data(), ws->partial.data());
     comm.all_reduce_sum(ws->partial.data(), ws->partial.size());
     f->ehat = ws->partial;
-    const double c = cfg.aux_loss_coefficient * f->aux_scale;
-    const float ga_scale = float(2.0 * c / double(B));
-    double sq = 0;
-    for (int64_t e = 0; e < B * d; ++e) {
-      const float res = f->xs[size_t(e)] - f->xhat[size_t(e)];
-      const float diff = f->ehat[size_t(e)] - res;
-      sq += double(diff) * double(diff);
-      f->ga[size_t(e)] = ga_scale * diff;
-    }
-    f->aux_loss = c * sq / double(B);
+    cpu::detail::aux_loss(cfg, f);
   }
   f->loss = f->mse_loss + f->aux_loss;
 

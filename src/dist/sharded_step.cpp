@@ -44,6 +44,7 @@ StepMetrics sharded_train_step(Collectives& comm, const TrainConfig& cfg, const 
   const int64_t m = r.size(), d = cfg.d_in;
   TOPKSAE_CHECK(st->stats.since_fired.size() == size_t(m), "sharded_train_step: the state does not hold latents [",
                 r.lo, ", ", r.hi, ")");
+  comm.set_phase("training", st->step);
   // Every rank reads the batch itself (no broadcast): check that they all read the same one, so a
   // rank given other data or flags fails here instead of training a silently different model.
   {
@@ -115,6 +116,7 @@ StepMetrics sharded_train_step(Collectives& comm, const TrainConfig& cfg, const 
                  st->step + 1);
   st->step += 1;
   st->n_training_samples += B;
+  comm.set_phase("training", st->step);  // the collectives until the next step (agreeing to stop, ...)
 
   // Metrics over all ranks.
   double tail[3] = {double(ws->fwd.nnz), 0, 0};

@@ -7,7 +7,7 @@ namespace topksae::dist {
 
 bool mpi_built() { return false; }
 
-std::shared_ptr<Collectives> make_mpi_collectives() {
+std::shared_ptr<Collectives> make_mpi_collectives(double) {
   TOPKSAE_FAIL("this process was launched with several MPI ranks, but this topksae was built without MPI "
                "(configure with -DTOPKSAE_MPI=ON after installing libopenmpi-dev; tools/setup.sh does); "
                "latent-sharded training needs it");

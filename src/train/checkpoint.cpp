@@ -14,6 +14,7 @@
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
 #include "topksae/train.h"
+#include "train/checkpoint_io.h"
 
 namespace fs = std::filesystem;
 
@@ -25,65 +26,16 @@ constexpr char kStateJson[] = "trainer_state.json";
 constexpr char kStateBin[] = "trainer_state.bin";
 constexpr char kMagic[16] = {'T', 'O', 'P', 'K', 'S', 'A', 'E', '-', 'T', 'R', 'S', 'T', 'A', 'T', 'E', '1'};
 
-std::string read_all(const fs::path& path, size_t max_bytes) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  TOPKSAE_CHECK(!ec, "cannot read ", path.string(), ": ", ec.message());
-  TOPKSAE_CHECK(size <= max_bytes, path.string(), " is ", size, " bytes, larger than expected (", max_bytes, ")");
-  std::ifstream in(path, std::ios::binary);
-  TOPKSAE_CHECK(in.good(), "cannot open ", path.string());
-  std::string s(size_t(size), '\0');
-  in.read(s.data(), std::streamsize(size));
-  TOPKSAE_CHECK(in.gcount() == std::streamsize(size), "short read from ", path.string());
-  return s;
-}
-
-uint64_t fnv1a(const char* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(p[i])) * 1099511628211ull;
-  return h;
-}
-
-template <typename V>
-void put(std::string& out, const V& v) {
-  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0]));
-}
-void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
-
-// Reads sequentially from the .bin payload with bounds checks.
-struct Reader {
-  const std::string& s;
-  size_t pos;
-  const fs::path& path;
-  template <typename V>
-  void get(V& v, size_t n) {
-    const size_t bytes = n * sizeof(v[0]);
-    TOPKSAE_CHECK(pos + bytes <= s.size(), path.string(), ": truncated (need ", bytes, " bytes at offset ", pos, ")");
-    v.resize(n);
-    std::memcpy(v.data(), s.data() + pos, bytes);
-    pos += bytes;
-  }
-  uint64_t u64() {
-    TOPKSAE_CHECK(pos + 8 <= s.size(), path.string(), ": truncated");
-    uint64_t v;
-    std::memcpy(&v, s.data() + pos, 8);
-    pos += 8;
-    return v;
-  }
-};
+using ckpt_io::fnv1a;
+using ckpt_io::put_u64;
+using ckpt_io::read_all;
 
 std::string state_bin(const TrainConfig& cfg, const TrainState& st) {
   std::string out(kMagic, sizeof kMagic);
   put_u64(out, uint64_t(cfg.d_in));
   put_u64(out, uint64_t(cfg.d_sae));
-  for (const Params<float>* p : {&st.adam_m, &st.adam_v}) {
-    put(out, p->W_enc);
-    put(out, p->b_enc);
-    put(out, p->W_dec);
-    put(out, p->b_dec);
-  }
-  put(out, st.stats.since_fired);
-  put(out, st.stats.act_freq);
+  for (const Params<float>* p : {&st.adam_m, &st.adam_v}) ckpt_io::put_params(out, *p);
+  ckpt_io::put_stats(out, st.stats);
   put_u64(out, fnv1a(out.data(), out.size()));
   return out;
 }
@@ -98,16 +50,10 @@ void read_state_bin(const fs::path& path, const TrainConfig& cfg, TrainState* st
   uint64_t stored;
   std::memcpy(&stored, s.data() + s.size() - 8, 8);
   TOPKSAE_CHECK(stored == fnv1a(s.data(), s.size() - 8), path.string(), ": checksum mismatch (corrupt file)");
-  Reader r{s, sizeof kMagic, path};
+  ckpt_io::Reader r{s, sizeof kMagic, path};
   TOPKSAE_CHECK(r.u64() == d && r.u64() == n, path.string(), ": shape differs from trainer_state.json");
-  for (Params<float>* p : {&st->adam_m, &st->adam_v}) {
-    r.get(p->W_enc, d * n);
-    r.get(p->b_enc, n);
-    r.get(p->W_dec, n * d);
-    r.get(p->b_dec, d);
-  }
-  r.get(st->stats.since_fired, n);
-  r.get(st->stats.act_freq, n);
+  for (Params<float>* p : {&st->adam_m, &st->adam_v}) r.params(p, d, n);
+  r.stats(&st->stats, n);
 }
 
 }  // namespace
@@ -141,11 +87,7 @@ void save_checkpoint(const fs::path& dir, const TrainConfig& cfg, const TrainSta
   j["format"] = "topksae trainer state";
   j["version"] = 1;
   j["config"] = nlohmann::ordered_json::parse(train_config_to_json(cfg));
-  j["step"] = st.step;
-  j["n_training_samples"] = st.n_training_samples;
-  j["n_frac_active"] = st.stats.n_frac_active;
-  j["scaling_factor"] = st.scaling_factor ? nlohmann::ordered_json(*st.scaling_factor) : nlohmann::ordered_json();
-  j["data_position"] = st.data_position;
+  ckpt_io::put_counters(j, st);
   write_file_atomic(tmp / kStateBin, state_bin(cfg, st));
   write_file_atomic(tmp / kStateJson, j.dump(2));
 
@@ -191,11 +133,7 @@ TrainState load_checkpoint(const fs::path& dir, TrainConfig* cfg_out) {
     TOPKSAE_CHECK(j.value("format", "") == "topksae trainer state", json_path.string(), ": not a topksae trainer state");
     TOPKSAE_CHECK(j.value("version", 0) == 1, json_path.string(), ": unsupported version ", j.value("version", 0));
     cfg = train_config_from_json(j.at("config").dump());
-    st.step = j.at("step").get<int64_t>();
-    st.n_training_samples = j.at("n_training_samples").get<int64_t>();
-    st.stats.n_frac_active = j.at("n_frac_active").get<int64_t>();
-    if (!j.at("scaling_factor").is_null()) st.scaling_factor = j.at("scaling_factor").get<double>();
-    st.data_position = j.at("data_position").get<std::string>();
+    ckpt_io::get_counters(j, &st);
   } catch (const nlohmann::json::exception& e) {
     TOPKSAE_FAIL(json_path.string(), ": missing or bad field: ", e.what());
   }

@@ -47,8 +47,8 @@ void Trainer::resume(const std::filesystem::path& checkpoint) {
                                        dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()), &saved);
   } else {
     TOPKSAE_CHECK(!dist::is_sharded_checkpoint(checkpoint), "checkpoint ", checkpoint.string(),
-                  " is a latent-sharded set; resume it under mpirun with the number of ranks that wrote it "
-                  "(`topksae info` says how many)");
+                  " is a latent-sharded set; resume it under mpirun (any number of ranks from 2: the set is "
+                  "resharded when it differs from the one that wrote it, which `topksae info` shows)");
     st = load_checkpoint(checkpoint, &saved);
   }
   // Everything but the length of the run must agree; a longer or shorter run keeps the schedule

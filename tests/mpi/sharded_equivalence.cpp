@@ -4,7 +4,8 @@
 // selections (global indices, in order), the same dead counts and counters, losses to 1e-6
 // (relative), and at the end its shard of the weights and Adam moments to 1e-5 against the
 // reference's slice. Then: an exact resume from a sharded checkpoint (bit-identical to the run
-// that went on), refusal of a set with a missing part / a part of another step / another R, and
+// that went on), resharding the set to one and to R + 1 ranks (the same state, bit for bit), refusal
+// of a set with a missing part / a part of another step, and
 // the final SAE directory written shard by shard against the single-process save.
 // Two configs: sae_lens defaults with the scaling factor on, and rescale_acts_by_decoder_norm
 // without b_dec on the input. Both are made to have dead latents (small dead_feature_window,
@@ -164,13 +165,32 @@ void run_config(dist::Collectives& comm, TrainConfig cfg, const fs::path& tmp, c
     EXPECT(ea.sparsity && eb.sparsity && *ea.sparsity == *eb.sparsity, name, ": final sparsity differs");
   }
 
-  // Refusals, by name: another R, a part of another step, a missing part.
-  if (R + 1 <= cfg.d_sae) {
-    dist::ShardRange other = r;
-    other.ranks = R + 1;
-    expect_error([&] { dist::load_sharded_checkpoint(comm, ckpt, other, nullptr); }, "was written by " + std::to_string(R) + " ranks",
-                 "another R");
+  // Resharding: the step-9 set loaded for another number of ranks is the same state split
+  // differently. The whole model (a range of all latents, as for one rank), sliced to this rank's
+  // range, is this rank's saved part bit for bit; a part for R + 1 ranks is that model's slice.
+  {
+    const TrainState whole = dist::load_sharded_checkpoint(comm, ckpt, dist::shard_range(cfg.d_sae, 0, 1), nullptr);
+    auto sliced = [&](const dist::ShardRange& q) {
+      TrainState s = whole;
+      s.params = dist::slice_params(whole.params, cfg.d_in, cfg.d_sae, q);
+      s.adam_m = dist::slice_params(whole.adam_m, cfg.d_in, cfg.d_sae, q);
+      s.adam_v = dist::slice_params(whole.adam_v, cfg.d_in, cfg.d_sae, q);
+      s.stats.since_fired.assign(whole.stats.since_fired.begin() + q.lo, whole.stats.since_fired.begin() + q.hi);
+      s.stats.act_freq.assign(whole.stats.act_freq.begin() + q.lo, whole.stats.act_freq.begin() + q.hi);
+      return s;
+    };
+    EXPECT(whole.params.b_enc.size() == size_t(cfg.d_sae) && bit_equal(sliced(r), at_ckpt) &&
+               whole.scaling_factor == at_ckpt.scaling_factor && whole.data_position == at_ckpt.data_position &&
+               whole.n_training_samples == at_ckpt.n_training_samples,
+           name, ": the set resharded to one range of all latents is not the saved state");
+    if (R + 1 <= cfg.d_sae) {
+      const dist::ShardRange other = dist::shard_range(cfg.d_sae, comm.rank(), R + 1);
+      EXPECT(bit_equal(dist::load_sharded_checkpoint(comm, ckpt, other, nullptr), sliced(other)), name,
+             ": the set resharded to ", R + 1, " ranks is not the saved state's slice");
+    }
   }
+
+  // Refusals, by name: a part of another step, a missing part.
   comm.barrier();
   const fs::path part1 = ckpt / "step-000000009" / concat("rank-00001-of-", std::string(5 - std::to_string(R).size(), '0'), R, ".part");
   if (comm.rank() == 0) EXPECT(fs::exists(part1), "expected part ", part1.string());

@@ -2,7 +2,7 @@
 # ThreadSanitizer over the code that runs threads of its own: the prefetch thread of the data
 # pipeline (Prefetch.*) and the inference API used by several threads at once, in C++
 # (ApiEncode.Threads*) and through the C API (ApiC.Threads*: per-thread last error, the NULL
-# workspace). Builds only the library and those tests (tests/tsan.cmake) in build-tsan, without
+# workspace), and the collective watchdog's thread (CollectiveWatchdog.*). Builds only the library and those tests (tests/tsan.cmake) in build-tsan, without
 # CUDA. OpenMP's own threads are not instrumented (libgomp is not built with TSan, so its barriers
 # would show as races): OMP_THREAD_LIMIT=1 keeps every parallel region to the calling thread,
 # which leaves the threads under test, ours, as the only ones. Any report fails the step.
@@ -12,7 +12,7 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTOPKSAE_CUDA=OFF -D
   -DTOPKSAE_BUILD_TOOLS=OFF -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target topksae_tsan_tests
-filter='Prefetch.*:ApiEncode.Threads*:ApiC.Threads*'
+filter='Prefetch.*:ApiEncode.Threads*:ApiC.Threads*:CollectiveWatchdog.*'
 log=build-tsan/tsan.log
 rc=0
 OMP_THREAD_LIMIT=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \

@@ -43,6 +43,7 @@ struct TrainArgs {
   int64_t checkpoint_every = 0, stop_after_steps = -1, synthetic_features = 256;
   uint64_t synthetic_seed = 1;
   double progress_every = 10;
+  double collective_timeout = -1;  // sharded runs: < 0 = TOPKSAE_COLLECTIVE_TIMEOUT or the default
   bool overwrite = false, synthetic = false, no_report = false;
   run_dir::DataSpec data;
 };
@@ -66,11 +67,16 @@ void synthetic_preset(TrainConfig& c) {
 }
 
 // Ctrl-C: the first sets the flag (a checkpoint is written after the current step); a second one
-// kills the process the usual way.
+// kills the process the usual way. Sharded runs take SIGTERM and SIGUSR1 the same way: a Ctrl-C
+// reaches only mpirun (OpenMPI puts each rank in its own process group), which sends the ranks
+// SIGTERM and, odls_base_sigkill_timeout seconds later (default 1), SIGKILL; Slurm's scancel sends
+// SIGTERM too; mpirun forwards SIGUSR1 to the ranks without ending the job (docs/scaling.md, Faults).
 std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) {
+std::atomic<int> g_signal{0};  // the signal that set g_interrupted (0: --stop-after-steps)
+extern "C" void on_sigint(int sig) {
+  g_signal = sig;
   g_interrupted = true;
-  std::signal(SIGINT, SIG_DFL);
+  std::signal(sig, SIG_DFL);
 }
 
 // "12% of 5m03s of training" (+ ": input-bound" when the device mostly waited).
@@ -297,7 +303,17 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
 
   progress.begin(trainer.state().n_training_samples);
   g_interrupted = false;
+  g_signal = 0;
   auto old_handler = std::signal(SIGINT, on_sigint);
+  auto old_term = comm ? std::signal(SIGTERM, on_sigint) : SIG_ERR;
+  auto old_usr1 = comm ? std::signal(SIGUSR1, on_sigint) : SIG_ERR;
+  auto restore_signals = [&] {
+    std::signal(SIGINT, old_handler);
+    if (comm) {
+      std::signal(SIGTERM, old_term);
+      std::signal(SIGUSR1, old_usr1);
+    }
+  };
   bool dry = false;
   while (!trainer.done()) {
     // --stop-after-steps (tests): a deterministic Ctrl-C after that step (at least one step runs).
@@ -306,15 +322,32 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
     if (log) log->flush();
     const int64_t step = trainer.state().step;
     if (a.stop_after_steps >= 0 && step >= a.stop_after_steps) g_interrupted = true;
-    if (g_interrupted) {
+    bool stop = g_interrupted, launcher_ending = false;
+    if (comm) {  // the ranks agree (a signal may have reached one after the last should_stop)
+      const int sig = g_signal;
+      double any[2] = {stop ? 1. : 0., sig == SIGTERM || sig == SIGINT ? 1. : 0.};
+      comm->all_reduce_sum(any, 2);
+      stop = any[0] > 0;
+      launcher_ending = any[1] > 0;
+    }
+    if (stop) {
       progress.finish();
-      std::signal(SIGINT, old_handler);
-      std::cerr << "interrupted at step " << step << "; writing a checkpoint\n";
+      restore_signals();
+      if (rank0) std::cerr << "interrupted at step " << step << "; writing a checkpoint\n";
       // (The Trainer may have just written this step's checkpoint itself.)
       if (trainer.last_checkpoint_step() != step && !trainer.checkpoint())
         throw Error("interrupted, and the checkpoint could not be written (see above)");
-      std::cerr << "checkpoint written to " << checkpoint.string() << "; continue with: topksae train --resume "
-                << out.string() << "\n";
+      if (rank0)
+        std::cerr << "checkpoint written to " << checkpoint.string() << "; continue with: "
+                  << (comm ? concat("mpirun -np ", comm->size(), " ") : std::string()) << "topksae train --resume "
+                  << out.string() << "\n";
+      // SIGTERM from mpirun: it is ending the job and would leave MPI_Finalize waiting until its
+      // SIGKILL; the checkpoint set is complete and the log flushed, so leave now.
+      if (launcher_ending) {
+        std::cout.flush();
+        std::cerr.flush();
+        std::_Exit(130);
+      }
       // Exit status 130 (as a shell reports SIGINT) after unwinding, so the prefetch thread is
       // joined and every file closed: main() returns a CLI::RuntimeError's code silently.
       throw CLI::RuntimeError(130);
@@ -324,7 +357,7 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
       break;
     }
   }
-  std::signal(SIGINT, old_handler);
+  restore_signals();
   progress.finish();
   if (dry)
     std::cout << "the data ran out after " << trainer.state().step << " of " << cfg.total_training_steps()
@@ -398,8 +431,10 @@ void add_config_flags(TrainArgs* a) {
 // An error on one rank (not a collective stop such as Ctrl-C) aborts the whole job with its
 // message, instead of leaving the other ranks waiting in their next collective.
 void run_train(TrainArgs& a) {
+  TOPKSAE_CHECK(a.cmd->count("--collective-timeout") == 0 || a.collective_timeout >= 0,
+                "--collective-timeout ", a.collective_timeout, ": expected seconds >= 0 (0: no timeout)");
   if (!dist::launched_with_several_ranks()) return run_train(a, nullptr);
-  std::shared_ptr<dist::Collectives> comm = dist::make_mpi_collectives();
+  std::shared_ptr<dist::Collectives> comm = dist::make_mpi_collectives(a.collective_timeout);
   try {
     run_train(a, comm);
   } catch (const CLI::RuntimeError&) {
@@ -451,6 +486,9 @@ CommandRegistration reg([](CLI::App& app) {
   cmd->add_flag("--no-report", A->no_report, "do not write the HTML report");
   cmd->add_option("--progress-every", A->progress_every, "seconds between progress lines when stdout is not a terminal")
       ->capture_default_str();
+  cmd->add_option("--collective-timeout", A->collective_timeout,
+                  "sharded runs (mpirun): end the job when one MPI collective waits longer than this many seconds "
+                  "(a stalled rank; 0: never; default TOPKSAE_COLLECTIVE_TIMEOUT or 600, docs/scaling.md)");
   cmd->add_option("--stop-after-steps", A->stop_after_steps, "act as if Ctrl-C came after this many steps (for tests)")
       ->group("");
   for (const char* n : {"--init", "--model-name", "--hook-name", "--dataset-path"})
