@@ -117,11 +117,12 @@ void cublas_gemm(Context& ctx, Precision p, int64_t M, int64_t N, int64_t K, con
                             in, int(K), &beta, C, CUDA_R_32F, int(N), ct, CUBLAS_GEMM_DEFAULT));
 }
 
-// Milliseconds per call of fn (one warm-up, then kLtTimedRuns calls between two events); a
+// Milliseconds per call of fn (kLtWarmupRuns, then kLtTimedRuns calls between two events); a
 // negative value when fn reports a failure (that candidate is skipped).
 template <class F>
 float time_ms(cudaStream_t s, F&& fn) {
-  if (!fn()) return -1.f;
+  for (int i = 0; i < kLtWarmupRuns; ++i)
+    if (!fn()) return -1.f;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
@@ -146,8 +147,9 @@ Key key_of(Context& ctx, Precision p, int64_t M, int64_t N, int64_t K, const voi
 cublasLtHandle_t handle_for(State& S, int device) {
   auto it = S.handles.find(device);
   if (it != S.handles.end()) return it->second;
+  const DeviceGuard on(device);  // created on the Context's device, whatever the thread's current one
   cublasLtHandle_t h = nullptr;
-  CUBLAS_CHECK(cublasLtCreate(&h));  // on the current device: the Context's (its ops run there)
+  CUBLAS_CHECK(cublasLtCreate(&h));
   S.handles[device] = h;
   return h;
 }

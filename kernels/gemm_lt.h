@@ -3,7 +3,7 @@
 //
 // cublasLt: for each problem (precision, M, N, K, bias or not, the operands' alignments, device)
 // the first call in the process asks cublasLtMatmulAlgoGetHeuristic for up to kLtCandidates
-// algorithms, times each on the caller's own buffers with CUDA events (one warm-up, then
+// algorithms, times each on the caller's own buffers with CUDA events (kLtWarmupRuns, then
 // kLtTimedRuns runs) and keeps the fastest; later calls reuse it without synchronising. With
 // EncoderGemm::automatic the cuBLAS call is timed the same way and the faster of the two is kept.
 // The bias, when given, is cublasLt's BIAS epilogue (one pass over C fewer than cuBLAS's bias
@@ -20,7 +20,13 @@
 namespace topksae::cuda::detail {
 
 constexpr int kLtCandidates = 8;
-constexpr int kLtTimedRuns = 5;
+#ifdef TOPKSAE_CUDA_EMU
+// The emulation's times are host times and mean nothing: one untimed-warm-up-free run per
+// candidate keeps its tests short (each still checks that the candidate runs).
+constexpr int kLtWarmupRuns = 0, kLtTimedRuns = 1;
+#else
+constexpr int kLtWarmupRuns = 1, kLtTimedRuns = 5;
+#endif
 constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;  // cuBLAS's own default on Hopper
 
 // Row-major, contiguous rows: C [M, N] = A [M, K] @ B [K, N] (+ bias [N] on every row when bias is

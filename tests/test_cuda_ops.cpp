@@ -48,10 +48,11 @@ TEST(CudaEncode, PreActivationsPerPrecision) {
   ctx.synchronize();
   const std::vector<float> gu = du.get();
   EXPECT_ALLCLOSE(gu.data(), u.data(), u.size(), 1e-6, 1e-6);
-  // Each precision through cuBLAS (bias: a fill, then beta = 1), cublasLt (its bias epilogue) and
-  // the timed choice of the two.
+  // Each precision through cuBLAS (bias: a fill, then beta = 1) and cublasLt (its bias epilogue);
+  // tf32 also through the timed choice of the two.
   for (cuda::EncoderGemm how : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt, cuda::EncoderGemm::automatic})
   for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
+    if (how == cuda::EncoderGemm::automatic && p != cuda::Precision::tf32) continue;  // (emulation time)
     SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", " << cuda::encoder_gemm_name(how));
     cuda::fill_random(ctx, dh.p(), B * d_sae, 5, 100.f);  // no value of an earlier call survives
     cuda::encode_pre(ctx, ds, du.p(), B, dh.p(), p, /*add_bias=*/true, how);
@@ -127,6 +128,9 @@ TEST(CudaEncode, EncodeTopKPerPrecision) {
   for (cuda::EncoderGemm how : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt})
   for (int64_t chunk_rows : {int64_t(-1), int64_t(8)})
   for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
+    // cublasLt in chunks only: chunks of 8 rows of 131 floats start at 32- to 256-byte alignments,
+    // each a problem of its own (the emulation's run time keeps the whole-batch case out).
+    if (how == cuda::EncoderGemm::lt && chunk_rows < 0) continue;
     SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", chunk_rows " << chunk_rows << ", "
                                       << cuda::encoder_gemm_name(how));
     const Tol t = tol_for(p);
