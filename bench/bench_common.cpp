@@ -11,6 +11,7 @@
 
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
+#include "topksae/precision.h"
 
 #ifdef TOPKSAE_HAS_CUDA
 #include <cublas_v2.h>
@@ -36,6 +37,9 @@ void usage(const char* name, const char* what) {
       "  --shape D,N,K,B      d_in,d_sae,k,batch (repeatable; default: the PERF.md shapes\n"
       "                       768,24576,32,4096 and 2304,65536,64,4096)\n"
       "  --precision P        fp32 | tf32 | bf16 (repeatable; default all)\n"
+      "  --encoder-gemm G     cublas | lt | auto: the encoder GEMM's library (repeatable; default\n"
+      "                       cublas); bench_encode times the GEMM alone per library, bench_train_step\n"
+      "                       adds a step variant per library other than cublas\n"
       "  --iters N            timed runs per variant (median reported; default 20)\n"
       "  --warmup N           untimed runs first (default 3)\n"
       "  --cpu                also run the CPU twin on large shapes (slow)\n"
@@ -72,6 +76,10 @@ Args Args::parse(int argc, char** argv, const char* name, const char* what) {
       const std::string p = next();
       TOPKSAE_CHECK(p == "fp32" || p == "tf32" || p == "bf16", name, ": unknown precision '", p, "'");
       a.precisions.push_back(p);
+    } else if (s == "--encoder-gemm") {
+      const std::string g = next();
+      (void)cuda::encoder_gemm_from_name(g);  // throws naming the bad value
+      a.encoder_gemms.push_back(g);
     } else if (s == "--shape") {
       Shape sh{};
       char c1 = 0, c2 = 0, c3 = 0;
@@ -97,6 +105,7 @@ Args Args::parse(int argc, char** argv, const char* name, const char* what) {
     a.warmup = std::min(a.warmup, 1);
   }
   if (a.precisions.empty()) a.precisions = {"fp32", "tf32", "bf16"};
+  if (a.encoder_gemms.empty()) a.encoder_gemms = {"cublas"};
   TOPKSAE_CHECK(a.iters >= 1 && a.warmup >= 0, name, ": --iters must be >= 1 and --warmup >= 0");
   return a;
 }

@@ -27,6 +27,7 @@ struct Args {
   std::string json_path;    // write the JSON here ("" = none)
   std::vector<Shape> shapes;
   std::vector<std::string> precisions;  // fp32 tf32 bf16
+  std::vector<std::string> encoder_gemms;  // cublas lt auto (EncoderGemm's names; default cublas)
   // Parses argv; --help prints usage and exits. Defaults: the PERF.md shapes and all precisions.
   static Args parse(int argc, char** argv, const char* name, const char* what);
 };

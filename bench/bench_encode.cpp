@@ -1,5 +1,7 @@
 // bench_encode: x -> top-k codes on the GPU per precision mode (fp32 / tf32 / bf16 GEMM), the
-// encoder GEMM alone and the fused bias + top-k selection alone, beside the CPU twin. Each variant
+// encoder GEMM alone (also per library, --encoder-gemm: in the training step's chunks of rows,
+// against the cuBLAS ceiling measured in this binary) and the fused bias + top-k selection alone,
+// beside the CPU twin. Each variant
 // is validated on the first rows against a double-precision reference before it is timed; the
 // input batches rotate.
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
 #ifdef TOPKSAE_HAS_CUDA
+#include "gemm_lt.h"
 #include "topksae/ops_cuda.h"
 #endif
 
@@ -217,6 +220,77 @@ int main(int argc, char** argv) {
           r["TFLOPs"] = flop / (st.median_ms * 1e9);
           if (ceil.contains(gemm_ceiling)) r["gemm_ceiling_TFLOPs"] = ceil[gemm_ceiling];
           rep.add(r);
+        }
+      }
+      // The encoder GEMM alone per library (--encoder-gemm), as the training step runs it: u made
+      // once (and its bf16 copy), then chunks of encode_chunk_rows rows, each writing the same
+      // [rows, d_sae] h (the step's h holds one chunk). Validated on chunk 0's first rows; for
+      // cublasLt the selection (timed once per chunk shape, before the timed runs) is reported.
+      {
+        const int64_t rows = cuda::encode_chunk_rows(n, B, 0);
+        DeviceBuffer du16(size_t(B * d) * 2);
+        auto* u16 = static_cast<uint16_t*>(du16.data());
+        cuda::process_sae_in(c, ds, static_cast<float*>(dx[0].data()), B, u);
+        for (const std::string& pn : a.precisions) {
+          const cuda::Precision p = cuda::precision_from_name(pn);
+          const bool bf16 = p == cuda::Precision::bf16;
+          if (bf16) {
+            ds.ensure_bf16(c);
+            cuda::to_bf16(c, u, u16, B * d);
+          }
+          const double tol = p == cuda::Precision::fp32 ? 1e-3 : (p == cuda::Precision::tf32 ? 2e-2 : 8e-2);
+          auto A_at = [&](int64_t r0) -> const void* { return bf16 ? static_cast<const void*>(u16 + r0 * d) : u + r0 * d; };
+          const void* W = bf16 ? static_cast<const void*>(ds.w_enc_bf16()) : ds.w_enc();
+          const std::string gemm_ceiling = "gemm_" + pn + "_TFLOPs";
+          for (const std::string& gn : a.encoder_gemms) {
+            const cuda::EncoderGemm how = cuda::encoder_gemm_from_name(gn);
+            nlohmann::json r = base_row("gpu_encoder_gemm_" + pn + "_" + gn);
+            cuda::detail::EncoderGemmChoice choice;
+            for (int64_t r0 = 0; r0 < B; r0 += rows)
+              choice = cuda::detail::encoder_gemm_prepare(c, how, p, std::min(rows, B - r0), n, d, A_at(r0), W, nullptr, h);
+            cuda::detail::encoder_gemm(c, how, p, std::min(rows, B), n, d, A_at(0), W, nullptr, h);
+            const int64_t Rv = std::min(R, rows);  // rows of chunk 0 checked
+            std::vector<float> got(size_t(Rv * n));
+            c.synchronize();
+            topksae::detail::copy_bytes(got.data(), Device::cpu, h, Device::cuda, got.size() * 4);
+            double worst = 0;
+            for (int64_t b = 0; b < Rv; ++b)
+              for (int64_t j = 0; j < n; ++j) {
+                const double want = href[size_t(b * n + j)] - host.params.b_enc[size_t(j)];
+                const double err = std::abs(got[size_t(b * n + j)] - want) / (1.0 + std::abs(want));
+                if (!(err <= worst)) worst = std::isnan(err) ? INFINITY : err;
+              }
+            if (!(worst <= tol)) {
+              r["error"] = concat("validation failed: relative error ", worst, " > ", tol);
+              g_failed = true;
+              rep.add(r);
+              continue;
+            }
+            const Stats st = time_gpu(c.stream(), [&](int) {
+              for (int64_t r0 = 0; r0 < B; r0 += rows)
+                cuda::detail::encoder_gemm(c, how, p, std::min(rows, B - r0), n, d, A_at(r0), W, nullptr, h);
+            }, a.warmup, a.iters);
+            r["ms"] = st.median_ms;
+            r["ms_min"] = st.min_ms;
+            r["TFLOPs"] = flop / (st.median_ms * 1e9);
+            r["chunk_rows"] = rows;
+            if (ceil.contains(gemm_ceiling)) {
+              r["gemm_ceiling_TFLOPs"] = ceil[gemm_ceiling];
+              r["of_ceiling"] = flop / (st.median_ms * 1e9) / ceil[gemm_ceiling].get<double>();
+            }
+            if (how != cuda::EncoderGemm::cublas) {  // the last chunk shape's selection
+              r["lt_candidates"] = choice.candidates;
+              r["lt_algo_rank"] = choice.algo_rank;
+              r["lt_workspace_MiB"] = double(choice.workspace) / double(1 << 20);
+              r["lt_select_ms"] = choice.lt_ms;
+              if (how == cuda::EncoderGemm::automatic) {
+                r["cublas_select_ms"] = choice.cublas_ms;
+                r["auto_chose"] = choice.use_lt ? "lt" : "cublas";
+              }
+            }
+            r["note"] = "GEMM alone in the step's chunks of rows (no bias), u made once";
+            rep.add(r);
+          }
         }
       }
       {

@@ -150,9 +150,11 @@ int main(int argc, char** argv) {
           Shape ps{64, 1024, std::min<int64_t>(s.k, 16), 128};
           TrainConfig pc = config_for(ps);
           pc.dead_feature_window = 2;  // AuxK active from step 3 on
+          for (const std::string& gn : a.encoder_gemms)        // each encoder GEMM library timed below
           for (int64_t aux_cap : {int64_t(-1), int64_t(0)}) {  // AuxK's dense path, then its gather path
             TrainState cst = TrainState::initial(pc);
-            cuda::TrainStep g(ctx, pc, cst, {.precision = p, .aux_dense_cap = aux_cap});
+            cuda::TrainStep g(ctx, pc, cst,
+                              {.precision = p, .aux_dense_cap = aux_cap, .encoder_gemm = cuda::encoder_gemm_from_name(gn)});
             cpu::TrainWorkspace ws;
             const double tol = p == cuda::Precision::fp32 ? 1e-4 : 5e-2;
             for (int t = 0; t < 5 && bad.empty(); ++t) {
@@ -164,7 +166,8 @@ int main(int argc, char** argv) {
               const auto gm = g.drain_metrics();
               const double rel = std::abs(gm.at(0).overall_loss - cm.overall_loss) / std::abs(cm.overall_loss);
               if (!(rel <= tol))
-                bad = concat("proxy step ", t, " (aux_dense_cap ", aux_cap, "): loss ", gm[0].overall_loss, " vs CPU ",
+                bad = concat("proxy step ", t, " (aux_dense_cap ", aux_cap, ", encoder GEMM ", gn, "): loss ",
+                             gm[0].overall_loss, " vs CPU ",
                              cm.overall_loss);
             }
           }
@@ -181,6 +184,11 @@ int main(int argc, char** argv) {
           cuda::TrainStepOptions opts;
         };
         std::vector<Variant> variants = {{"_data_off", false, {.precision = p}}, {"_data_on", true, {.precision = p}}};
+        // The encoder GEMM through another library (--encoder-gemm lt / auto), every precision.
+        for (const std::string& gn : a.encoder_gemms)
+          if (gn != "cublas")
+            variants.push_back({gn == "lt" ? "_data_off_egemm_lt" : "_data_off_egemm_auto", false,
+                                {.precision = p, .encoder_gemm = cuda::encoder_gemm_from_name(gn)}});
         if (pn == a.precisions.front()) {
           variants.push_back({"_data_off_aux_gather", false, {.precision = p, .aux_dense_cap = 0}});
           variants.push_back({"_data_off_dz_whole_rows", false, {.precision = p, .slab_threads = -1}});
@@ -258,6 +266,7 @@ int main(int argc, char** argv) {
           }
           r["dz_slab_threads"] = g.slab_threads();
           r["encode_rows"] = g.encode_rows();
+          r["encoder_gemm"] = std::string(cuda::encoder_gemm_name(g.encoder_gemm()));
           const std::string gc = "gemm_" + pn + "_TFLOPs";
           if (ceil.contains(gc)) r["gemm_ceiling_TFLOPs"] = ceil[gc];
           r["note"] = data_on ? "pinned H2D copy per step on a 2nd stream (generator not timed)"

@@ -18,6 +18,7 @@ enum Slot : int {
   kSlotScanTmp,        // CUB scan temporary storage
   kSlotRowCount,       // per-row non-zero counts [rows + 1]
   kSlotRowOffsets,     // row offsets for COO [rows + 1]
+  kSlotLtWorkspace,    // cublasLt's workspace for the encoder GEMM (gemm_lt.h)
   kSlotCount
 };
 

@@ -1,11 +1,13 @@
 // CUDA twins of encode_pre and encode_topk (process_sae_in is in normalize.cu), plus the small
 // dense helpers the backend shares (row fill, row-major cuBLAS GEMM, bf16 conversion, copy, scan, random fill).
+// The encoder GEMM itself (cuBLAS or cublasLt, EncoderGemm) is kernels/gemm_lt.cpp's.
 #include <algorithm>
 
 #include <cub/device/device_scan.cuh>
 #include <cuda_bf16.h>
 
 #include "cuda_internal.h"
+#include "gemm_lt.h"
 
 namespace topksae::cuda {
 
@@ -99,29 +101,24 @@ void fill_random(Context& ctx, float* dst, int64_t n, uint64_t seed, float scale
   CUDA_CHECK_LAUNCH();
 }
 
-void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p, bool add_bias) {
+void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p, bool add_bias,
+                EncoderGemm how) {
   const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae;
   if (B == 0) return;
-  if (add_bias) detail::fill_rows(ctx, h, sae.bias_enc(), B, n);
-  const float beta = add_bias ? 1.f : 0.f;
+  const float* bias = add_bias ? sae.bias_enc() : nullptr;
   if (p != Precision::bf16) {
-    detail::gemm_rowmajor(ctx, u, sae.w_enc(), h, B, d, n, beta, p);
+    detail::encoder_gemm(ctx, how, p, B, n, d, u, sae.w_enc(), bias, h);
     return;
   }
   TOPKSAE_CHECK(sae.W_enc_bf16.bytes() >= size_t(d * n) * 2,
                 "encode_pre in bf16 needs the bf16 copy of W_enc: call DeviceSae::ensure_bf16 first");
-  TOPKSAE_CHECK(B < (int64_t(1) << 31) && d < (int64_t(1) << 31) && n < (int64_t(1) << 31),
-                "GEMM dims must be < 2^31");
   auto* u16 = static_cast<uint16_t*>(ctx.scratch(detail::kSlotUBf16, size_t(B * d) * 2));
   to_bf16(ctx, u, u16, B * d);
-  const float alpha = 1.f;
-  CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(B), int(d), &alpha,
-                            sae.w_enc_bf16(), CUDA_R_16BF, int(n), u16, CUDA_R_16BF, int(d), &beta, h, CUDA_R_32F,
-                            int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  detail::encoder_gemm(ctx, how, p, B, n, d, u16, sae.w_enc_bf16(), bias, h);
 }
 
 void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out,
-                 int64_t chunk_rows) {
+                 int64_t chunk_rows, EncoderGemm how) {
   const int64_t d = sae.cfg.d_in, n = sae.cfg.d_sae, k = sae.cfg.k;
   TOPKSAE_CHECK(chunk_rows >= -1, "encode_topk: chunk_rows=", chunk_rows, " must be -1 (whole batch), 0 (auto) or > 0");
   // Grow only: a smaller batch reuses the buffers (no cudaMalloc once warm). Buffers replaced
@@ -145,7 +142,7 @@ void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, 
   opt.relu = true;
   for (int64_t r0 = 0; r0 < B; r0 += rows) {
     const int64_t m = std::min(rows, B - r0);
-    encode_pre(ctx, sae, u + r0 * d, m, h, p, /*add_bias=*/false);
+    encode_pre(ctx, sae, u + r0 * d, m, h, p, /*add_bias=*/false, how);
     topk_select(ctx, h, m, n, k, out.idx() + r0 * k, out.val() + r0 * k, opt);
   }
 }

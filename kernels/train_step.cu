@@ -27,6 +27,7 @@
 #include "common/cuda_raii.h"
 #include "common/device_array.h"
 #include "cuda_internal.h"
+#include "gemm_lt.h"
 #include "topksae/train_cuda.h"
 #include "train/dead_bound.h"
 #include "train/train_ops.h"
@@ -66,6 +67,7 @@ struct TrainStep::Impl {
   TrainConfig cfg;
   TrainPlan plan;
   Precision prec;
+  EncoderGemm egemm;  // the encoder GEMM's library (TrainStepOptions::encoder_gemm)
   int64_t d, n, k;
   bool fused;  // plan.fused: no dense gradient
   double scaling = 1.0;
@@ -113,7 +115,7 @@ struct TrainStep::Impl {
 
   Impl(Context& c, const TrainConfig& cf, const TrainState& st, const TrainStepOptions& opts)
       : ctx(c), cfg(cf), plan(train_detail::plan_train_step(cf, opts, device_limits(c))), prec(opts.precision),
-        d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
+        egemm(opts.encoder_gemm), d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
     scaling_factor = st.scaling_factor;
     scaling = st.scaling_factor ? *st.scaling_factor : 1.0;
     step = st.step;
@@ -185,6 +187,10 @@ struct TrainStep::Impl {
     act.upload(st.stats.act_freq.data(), n);
     CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
     if (prec == Precision::bf16) to_bf16(ctx, param.data() + plan.oWenc, w16.data(), d * n);
+    // cublasLt's algorithm for every chunk a full batch makes, timed now (it synchronises) rather
+    // than inside a step; h is overwritten, u is not read for its values.
+    for (int64_t r0 = 0; egemm != EncoderGemm::cublas && r0 < B; r0 += plan.hrows)
+      gemm_chunk(r0, std::min(plan.hrows, B - r0), pre.data(), /*prepare_only=*/true);
     ctx.synchronize();
   }
 
@@ -202,16 +208,15 @@ struct TrainStep::Impl {
   }
 
   // h [rows, n] = u[r0 : r0+rows] @ W_enc (bf16: u16, converted by the caller, @ the bf16 copy).
-  void gemm_chunk(int64_t r0, int64_t rows, float* h) {
-    const float* W = param.data() + plan.oWenc;
-    if (prec != Precision::bf16) {
-      detail::gemm_rowmajor(ctx, u.data() + r0 * d, W, h, rows, d, n, 0.f, prec);
-      return;
-    }
-    const float alpha = 1.f, beta = 0.f;
-    CUBLAS_CHECK(cublasGemmEx(detail::cublas(ctx), CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(rows), int(d), &alpha,
-                              w16.data(), CUDA_R_16BF, int(n), u16.data() + r0 * d, CUDA_R_16BF, int(d), &beta, h,
-                              CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  // prepare_only: only select cublasLt's algorithm for this chunk (gemm_lt.h).
+  void gemm_chunk(int64_t r0, int64_t rows, float* h, bool prepare_only = false) {
+    const bool bf16 = prec == Precision::bf16;
+    const void* A = bf16 ? static_cast<const void*>(u16.data() + r0 * d) : u.data() + r0 * d;
+    const void* W = bf16 ? static_cast<const void*>(w16.data()) : param.data() + plan.oWenc;
+    if (prepare_only)
+      (void)detail::encoder_gemm_prepare(ctx, egemm, prec, rows, n, d, A, W, nullptr, h);
+    else
+      detail::encoder_gemm(ctx, egemm, prec, rows, n, d, A, W, nullptr, h);
   }
 
   // Moves the oldest pending step's metrics to `ready` (waiting for it).
@@ -465,6 +470,7 @@ size_t TrainStep::device_bytes() const { return impl_->bytes; }
 int64_t TrainStep::aux_dense_capacity() const { return impl_->plan.aux_cap; }
 int TrainStep::slab_threads() const { return impl_->plan.slab_tpt; }
 GradStorage TrainStep::grad_storage() const { return impl_->fused ? GradStorage::fused : GradStorage::stored; }
+EncoderGemm TrainStep::encoder_gemm() const { return impl_->egemm; }
 int64_t TrainStep::encode_rows() const { return impl_->plan.hrows; }
 AuxPathCounts TrainStep::aux_path_counts() const { return impl_->path_counts; }
 

@@ -5,7 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda_internal.h"  // detail::gemm_rowmajor, detail::stream
+#include "cuda_internal.h"  // detail::stream
+#include "gemm_lt.h"        // detail::encoder_gemm
 #include "cuda_train_test_util.h"
 #include "topksae/ops_cuda.h"
 #include "topksae/train.h"
@@ -44,16 +45,16 @@ struct PhaseProblem {
 };
 
 // The GPU's forward up to the main top-k, as train_step.cu runs it: u = s*x - b_dec, h = u @ W_enc
-// (fp32), S = top-k(h + b_enc) into idxS / hS, z = relu(hS).
+// (fp32, through `how`'s library), S = top-k(h + b_enc) into idxS / hS, z = relu(hS).
 struct GpuForward {
   DevVec<float> W_enc, b_enc, W_dec, b_dec, x, u, h, hS, zS;
   DevVec<int32_t> idxS;
-  GpuForward(cuda::Context& ctx, const PhaseProblem& P)
+  GpuForward(cuda::Context& ctx, const PhaseProblem& P, cuda::EncoderGemm how = cuda::EncoderGemm::cublas)
       : W_enc(P.p.W_enc), b_enc(P.p.b_enc), W_dec(P.p.W_dec), b_dec(P.p.b_dec), x(P.x), u(static_cast<size_t>(P.B() * P.d())),
         h(static_cast<size_t>(P.B() * P.n())), hS(static_cast<size_t>(P.B() * P.k())), zS(static_cast<size_t>(P.B() * P.k())), idxS(static_cast<size_t>(P.B() * P.k())) {
     const cudaStream_t st = cuda::detail::stream(ctx);
     cuda::train::prep_input(st, x.p(), float(P.scaling), b_dec.p(), P.B(), P.d(), u.p());
-    cuda::detail::gemm_rowmajor(ctx, u.p(), W_enc.p(), h.p(), P.B(), P.d(), P.n(), 0.f, cuda::Precision::fp32);
+    cuda::detail::encoder_gemm(ctx, how, cuda::Precision::fp32, P.B(), P.n(), P.d(), u.p(), W_enc.p(), nullptr, h.p());
     cuda::TopKOptions o;
     o.bias = b_enc.p();
     cuda::topk_select(ctx, h.p(), P.B(), P.n(), P.k(), idxS.p(), hS.p(), o);

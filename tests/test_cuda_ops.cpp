@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "cuda_test_util.h"
+#include "gemm_lt.h"
 #include "topksae/dtype.h"
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
@@ -47,9 +48,14 @@ TEST(CudaEncode, PreActivationsPerPrecision) {
   ctx.synchronize();
   const std::vector<float> gu = du.get();
   EXPECT_ALLCLOSE(gu.data(), u.data(), u.size(), 1e-6, 1e-6);
+  // Each precision through cuBLAS (bias: a fill, then beta = 1) and cublasLt (its bias epilogue);
+  // tf32 also through the timed choice of the two.
+  for (cuda::EncoderGemm how : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt, cuda::EncoderGemm::automatic})
   for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(std::string(cuda::precision_name(p)));
-    cuda::encode_pre(ctx, ds, du.p(), B, dh.p(), p);
+    if (how == cuda::EncoderGemm::automatic && p != cuda::Precision::tf32) continue;  // (emulation time)
+    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", " << cuda::encoder_gemm_name(how));
+    cuda::fill_random(ctx, dh.p(), B * d_sae, 5, 100.f);  // no value of an earlier call survives
+    cuda::encode_pre(ctx, ds, du.p(), B, dh.p(), p, /*add_bias=*/true, how);
     ctx.synchronize();
     const std::vector<float> gh = dh.get();
     EXPECT_NONZERO(gh);
@@ -59,6 +65,46 @@ TEST(CudaEncode, PreActivationsPerPrecision) {
   const Sae back = ds.download();
   EXPECT_EQ(back.params.W_enc, sae.params.W_enc);
   EXPECT_EQ(back.params.b_dec, sae.params.b_dec);
+}
+
+// The cublasLt selection (kernels/gemm_lt.h): candidates from the heuristic, one kept, timed once
+// per problem (a second prepare returns the cached choice), the automatic mode's cuBLAS time
+// beside it; a problem with other operand alignments is a problem of its own, and its product is
+// still right.
+TEST(CudaEncode, LtSelectionIsTimedOncePerProblem) {
+  SKIP_WITHOUT_GPU();
+  const int64_t M = 13, N = 301, K = 29;
+  const std::vector<float> A = randn(size_t((M + 1) * K), 31), W = randn(size_t(K * N), 32);
+  cuda::Context ctx;
+  DevVec<float> dA(A), dW(W), dC(size_t(M * N));
+  const auto first = cuda::detail::encoder_gemm_prepare(ctx, cuda::EncoderGemm::lt, cuda::Precision::tf32, M, N, K,
+                                                        dA.p(), dW.p(), nullptr, dC.p());
+  EXPECT_TRUE(first.use_lt);
+  EXPECT_GT(first.candidates, 0);
+  EXPECT_GE(first.algo_rank, 0);
+  EXPECT_LT(first.algo_rank, first.candidates);
+  EXPECT_LE(first.workspace, cuda::detail::kLtWorkspaceBytes);
+  const auto again = cuda::detail::encoder_gemm_prepare(ctx, cuda::EncoderGemm::lt, cuda::Precision::tf32, M, N, K,
+                                                        dA.p(), dW.p(), nullptr, dC.p());
+  EXPECT_EQ(again.algo_rank, first.algo_rank);
+  EXPECT_EQ(again.lt_ms, first.lt_ms) << "a second call must reuse the selection, not time again";
+  const auto au = cuda::detail::encoder_gemm_prepare(ctx, cuda::EncoderGemm::automatic, cuda::Precision::tf32, M, N, K,
+                                                     dA.p(), dW.p(), nullptr, dC.p());
+  EXPECT_EQ(au.algo_rank, first.algo_rank);
+  EXPECT_GE(au.cublas_ms, 0.f);
+  EXPECT_EQ(au.use_lt, au.lt_ms < au.cublas_ms);
+  // A starts one row in (K * 4 = 116 bytes: 4-byte aligned only).
+  for (int64_t r0 : {int64_t(0), int64_t(1)}) {
+    cuda::detail::encoder_gemm(ctx, cuda::EncoderGemm::lt, cuda::Precision::fp32, M, N, K, dA.p() + r0 * K, dW.p(), nullptr,
+                       dC.p());
+    const std::vector<float> c = dC.get();
+    std::vector<float> want(size_t(M * N), 0.f);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t p = 0; p < K; ++p)
+        for (int64_t j = 0; j < N; ++j) want[size_t(i * N + j)] += A[size_t((i + r0) * K + p)] * W[size_t(p * N + j)];
+    EXPECT_NONZERO(c);
+    EXPECT_ALLCLOSE(c.data(), want.data(), want.size(), 1e-5, 1e-4) << "rows from " << r0;
+  }
 }
 
 // encode_topk end to end, over the whole batch at once and in chunks of 8 rows (45 = 5 x 8 + 5).
@@ -79,12 +125,17 @@ TEST(CudaEncode, EncodeTopKPerPrecision) {
   cuda::DeviceSae ds = cuda::DeviceSae::upload(sae);
   ds.ensure_bf16(ctx);
   DevVec<float> dx(x);
+  for (cuda::EncoderGemm how : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt})
   for (int64_t chunk_rows : {int64_t(-1), int64_t(8)})
   for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", chunk_rows " << chunk_rows);
+    // cublasLt in chunks only: chunks of 8 rows of 131 floats start at 32- to 256-byte alignments,
+    // each a problem of its own (the emulation's run time keeps the whole-batch case out).
+    if (how == cuda::EncoderGemm::lt && chunk_rows < 0) continue;
+    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", chunk_rows " << chunk_rows << ", "
+                                      << cuda::encoder_gemm_name(how));
     const Tol t = tol_for(p);
     cuda::TopKCodes codes;
-    cuda::encode_topk(ctx, ds, dx.p(), B, p, codes, chunk_rows);
+    cuda::encode_topk(ctx, ds, dx.p(), B, p, codes, chunk_rows, how);
     const cpu::TopKCodes got = codes.download();
     ASSERT_EQ(got.rows, B);
     ASSERT_EQ(got.k, k);

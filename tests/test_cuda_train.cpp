@@ -61,11 +61,13 @@ void expect_params_close(const Params<float>& got, const Params<float>& ref, dou
 // Both values of apply_b_dec_to_input (the b_dec gradient's W_enc @ db_enc term exists only with
 // it); the second run also sizes the step for more rows than it is given (max_batch > B).
 // Instantiated as Cuda/...: tools/gpu_check.sh runs --gtest_filter='Cuda*' on the full names.
-// Each also with AuxK's dense path (aux_dense_cap -1) and its gather path (0).
-class CudaTrainFirstStep : public ::testing::TestWithParam<std::tuple<bool, int64_t>> {};
+// Each also with AuxK's dense path (aux_dense_cap -1) and its gather path (0), and with the encoder
+// GEMM through cuBLAS and through cublasLt (TrainStepOptions::encoder_gemm).
+class CudaTrainFirstStep : public ::testing::TestWithParam<std::tuple<bool, int64_t, cuda::EncoderGemm>> {};
 
 // One step from `st` on the GPU against the CPU: losses, gradient norm and all four gradients.
-void expect_first_step_matches_cpu(const TrainConfig& cfg, const TrainState& st, int64_t aux_cap, int64_t max_batch) {
+void expect_first_step_matches_cpu(const TrainConfig& cfg, const TrainState& st, int64_t aux_cap, int64_t max_batch,
+                                   cuda::EncoderGemm how = cuda::EncoderGemm::cublas) {
   const std::vector<float> x = batches(cfg, 1);
   TrainState cst = st;
   cpu::TrainWorkspace ws;
@@ -73,7 +75,8 @@ void expect_first_step_matches_cpu(const TrainConfig& cfg, const TrainState& st,
   ASSERT_GT(ws.fwd.k_aux, 0) << "the test needs AuxK active in its first step";
 
   cuda::Context ctx;
-  cuda::TrainStep gpu(ctx, cfg, st, {.max_batch = max_batch, .aux_dense_cap = aux_cap});
+  cuda::TrainStep gpu(ctx, cfg, st, {.max_batch = max_batch, .aux_dense_cap = aux_cap, .encoder_gemm = how});
+  EXPECT_EQ(gpu.encoder_gemm(), how);
   DevVec<float> dx(x);
   gpu.step(dx.p(), cfg.batch_size);
   const std::vector<StepMetrics> gm = gpu.drain_metrics();
@@ -104,9 +107,12 @@ TEST_P(CudaTrainFirstStep, GradientsMatchCpu) {
   const bool b_dec_in = std::get<0>(GetParam());
   const int64_t cap = std::get<1>(GetParam());
   cfg.apply_b_dec_to_input = b_dec_in;
-  expect_first_step_matches_cpu(cfg, initial_state(cfg), cap, b_dec_in ? -1 : cfg.batch_size + 13);
+  expect_first_step_matches_cpu(cfg, initial_state(cfg), cap, b_dec_in ? -1 : cfg.batch_size + 13,
+                                std::get<2>(GetParam()));
 }
-INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainFirstStep, ::testing::Combine(::testing::Bool(), ::testing::Values(-1, 0)));
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainFirstStep,
+                         ::testing::Combine(::testing::Bool(), ::testing::Values(-1, 0),
+                                            ::testing::Values(cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt)));
 
 // Hot latents: 40 latents with a large b_enc win every token's top-k (k = 40), so the 32 latents
 // of grad_enc_kernel's first block own 32 x 70 = 2240 entries, more than the block stages in
@@ -138,6 +144,7 @@ struct AuxCase {
   bool fresh;  // start with since_fired all 0: no latent can be dead in the first steps (no AuxK)
   int64_t encode_rows = 0;  // TrainStepOptions::encode_rows (0: auto, the whole batch at this size)
   cuda::GradStorage storage = cuda::GradStorage::automatic;  // automatic: stored at this size
+  cuda::EncoderGemm egemm = cuda::EncoderGemm::cublas;  // TrainStepOptions::encoder_gemm
 };
 class CudaTrainSteps : public ::testing::TestWithParam<AuxCase> {};
 
@@ -185,7 +192,8 @@ TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
 
   cuda::Context ctx;
   cuda::TrainStep gpu(ctx, cfg, st0,
-                      {.aux_dense_cap = cap, .encode_rows = GetParam().encode_rows, .grad_storage = GetParam().storage});
+                      {.aux_dense_cap = cap, .encode_rows = GetParam().encode_rows, .grad_storage = GetParam().storage,
+                       .encoder_gemm = GetParam().egemm});
   EXPECT_EQ(gpu.encode_rows(), GetParam().encode_rows > 0 ? GetParam().encode_rows : cfg.batch_size);
   DevVec<float> dx(x);
   std::vector<StepMetrics> gm;
@@ -266,7 +274,8 @@ TEST_P(CudaTrainSteps, TwentyStepsFp32MatchCpu) {
   // Resuming from the downloaded state continues exactly like the CPU (one more step).
   const std::vector<float> x2 = randn(per, 1234);
   const StepMetrics c21 = cpu::train_step(cfg, &cst, x2.data(), cfg.batch_size, &ws);
-  cuda::TrainStep resumed(ctx, cfg, gst, {.aux_dense_cap = cap, .grad_storage = GetParam().storage});
+  cuda::TrainStep resumed(ctx, cfg, gst, {.aux_dense_cap = cap, .grad_storage = GetParam().storage,
+                                                    .encoder_gemm = GetParam().egemm});
   DevVec<float> dx2(x2);
   resumed.step(dx2.p(), cfg.batch_size);
   const auto g21 = resumed.drain_metrics();
@@ -288,7 +297,10 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainSteps,
                                            // No stored gradient (a norm pass, then Adam inside the backward).
                                            // Both AuxK paths take turns (test_cuda_train_fused.cpp has more).
                                            AuxCase{"mixed_chunked_fused", 10, kMixedCap, false, false, 4,
-                                                   cuda::GradStorage::fused}),
+                                                   cuda::GradStorage::fused},
+                                           // The encoder GEMM through cublasLt (each chunk shape selected once).
+                                           AuxCase{"mixed_chunked_lt", 10, kMixedCap, false, false, 4,
+                                                   cuda::GradStorage::automatic, cuda::EncoderGemm::lt}),
                          [](const ::testing::TestParamInfo<AuxCase>& i) { return std::string(i.param.name); });
 
 // The main top-k's dz swept over column slabs of W_dec (needs d_in and d_sae multiples of 4): each
@@ -366,10 +378,13 @@ TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
   for (int t = 0; t < steps; ++t) cm.push_back(cpu::train_step(cfg, &cst, x.data() + t * per, cfg.batch_size, &ws));
   cuda::Context ctx;
   DevVec<float> dx(x);
+  for (cuda::EncoderGemm how : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt})
   for (int64_t rows : {int64_t(0), int64_t(8)})  // the whole batch, then chunks of 8 rows (19 = 8 + 8 + 3)
   for (cuda::Precision p : {cuda::Precision::tf32, cuda::Precision::bf16}) {
-    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", encode_rows " << rows);
-    cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), {.precision = p, .encode_rows = rows});
+    if (how == cuda::EncoderGemm::lt && rows == 0) continue;  // cublasLt in chunks only (emulation time)
+    SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", encode_rows " << rows << ", "
+                                      << cuda::encoder_gemm_name(how));
+    cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), {.precision = p, .encode_rows = rows, .encoder_gemm = how});
     for (int t = 0; t < steps; ++t) gpu.step(dx.p() + t * per, cfg.batch_size);
     const auto gm = gpu.drain_metrics();
     ASSERT_EQ(gm.size(), size_t(steps));
@@ -386,6 +401,48 @@ TEST(CudaTrain, Tf32AndBf16TrackTheCpuLoosely) {
   }
 }
 
+// The encoder GEMM through cublasLt (and, in fp32, the timed choice) against cuBLAS, step for step,
+// in each precision and in chunks of 8 rows (19 = 8 + 8 + 3: two chunk shapes, each timed once): the
+// same losses and weights up to the algorithms' summation order (bit-equal under the CUDA
+// emulation, where every algorithm is the same host loop).
+TEST(CudaTrain, EncoderGemmLtAndAutoAgreeWithCublas) {
+  SKIP_WITHOUT_GPU();
+  const TrainConfig cfg = small_config();
+  const int steps = 5;
+  const std::vector<float> x = batches(cfg, steps);
+  const size_t per = size_t(cfg.batch_size * cfg.d_in);
+  cuda::Context ctx;
+  DevVec<float> dx(x);
+  for (cuda::Precision p : {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16}) {
+    std::vector<StepMetrics> ref;
+    TrainState ref_state;
+    for (cuda::EncoderGemm how : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt, cuda::EncoderGemm::automatic}) {
+      if (how == cuda::EncoderGemm::automatic && p != cuda::Precision::fp32) continue;  // (emulation time)
+      SCOPED_TRACE(::testing::Message() << cuda::precision_name(p) << ", " << cuda::encoder_gemm_name(how));
+      cuda::TrainStep gpu(ctx, cfg, initial_state(cfg), {.precision = p, .encode_rows = 8, .encoder_gemm = how});
+      for (int t = 0; t < steps; ++t) gpu.step(dx.p() + t * per, cfg.batch_size);
+      const auto gm = gpu.drain_metrics();
+      ASSERT_EQ(gm.size(), size_t(steps));
+      TrainState gst;
+      gpu.download(&gst);
+      if (how == cuda::EncoderGemm::cublas) {
+        ref = gm;
+        ref_state = gst;
+        for (const StepMetrics& m : gm) EXPECT_GT(m.mse_loss, 0.0);
+        EXPECT_GT(gm.back().auxiliary_reconstruction_loss, 0.0) << "AuxK's dense GEMMs read the forward's h too";
+        continue;
+      }
+      for (int t = 0; t < steps; ++t) {
+        EXPECT_LE(rel(gm[size_t(t)].overall_loss, ref[size_t(t)].overall_loss), 1e-4) << "step " << t;
+        EXPECT_LE(rel(gm[size_t(t)].grad_norm, ref[size_t(t)].grad_norm), 1e-4) << "step " << t;
+        EXPECT_EQ(gm[size_t(t)].l0, ref[size_t(t)].l0) << "step " << t;
+      }
+      EXPECT_NONZERO(gst.params.W_enc);
+      expect_params_close(gst.params, ref_state.params, 1e-5, 1e-3, "parameters");
+    }
+  }
+}
+
 // planned_bytes is the constructor's own plan: equal to what an object allocates, for each option
 // that changes the buffers. At PERF.md's 2304 x 65536 shape (nothing allocated there), chunking
 // the forward saves 3/4 of h's 1 GiB and brings the step within its 6 GiB target.
@@ -395,7 +452,7 @@ TEST(CudaTrain, PlannedBytesMatchTheAllocationAndMeetTheMemoryTarget) {
   cuda::Context ctx;
   const std::vector<cuda::TrainStepOptions> cases = {
       {}, {.encode_rows = 4}, {.aux_dense_cap = 0}, {.precision = cuda::Precision::bf16, .max_batch = 40},
-      {.slab_threads = -1, .encode_rows = -1}};
+      {.slab_threads = -1, .encode_rows = -1}, {.encoder_gemm = cuda::EncoderGemm::lt}};
   for (const cuda::TrainStepOptions& o : cases) {
     SCOPED_TRACE(::testing::Message() << "encode_rows " << o.encode_rows << ", aux_dense_cap " << o.aux_dense_cap
                                       << ", max_batch " << o.max_batch);

@@ -1,7 +1,8 @@
 // The training forward's kernels (kernels/train/train_forward.cu) against cpu::train_forward,
 // without AuxK (tests/test_cuda_train_aux.cpp has it): u = s*x - b_dec, relu of the selections,
 // the column means, and per row the MSE, its gradient g and the metric sums, on the GPU's own
-// encoder GEMM, top-k and gather decode (the shared ops), as train_step.cu strings them.
+// encoder GEMM, top-k and gather decode (the shared ops), as train_step.cu strings them; the
+// encoder GEMM through cuBLAS and through cublasLt (TrainStepOptions::encoder_gemm).
 #include "test_util.h"
 
 #ifdef TOPKSAE_HAS_CUDA
@@ -12,13 +13,15 @@
 namespace topksae::test {
 namespace {
 
-TEST(CudaTrainForward, LossesAndGradientsMatchTheCpuTwin) {
+class CudaTrainForward : public ::testing::TestWithParam<cuda::EncoderGemm> {};
+
+TEST_P(CudaTrainForward, LossesAndGradientsMatchTheCpuTwin) {
   SKIP_WITHOUT_GPU();
   cuda::Context ctx;
   const cudaStream_t st = cuda::detail::stream(ctx);
   const PhaseProblem P(false);
   const int64_t B = P.B(), d = P.d(), k = P.k();
-  GpuForward G(ctx, P);
+  GpuForward G(ctx, P, GetParam());
   DevVec<float> xhat(static_cast<size_t>(B * d)), g(static_cast<size_t>(B * d)), ga(std::vector<float>(static_cast<size_t>(B * d), 7.f));
   DevVec<double> mu(static_cast<size_t>(d)), stats(static_cast<size_t>(B * 4));
   DevRecord rec;
@@ -51,6 +54,10 @@ TEST(CudaTrainForward, LossesAndGradientsMatchTheCpuTwin) {
   EXPECT_EQ(int64_t(M.nnz), f.nnz);
   EXPECT_EQ(M.aux_sum, 0.0);
 }
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrainForward, ::testing::Values(cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt),
+                         [](const ::testing::TestParamInfo<cuda::EncoderGemm>& i) {
+                           return std::string(cuda::encoder_gemm_name(i.param));
+                         });
 
 }  // namespace
 }  // namespace topksae::test

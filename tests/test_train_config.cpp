@@ -142,6 +142,10 @@ TEST(PrecisionNames, RoundTripAndRefuseOthers) {
   EXPECT_EQ(cuda::precision_name(cuda::Precision::tf32), "tf32");
   EXPECT_THROW(cuda::precision_from_name("fp16"), Error);
   EXPECT_THROW(cuda::precision_from_name("FP32"), Error);
+  for (auto g : {cuda::EncoderGemm::cublas, cuda::EncoderGemm::lt, cuda::EncoderGemm::automatic})
+    EXPECT_EQ(cuda::encoder_gemm_from_name(cuda::encoder_gemm_name(g)), g);
+  EXPECT_EQ(cuda::encoder_gemm_name(cuda::EncoderGemm::automatic), "auto");
+  EXPECT_THROW(cuda::encoder_gemm_from_name("cublaslt"), Error);
 }
 
 }  // namespace

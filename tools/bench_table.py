@@ -74,6 +74,12 @@ def main():
                 extra.append("ERROR " + r["error"][:80])
             if r.get("TFLOPs") is not None:
                 extra.append(f"{r['TFLOPs']:.1f} TFLOP/s")
+            if r.get("of_ceiling") is not None:  # bench_encode's gpu_encoder_gemm_<precision>_<library>
+                extra.append(f"{100 * r['of_ceiling']:.0f}% of the cuBLAS ceiling {r['gemm_ceiling_TFLOPs']:.0f}")
+            if r.get("lt_algo_rank") is not None:
+                extra.append(f"Lt algo {r['lt_algo_rank']} of {r.get('lt_candidates')}")
+            if r.get("auto_chose"):
+                extra.append(f"auto chose {r['auto_chose']}")
             if r.get("GBps") is not None:
                 extra.append(f"{r['GBps']:.0f} GB/s")
             if r.get("device_mem_GiB") is not None:

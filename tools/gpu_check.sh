@@ -122,9 +122,15 @@ if [ "$built" = 1 ]; then
   iters=20
   [ "${GPU_CHECK_QUICK:-0}" = 1 ] && iters=8
   # cap reserve: the later benches (40 s each), the peers (60 s) and the table (10 s).
+  # The encoder GEMM per library (issue 22 item 1): bench_encode times it alone per precision in
+  # the step's chunks (gpu_encoder_gemm_<precision>_{cublas,lt,auto}, against the cuBLAS ceiling
+  # measured in the same binary); bench_train_step adds a step with cublasLt (..._egemm_lt).
   for spec in "bench_decode 100 150" "bench_encode 100 110" "bench_train_step 180 70"; do
     set -- $spec
-    run_stage "$1" "$2" "$3" "$OUT/$1.log" "./build-gpu/bench/$1" --iters "$iters" --json "$OUT/$1.json"
+    egemm=()
+    [ "$1" = bench_encode ] && egemm=(--encoder-gemm cublas --encoder-gemm lt --encoder-gemm auto)
+    [ "$1" = bench_train_step ] && egemm=(--encoder-gemm cublas --encoder-gemm lt)
+    run_stage "$1" "$2" "$3" "$OUT/$1.log" "./build-gpu/bench/$1" --iters "$iters" --json "$OUT/$1.json" "${egemm[@]}"
     grep -E "ERROR|error|validation" "$OUT/$1.log" | head -10
   done
 else

@@ -154,15 +154,16 @@ constexpr int64_t kMaxTopK = 8192;
 // statistics as cpu::NormStats (normalize_out needs them).
 void process_sae_in(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, float* u, float* scale = nullptr,
                     float* shift = nullptr);
-// h = u @ W_enc (+ b_enc when add_bias), h [B, d_sae]. bf16 needs sae.ensure_bf16() first.
+// h = u @ W_enc (+ b_enc when add_bias), h [B, d_sae]. bf16 needs sae.ensure_bf16() first. `how`
+// picks the GEMM's library (EncoderGemm, precision.h; with cublasLt the bias is its epilogue).
 void encode_pre(Context& ctx, const DeviceSae& sae, const float* u, int64_t B, float* h, Precision p,
-                bool add_bias = true);
+                bool add_bias = true, EncoderGemm how = EncoderGemm::cublas);
 // x [B, d_in] -> top-k pairs (values after ReLU): process_sae_in, GEMM, fused bias + top-k, in
 // chunks of rows (encode_chunk_rows(d_sae, B, chunk_rows)) so the pre-activations never take more
 // than one chunk's [rows, d_sae] floats of scratch. out's buffers only grow: a batch no larger
 // than one seen before allocates nothing.
 void encode_topk(Context& ctx, const DeviceSae& sae, const float* x, int64_t B, Precision p, TopKCodes& out,
-                 int64_t chunk_rows = 0);
+                 int64_t chunk_rows = 0, EncoderGemm how = EncoderGemm::cublas);
 
 // The encoder GEMM + top-k run over chunks of rows so that h [rows, d_sae] (f32) stays within
 // kEncodeChunkBytes: at 2304 x 65536 and batch 4096, 1024 rows (256 MiB) instead of 1 GiB. A chunk

@@ -55,6 +55,12 @@ struct TrainStepOptions {
   int64_t encode_rows = 0;
   // Stored or fused gradients (GradStorage above); automatic picks fused only when stored does not fit.
   GradStorage grad_storage = GradStorage::automatic;
+  // The encoder GEMM's library (precision.h): cublas (cublasGemmEx, today's path), lt (cublasLt,
+  // the fastest of its heuristic's candidates, timed once per chunk shape and process when the
+  // TrainStep is built) or automatic (the faster of the two, timed the same way). Without the
+  // bias: the top-k selections add b_enc as they read h, so cublasLt's bias epilogue would save
+  // no pass here (kernels/gemm_lt.h). cublas stays the default until a GPU run measures lt.
+  EncoderGemm encoder_gemm = EncoderGemm::cublas;
 };
 
 class TrainStep {
@@ -96,6 +102,7 @@ class TrainStep {
   int64_t aux_dense_capacity() const;    // the resolved aux_dense_cap
   int slab_threads() const;              // the resolved slab_threads (0: whole rows)
   GradStorage grad_storage() const;      // the resolved grad_storage (stored or fused)
+  EncoderGemm encoder_gemm() const;      // as given
   AuxPathCounts aux_path_counts() const;  // of the steps queued so far
 
   static constexpr int kMetricsRing = 64;

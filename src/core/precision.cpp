@@ -20,4 +20,19 @@ Precision precision_from_name(std::string_view name) {
   TOPKSAE_FAIL("unknown precision '", name, "' (expected fp32, tf32 or bf16)");
 }
 
+std::string_view encoder_gemm_name(EncoderGemm g) {
+  switch (g) {
+    case EncoderGemm::cublas: return "cublas";
+    case EncoderGemm::lt: return "lt";
+    case EncoderGemm::automatic: return "auto";
+  }
+  return "?";
+}
+
+EncoderGemm encoder_gemm_from_name(std::string_view name) {
+  for (EncoderGemm g : {EncoderGemm::cublas, EncoderGemm::lt, EncoderGemm::automatic})
+    if (encoder_gemm_name(g) == name) return g;
+  TOPKSAE_FAIL("unknown encoder GEMM '", name, "' (expected cublas, lt or auto)");
+}
+
 }  // namespace topksae::cuda

@@ -1,5 +1,6 @@
 // Checks of the emulated libraries' conventions (tests/cuda_emu/README.md) on hand-made examples:
-// cuBLAS's column-major layout and transposes, tf32/bf16 rounding, cuSPARSE SpMM and its index
+// cuBLAS's column-major layout and transposes, tf32/bf16 rounding, cublasLt's matmul (bias
+// epilogue, heuristic, algorithm / alignment / workspace checks), cuSPARSE SpMM and its index
 // checks, CUB's scan, sort and temporary-storage protocol. The project's GPU tests exercise them
 // further against the CPU twins. Operands live in cudaMalloc'd memory (the emulated libraries refuse
 // anything else); the emulation's device memory is host memory, so results are read in place.
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "cub/cub.cuh"
+#include "cublasLt.h"
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
 #include "cuda_runtime.h"
@@ -103,6 +105,93 @@ TEST(CudaEmuLibs, Tf32AndBf16Rounding) {
   EXPECT_EQ(__bfloat162float(__float2bfloat16_rn(1.f + 1.f / 256)), 1.f);             // tie -> even (1.0)
   EXPECT_EQ(__bfloat162float(__float2bfloat16_rn(1.f + 3.f / 256)), 1.f + 1.f / 64);  // tie -> even (up)
   EXPECT_EQ(__bfloat162float(__float2bfloat16_rn(-2.5f)), -2.5f);
+}
+
+// cublasLt: D [2, 2] = A [2, 3] B [3, 2] + bias [2] per row, column-major, in fp32 then tf32; the
+// heuristic's algorithms, and what cublasLtMatmul refuses.
+TEST(CudaEmuLibs, LtMatmulBiasEpilogueHeuristicAndChecks) {
+  cublasLtHandle_t lt = nullptr;
+  ASSERT_EQ(cublasLtCreate(&lt), CUBLAS_STATUS_SUCCESS);
+  const float x = 1.f + 1.f / 4096;  // exact in fp32, 1 in tf32
+  const std::vector<float> A = {x, 2, 3, 4, 5, 6}, B = {1, 0, 0, 1, 1, 1};  // row-major
+  const std::vector<float> bias = {10, -20};
+  Dev<float> Ac(col_major(A, 2, 3)), Bc(col_major(B, 3, 2)), bi(bias), D(std::vector<float>(4, -7.f));
+  Dev<char> ws{std::vector<char>(size_t(4) << 20)};
+  for (cublasComputeType_t ct : {CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_TF32}) {
+    const float a00 = ct == CUBLAS_COMPUTE_32F ? x : 1.f;
+    const std::vector<float> want = {a00 + 3 + 10, 2 + 3 + 10, 4 + 6 - 20, 5 + 6 - 20};  // row-major [2, 2]
+    cublasLtMatmulDesc_t op = nullptr;
+    ASSERT_EQ(cublasLtMatmulDescCreate(&op, ct, CUDA_R_32F), CUBLAS_STATUS_SUCCESS);
+    const uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const void* bp = bi.p;
+    ASSERT_EQ(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)), CUBLAS_STATUS_SUCCESS);
+    // An attribute of the wrong size is refused, as cublasLt does.
+    const uint64_t epi64 = epi;
+    EXPECT_EQ(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi64, sizeof(epi64)),
+              CUBLAS_STATUS_INVALID_VALUE);
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr, lbad = nullptr;
+    ASSERT_EQ(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, 2, 3, 2), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, 3, 2, 3), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, 2, 2, 2), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatrixLayoutCreate(&lbad, CUDA_R_32F, 1, 2, 1), CUBLAS_STATUS_SUCCESS);  // B of a k = 1 problem
+    cublasLtMatmulPreference_t pref = nullptr;
+    ASSERT_EQ(cublasLtMatmulPreferenceCreate(&pref), CUBLAS_STATUS_SUCCESS);
+    const uint64_t max_ws = uint64_t(4) << 20;
+    ASSERT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws,
+                                                   sizeof(max_ws)),
+              CUBLAS_STATUS_SUCCESS);
+    cublasLtMatmulHeuristicResult_t res[8];
+    int found = 0;
+    ASSERT_EQ(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, 8, res, &found), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(found, 3);  // the 16 MiB one does not fit the 4 MiB maximum
+    const float one = 1.f, zero = 0.f;
+    for (int i = 0; i < found; ++i) {
+      EXPECT_EQ(res[i].state, CUBLAS_STATUS_SUCCESS);
+      ASSERT_EQ(cublasLtMatmul(lt, op, &one, Ac.p, la, Bc.p, lb, &zero, D.p, ld, D.p, ld, &res[i].algo, ws.p,
+                               res[i].workspaceSize, nullptr),
+                CUBLAS_STATUS_SUCCESS);
+      EXPECT_EQ(D.host(), col_major(want, 2, 2)) << "algo " << i << " compute " << int(ct);
+    }
+    // Refused: a workspace below the algorithm's need; an algorithm of another problem; an operand
+    // less aligned than the preference promised (256 bytes by default); a pointer not on the device.
+    EXPECT_EQ(cublasLtMatmul(lt, op, &one, Ac.p, la, Bc.p, lb, &zero, D.p, ld, D.p, ld, &res[2].algo, ws.p,
+                             res[2].workspaceSize - 1, nullptr),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    int found1 = 0;
+    cublasLtMatmulHeuristicResult_t other[1];
+    ASSERT_EQ(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, 1, other, &found1), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(found1, 1);
+    cublasLtMatrixLayout_t la1 = nullptr;
+    ASSERT_EQ(cublasLtMatrixLayoutCreate(&la1, CUDA_R_32F, 2, 1, 2), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatmul(lt, op, &one, Ac.p, la1, Bc.p, lbad, &zero, D.p, ld, D.p, ld, &res[0].algo, ws.p,
+                             max_ws, nullptr),
+              CUBLAS_STATUS_INVALID_VALUE);
+    Dev<float> D2(std::vector<float>(5, 0.f));
+    EXPECT_EQ(cublasLtMatmul(lt, op, &one, Ac.p, la, Bc.p, lb, &zero, D2.p + 1, ld, D2.p + 1, ld, &res[0].algo, ws.p,
+                             max_ws, nullptr),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+    const uint32_t four = 4;
+    ASSERT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &four, sizeof(four)),
+              CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &four, sizeof(four)),
+              CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, 1, other, &found1), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatmul(lt, op, &one, Ac.p, la, Bc.p, lb, &zero, D2.p + 1, ld, D2.p + 1, ld, &other[0].algo, ws.p,
+                             max_ws, nullptr),
+              CUBLAS_STATUS_SUCCESS);
+    const std::vector<float> d2 = D2.host();
+    EXPECT_EQ(d2[0], 0.f) << "the element before D untouched";
+    EXPECT_EQ(std::vector<float>(d2.begin() + 1, d2.end()), col_major(want, 2, 2));
+    std::vector<float> host_d(4);
+    EXPECT_EQ(cublasLtMatmul(lt, op, &one, Ac.p, la, Bc.p, lb, &zero, host_d.data(), ld, host_d.data(), ld, nullptr,
+                             ws.p, max_ws, nullptr),
+              CUBLAS_STATUS_INVALID_VALUE);
+    cublasLtMatmulPreferenceDestroy(pref);
+    for (cublasLtMatrixLayout_t l : {la, lb, ld, lbad, la1}) cublasLtMatrixLayoutDestroy(l);
+    cublasLtMatmulDescDestroy(op);
+  }
+  cublasLtDestroy(lt);
 }
 
 TEST(CudaEmuLibs, GemvTransposed) {
