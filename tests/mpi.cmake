@@ -27,28 +27,24 @@ foreach(np 2 3)
   set_tests_properties(mpi_sharded_np${np} PROPERTIES TIMEOUT 120 ENVIRONMENT "${TOPKSAE_MPI_TEST_ENV}")
 endforeach()
 
-# The command end to end under mpirun (tests/mpi/cli_sharded_test.py).
+# The command end to end under mpirun: tests/mpi/<script> <topksae> <mpiexec> <scratch dir>; a skip
+# (exit 77) with the reason in a build without MPI.
+function(topksae_mpi_cli_test name script timeout)
+  if(TOPKSAE_HAS_MPI)
+    add_test(NAME ${name}
+             COMMAND ${TOPKSAE_MPI_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/mpi/${script}
+                     $<TARGET_FILE:topksae_cli> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_BINARY_DIR}/${name})
+  else()
+    add_test(NAME ${name}
+             COMMAND sh -c "echo 'skipped: built without MPI (TOPKSAE_MPI=OFF or no MPI found)'; exit 77")
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} ENVIRONMENT "${TOPKSAE_MPI_CLI_ENV}")
+endfunction()
+
 find_program(TOPKSAE_MPI_PYTHON3 python3)
 if(TARGET topksae_cli AND TOPKSAE_MPI_PYTHON3)
-  if(TOPKSAE_HAS_MPI)
-    add_test(NAME mpi_cli_sharded
-             COMMAND ${TOPKSAE_MPI_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/mpi/cli_sharded_test.py
-                     $<TARGET_FILE:topksae_cli> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_BINARY_DIR}/mpi_cli)
-  else()
-    add_test(NAME mpi_cli_sharded
-             COMMAND sh -c "echo 'skipped: built without MPI (TOPKSAE_MPI=OFF or no MPI found)'; exit 77")
-    set_tests_properties(mpi_cli_sharded PROPERTIES SKIP_RETURN_CODE 77)
-  endif()
-  set_tests_properties(mpi_cli_sharded PROPERTIES TIMEOUT 300 ENVIRONMENT "${TOPKSAE_MPI_CLI_ENV}")
-  # A stalled rank (SIGSTOP) and Ctrl-C of mpirun (tests/mpi/cli_faults_test.py).
-  if(TOPKSAE_HAS_MPI)
-    add_test(NAME mpi_cli_faults
-             COMMAND ${TOPKSAE_MPI_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/mpi/cli_faults_test.py
-                     $<TARGET_FILE:topksae_cli> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_BINARY_DIR}/mpi_faults)
-  else()
-    add_test(NAME mpi_cli_faults
-             COMMAND sh -c "echo 'skipped: built without MPI (TOPKSAE_MPI=OFF or no MPI found)'; exit 77")
-    set_tests_properties(mpi_cli_faults PROPERTIES SKIP_RETURN_CODE 77)
-  endif()
-  set_tests_properties(mpi_cli_faults PROPERTIES TIMEOUT 120 ENVIRONMENT "${TOPKSAE_MPI_CLI_ENV}")
+  topksae_mpi_cli_test(mpi_cli_sharded cli_sharded_test.py 300)
+  # A stalled rank (SIGSTOP) and Ctrl-C of mpirun.
+  topksae_mpi_cli_test(mpi_cli_faults cli_faults_test.py 120)
 endif()
