@@ -44,6 +44,8 @@ void usage(const char* name, const char* what) {
       "  --warmup N           untimed runs first (default 3)\n"
       "  --cpu                also run the CPU twin on large shapes (slow)\n"
       "  --no-gpu             skip the GPU variants\n"
+      "  --device-init        bench_train_step: start the GPU steps from a state made on the device\n"
+      "                       (cuda::DeviceInit), plain step only; automatic above 12 GiB of host state\n"
       "  --json PATH          write the results as JSON\n",
       name, what);
 }
@@ -66,6 +68,8 @@ Args Args::parse(int argc, char** argv, const char* name, const char* what) {
       a.want_cpu = true;
     } else if (s == "--no-gpu") {
       a.no_gpu = true;
+    } else if (s == "--device-init") {
+      a.device_init = true;
     } else if (s == "--iters") {
       a.iters = std::stoi(next());
     } else if (s == "--warmup") {

@@ -6,6 +6,7 @@
 #include <cub/device/device_scan.cuh>
 #include <cuda_bf16.h>
 
+#include "core/counter_rng.h"
 #include "cuda_internal.h"
 #include "gemm_lt.h"
 
@@ -28,12 +29,7 @@ __global__ void copy_kernel(const float4* __restrict__ src, float4* __restrict__
 }
 
 // A counter-based hash -> two uniforms -> Box-Muller: reproducible for a seed, any n.
-__device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+__device__ __forceinline__ uint64_t mix64(uint64_t z) { return topksae::detail::splitmix64_mix(z + 0x9E3779B97F4A7C15ull); }
 __global__ void fill_random_kernel(float* __restrict__ dst, int64_t n, uint64_t seed, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const uint64_t r = mix64(seed * 0x100000001B3ull + uint64_t(i));

@@ -113,15 +113,45 @@ struct TrainStep::Impl {
   std::vector<StepMetrics> ready;  // finished early (ring full, or the dead-count bound needed them)
   int next_slot = 0;
 
+  // From a host state: allocate, upload it.
   Impl(Context& c, const TrainConfig& cf, const TrainState& st, const TrainStepOptions& opts)
-      : ctx(c), cfg(cf), plan(train_detail::plan_train_step(cf, opts, device_limits(c))), prec(opts.precision),
-        egemm(opts.encoder_gemm), d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(st.stats.since_fired, cf.dead_feature_window, st.step) {
+      : Impl(c, cf, opts, st.stats.since_fired, st.step) {
     scaling_factor = st.scaling_factor;
     scaling = st.scaling_factor ? *st.scaling_factor : 1.0;
-    step = st.step;
     n_training_samples = st.n_training_samples;
     n_frac_active = st.stats.n_frac_active;
     data_position = st.data_position;
+    upload_state(st);
+    prepare();
+  }
+
+  // A fresh state made on the device (DeviceInit): allocate, initialise in place.
+  Impl(Context& c, const TrainConfig& cf, const DeviceInit& init, const TrainStepOptions& opts)
+      : Impl(c, cf, opts, since_or_zeros(init, cf), 0) {
+    TOPKSAE_CHECK(init.b_enc.empty() || int64_t(init.b_enc.size()) == n,
+                  "TrainStep(DeviceInit): b_enc has ", init.b_enc.size(), " entries, not d_sae=", n);
+    for (DeviceArray<float>* a : {&param, &m, &v}) CUDA_CHECK(cudaMemsetAsync(a->data(), 0, size_t(plan.P) * 4, detail::stream(ctx)));
+    init_params_counter(ctx, cfg, param.data() + plan.oWenc, param.data() + plan.oWdec);
+    if (!init.b_enc.empty()) param.upload(init.b_enc.data(), n, plan.oBenc);
+    const std::vector<int64_t> since0 = since_or_zeros(init, cfg);
+    since.upload(since0.data(), n);
+    CUDA_CHECK(cudaMemsetAsync(act.data(), 0, size_t(n) * sizeof(int64_t), detail::stream(ctx)));
+    CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
+    prepare();
+  }
+
+  static std::vector<int64_t> since_or_zeros(const DeviceInit& init, const TrainConfig& cf) {
+    TOPKSAE_CHECK(init.since_fired.empty() || int64_t(init.since_fired.size()) == cf.d_sae,
+                  "TrainStep(DeviceInit): since_fired has ", init.since_fired.size(), " entries, not d_sae=", cf.d_sae);
+    return init.since_fired.empty() ? std::vector<int64_t>(size_t(cf.d_sae), 0) : init.since_fired;
+  }
+
+  // Plans and allocates every buffer (the state's contents come from one of the two above).
+  Impl(Context& c, const TrainConfig& cf, const TrainStepOptions& opts, const std::vector<int64_t>& since0,
+       int64_t step0)
+      : ctx(c), cfg(cf), plan(train_detail::plan_train_step(cf, opts, device_limits(c))), prec(opts.precision),
+        egemm(opts.encoder_gemm), d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(since0, cf.dead_feature_window, step0) {
+    step = step0;
     sort_tmp_bytes = sort_tmp_bytes_for(plan);
     scan_tmp_bytes = scan_tmp_bytes_for(plan);
     const int64_t B = plan.Bmax;
@@ -167,8 +197,9 @@ struct TrainStep::Impl {
     bytes = allocated_bytes();  // the test compares it with planned_bytes (the plan's own count)
     ring = HostBuffer(sizeof(StepRecord) * kMetricsRing, HostMemory::pinned);
     events.resize(kMetricsRing);
+  }
 
-    // Upload the state.
+  void upload_state(const TrainState& st) {
     const Params<float>* sets[3] = {&st.params, &st.adam_m, &st.adam_v};
     DeviceArray<float>* dst[3] = {&param, &m, &v};
     for (int s = 0; s < 3; ++s) {
@@ -186,6 +217,11 @@ struct TrainStep::Impl {
     since.upload(st.stats.since_fired.data(), n);
     act.upload(st.stats.act_freq.data(), n);
     CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
+  }
+
+  // Once the state is on the device: the bf16 copy of W_enc, the encoder GEMM's algorithms.
+  void prepare() {
+    const int64_t B = plan.Bmax;
     if (prec == Precision::bf16) to_bf16(ctx, param.data() + plan.oWenc, w16.data(), d * n);
     // cublasLt's algorithm for every chunk a full batch makes, timed now (it synchronises) rather
     // than inside a step; h is overwritten, u is not read for its values.
@@ -455,6 +491,8 @@ struct TrainStep::Impl {
 
 TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, const TrainStepOptions& opts)
     : impl_(std::make_unique<Impl>(ctx, cfg, st, opts)) {}
+TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const DeviceInit& init, const TrainStepOptions& opts)
+    : impl_(std::make_unique<Impl>(ctx, cfg, init, opts)) {}
 size_t TrainStep::planned_bytes(Context& ctx, const TrainConfig& cfg, const TrainStepOptions& opts) {
   const TrainPlan p = train_detail::plan_train_step(cfg, opts, device_limits(ctx));
   return p.bytes(sort_tmp_bytes_for(p), scan_tmp_bytes_for(p), sizeof(StepRecord));

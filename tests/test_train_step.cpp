@@ -1,6 +1,7 @@
 // The whole CPU step: initialisation, dead-latent and sparsity bookkeeping over several steps
 // (against counts recomputed here from the selections), AuxK switching on once latents are dead,
 // the sparsity-window log and reset, the logged metrics, and folding the scaling factor.
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -11,13 +12,17 @@
 using namespace topksae;
 using namespace topksae::test;
 
-TEST(TrainInit, KaimingRowsAtInitNormAndTiedEncoder) {
+namespace {
+// MATH.md's initial law, for either generator: rows of W_dec at norm 0.1, W_enc = W_dec^T exactly,
+// zero biases, seeded; without decoder_init_norm, raw U(-sqrt(6/d_in), sqrt(6/d_in)).
+template <typename InitF, typename InitD>
+void expect_init_law(InitF init_f, InitD init_d) {
   TrainConfig c;
   c.d_in = 37;
   c.d_sae = 101;
   c.k = 5;
   c.seed = 3;
-  Params<float> p = cpu::init_params<float>(c);
+  Params<float> p = init_f(c);
   for (int64_t j = 0; j < c.d_sae; ++j) {
     double s = 0;
     for (int64_t i = 0; i < c.d_in; ++i) {
@@ -30,12 +35,12 @@ TEST(TrainInit, KaimingRowsAtInitNormAndTiedEncoder) {
   for (float b : p.b_enc) EXPECT_EQ(b, 0.f);
   for (float b : p.b_dec) EXPECT_EQ(b, 0.f);
   // Same seed, same weights; another seed, others.
-  EXPECT_EQ(cpu::init_params<float>(c).W_dec, p.W_dec);
+  EXPECT_EQ(init_f(c).W_dec, p.W_dec);
   c.seed = 4;
-  EXPECT_NE(cpu::init_params<float>(c).W_dec, p.W_dec);
+  EXPECT_NE(init_f(c).W_dec, p.W_dec);
   // Without decoder_init_norm: raw U(-sqrt(6/d_in), sqrt(6/d_in)), mean ~ 0, spread ~ bound/sqrt(3).
   c.decoder_init_norm.reset();
-  Params<double> r = cpu::init_params<double>(c);
+  Params<double> r = init_d(c);
   const double bound = std::sqrt(6.0 / 37);
   double mean = 0, sq = 0, mx = 0;
   for (double w : r.W_dec) mean += w, sq += w * w, mx = std::max(mx, std::abs(w));
@@ -45,6 +50,27 @@ TEST(TrainInit, KaimingRowsAtInitNormAndTiedEncoder) {
   EXPECT_GT(mx, 0.95 * bound);
   EXPECT_NEAR(mean, 0.0, 0.02);
   EXPECT_NEAR(std::sqrt(sq), bound / std::sqrt(3.0), 0.02);
+}
+}  // namespace
+
+TEST(TrainInit, KaimingRowsAtInitNormAndTiedEncoder) {
+  expect_init_law(cpu::init_params<float>, cpu::init_params<double>);
+}
+
+// The counter-based twin (what TrainStep's DeviceInit makes on the device): the same law, other
+// numbers, and row j depends on (seed, j, d_in) alone, so a wider dictionary starts with the same
+// first rows.
+TEST(TrainInit, CounterInitSameLawOtherNumbersRowsIndependent) {
+  expect_init_law(cpu::init_params_counter<float>, cpu::init_params_counter<double>);
+  TrainConfig c;
+  c.d_in = 37;
+  c.d_sae = 101;
+  c.k = 5;
+  const Params<float> p = cpu::init_params_counter<float>(c);
+  EXPECT_NE(p.W_dec, cpu::init_params<float>(c).W_dec);
+  c.d_sae = 50;
+  const Params<float> q = cpu::init_params_counter<float>(c);
+  EXPECT_TRUE(std::equal(q.W_dec.begin(), q.W_dec.end(), p.W_dec.begin()));
 }
 
 TEST(TrainStep, BookkeepingOverSeveralSteps) {

@@ -58,7 +58,7 @@ def main():
     rows = []  # (section, shape, impl, ms, extra)
     device = None
     ceilings = {}
-    for name in ("bench_train_step.json", "bench_decode.json", "bench_encode.json"):
+    for name in ("bench_train_step.json", "bench_train_step_ceiling.json", "bench_decode.json", "bench_encode.json"):
         j = load(d, name)
         if not j:
             continue
@@ -86,6 +86,8 @@ def main():
                 extra.append(f"mem {r['device_mem_GiB']:.2f} GiB")
             if r.get("step_bytes_GiB") is not None:  # TrainStep::device_bytes: the allocation plan
                 extra.append(f"plan {r['step_bytes_GiB']:.2f} GiB")
+            if r.get("grad_storage") == "fused":  # no stored dense gradient (12 B/param)
+                extra.append("fused gradients")
             if r.get("aux_steps_dense") is not None and r.get("steps_run"):
                 extra.append(f"AuxK in {r['aux_steps_dense'] + r.get('aux_steps_gather', 0)}/{r['steps_run']} steps")
             rows.append((j["bench"], shape, "topksae " + r["variant"], r.get("ms"), ", ".join(extra)))

@@ -5,6 +5,7 @@
 #   benches at the PERF.md shapes and the PyTorch peers (torch_peers.py) in the same call, the
 #   command's --device cuda paths (tests/cli/device_test.py and a short synthetic training run),
 #   `topksae train --data` from a 2 GiB file against bench_train_step (tools/train_data_check.sh),
+#   the one-card ceiling (a few steps at 4096 x 1,310,720 from a state made on the device),
 #   Nsight Compute's per-kernel times of one training step (profile.txt), then (with the time
 #   left) compute-sanitizer memcheck over a few small GPU tests; write everything into $OUT, print
 #   a short table LAST.
@@ -214,6 +215,21 @@ if [ "$built" = 1 ] && [ -d .deps/py/nanobind ]; then
   grep -E "python live step|passed|failed|Error" "$OUT/python.log" | tail -5
 else
   status+=("python package: NOT RUN (no build, or .deps/py missing: run tools/gpu_prep.sh first)")
+fi
+
+# One card's ceiling (issue 20 item 8): the largest dictionary the 12 B/param plan (fused
+# gradients, picked automatically when the stored plan does not fit) holds at d_in 4096, k 64,
+# B 4096, tf32, from a state made on the device (cuda::DeviceInit; a host copy would be 120 GiB and
+# a minute to draw): 1,310,720 latents (5 x 2^18) on a 139 GiB card (plan 130.5 GiB), 655,360 on
+# an 80 GiB one. A few steps: about 0.3-0.5 s each at this shape.
+if [ "$built" = 1 ]; then
+  mem_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1 | tr -d ' ')
+  ceil_n=655360
+  [ "${mem_mib:-0}" -ge 130000 ] 2>/dev/null && ceil_n=1310720
+  run_stage "one-card ceiling 4096x$ceil_n" 90 40 "$OUT/bench_train_step_ceiling.log" \
+    ./build-gpu/bench/bench_train_step --shape "4096,$ceil_n,64,4096" --precision tf32 --iters 3 --warmup 1 \
+      --json "$OUT/bench_train_step_ceiling.json"
+  grep -E "ERROR|error|gpu_train_step" "$OUT/bench_train_step_ceiling.log" | grep -v '^#' | head -5
 fi
 
 # Where one step's time goes: Nsight Compute times each kernel of ONE training step at the large

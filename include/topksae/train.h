@@ -227,6 +227,13 @@ namespace cpu {
 template <typename T>
 Params<T> init_params(const TrainConfig& cfg);
 
+// The same law from a counter-based stream (W_dec element (j, i) is a function of cfg.seed and
+// j * d_in + i alone), so the device can make it in place: the CPU twin of
+// cuda::init_params_counter (train_cuda.h), which a TrainStep built from DeviceInit uses. Not the
+// numbers of init_params for the same seed.
+template <typename T>
+Params<T> init_params_counter(const TrainConfig& cfg);
+
 // Training forward on raw rows x [B, d_in]: xs = scaling_factor * x, top-k, decode, MSE and (when
 // dead != nullptr and some dead[j] != 0, dead [d_sae]) AuxK. Fills f (reusing its buffers).
 template <typename T>

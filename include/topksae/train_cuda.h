@@ -63,11 +63,27 @@ struct TrainStepOptions {
   EncoderGemm encoder_gemm = EncoderGemm::cublas;
 };
 
+// A fresh state made on the device instead of uploaded, for shapes whose host copy would take tens
+// of GiB and minutes to make (the one-card ceiling, 4096 x 1,310,720: 40 GiB of weights and 80 GiB
+// of zero moments): W_enc, W_dec by init_params_counter (below; MATH.md's law, NOT the numbers
+// of TrainState::initial for the same seed), zero b_dec, moments and counters except as given here.
+struct DeviceInit {
+  std::vector<float> b_enc;          // [d_sae], or empty: zeros
+  std::vector<int64_t> since_fired;  // [d_sae], or empty: zeros (e.g. a bench's dead latents)
+};
+
+// W_enc [d_in, d_sae] and W_dec [d_sae, d_in] (device memory) as cpu::init_params_counter<float>
+// makes them (train.h), seeded by cfg.seed; the row norms are summed in double in another order,
+// so a value may differ from the CPU twin's in its last bit.
+void init_params_counter(Context& ctx, const TrainConfig& cfg, float* W_enc, float* W_dec);
+
 class TrainStep {
  public:
   // Uploads st (parameters, moments, statistics) and sizes every buffer for opts.max_batch rows,
   // so step() never allocates.
   TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, const TrainStepOptions& opts = {});
+  // The same with a fresh state made on the device (DeviceInit above): step 0, no scaling factor.
+  TrainStep(Context& ctx, const TrainConfig& cfg, const DeviceInit& init, const TrainStepOptions& opts = {});
   ~TrainStep();
   TrainStep(const TrainStep&) = delete;
   TrainStep& operator=(const TrainStep&) = delete;

@@ -10,21 +10,18 @@
 #include <nlohmann/json.hpp>
 #include <numbers>
 
+#include "core/counter_rng.h"
 #include "topksae/error.h"
 
 namespace topksae {
 
 namespace {
 
-uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+using detail::splitmix64_mix;
 
 struct Stream {
   uint64_t state;
-  uint64_t next() { return mix64(state += 0x9e3779b97f4a7c15ull); }
+  uint64_t next() { return splitmix64_mix(state += 0x9e3779b97f4a7c15ull); }
   double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
   double normal() {                                               // Box-Muller, one of the pair
     const double u1 = 1.0 - uniform(), u2 = uniform();            // u1 in (0, 1]
@@ -51,7 +48,7 @@ void SyntheticConfig::validate() const {
 SyntheticSource::SyntheticSource(SyntheticConfig cfg) : cfg_(cfg) {
   cfg_.validate();
   const int64_t F = cfg_.n_features, d = cfg_.d_in;
-  Stream rng{mix64(cfg_.seed ^ kDictSalt)};
+  Stream rng{splitmix64_mix(cfg_.seed ^ kDictSalt)};
   dict_.resize(size_t(F * d));
   for (int64_t f = 0; f < F; ++f) {
     std::vector<double> v(static_cast<size_t>(d));
@@ -80,7 +77,7 @@ SyntheticSource::SyntheticSource(SyntheticConfig cfg) : cfg_(cfg) {
 
 void SyntheticSource::row(int64_t i, float* out) const {
   const int64_t d = cfg_.d_in;
-  Stream rng{mix64(mix64(cfg_.seed ^ kRowSalt) ^ uint64_t(i))};
+  Stream rng{splitmix64_mix(splitmix64_mix(cfg_.seed ^ kRowSalt) ^ uint64_t(i))};
   // Number of active features ~ Poisson(lambda) (Knuth), then that many draws by frequency;
   // a repeated draw is skipped, so features fire close to independently at rate freq.
   const double L = std::exp(-lambda_);
