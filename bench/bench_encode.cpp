@@ -15,6 +15,7 @@
 #include "topksae/ops_cpu.h"
 #ifdef TOPKSAE_HAS_CUDA
 #include "gemm_lt.h"
+#include "topk_select_testing.h"
 #include "topksae/ops_cuda.h"
 #endif
 
@@ -293,20 +294,32 @@ int main(int argc, char** argv) {
           }
         }
       }
-      {
-        // The selection alone on h (precision-independent): bias fused, ReLU on the winners.
-        nlohmann::json r = base_row("gpu_bias_topk_select");
-        cuda::process_sae_in(c, ds, static_cast<float*>(dx[0].data()), B, u);
-        cuda::encode_pre(c, ds, u, B, h, cuda::Precision::fp32, false);
-        cuda::TopKCodes codes = cuda::TopKCodes::allocate(B, k, n);
+      cuda::process_sae_in(c, ds, static_cast<float*>(dx[0].data()), B, u);
+      cuda::encode_pre(c, ds, u, B, h, cuda::Precision::fp32, false);
+      cuda::TopKCodes codes = cuda::TopKCodes::allocate(B, k, n);
+      for (bool sorted : {true, false}) {
+        // The selection alone on h (precision-independent): bias fused, ReLU on the winners;
+        // sorted (the main top-k) and unsorted (AuxK's dense path; its own template instance).
+        nlohmann::json r = base_row(sorted ? "gpu_bias_topk_select" : "gpu_bias_topk_select_unsorted");
         cuda::TopKOptions o;
         o.bias = ds.bias_enc();
         o.relu = true;
+        o.sorted = sorted;
         const Stats st = time_gpu(c.stream(), [&](int) { cuda::topk_select(c, h, B, n, k, codes.idx(), codes.val(), o); },
                                   a.warmup, a.iters);
         r["ms"] = st.median_ms;
         r["GBps"] = double(B * n) * 4 / (st.median_ms * 1e6);
-        r["note"] = "GB/s = one read of h / t (the kernel reads h once when its sampled threshold holds, else 2 or 4 times)";
+        // Which path each row took, from one more launch of the counting instance (a separate
+        // kernel: the timed launches above never count; kernels/topk_select_testing.h).
+        cuda::detail::set_topk_path_counting(true);
+        cuda::topk_select(c, h, B, n, k, codes.idx(), codes.val(), o);
+        const cuda::detail::TopKPathRows pr = cuda::detail::take_topk_path_rows();
+        cuda::detail::set_topk_path_counting(false);
+        r["rows_one_read"] = pr.one_read;
+        r["rows_two_reads"] = pr.two_reads;
+        r["rows_four_reads"] = pr.four_reads;
+        r["note"] = concat("GB/s = one read of h / t; rows by reads of h: ", pr.one_read, " one, ", pr.two_reads,
+                           " two, ", pr.four_reads, " four (of ", B, ")");
         rep.add(r);
       }
 #endif
