@@ -19,6 +19,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "dist/collectives.h"
+#include "dist/device_collectives.h"
 #include "dist/sharded_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
@@ -250,6 +251,11 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
       comm->all_reduce_sum(&stop, 1);
       return stop > 0;
     };
+    if (device == Device::cuda) {  // one GPU per rank, NCCL bootstrapped over MPI (no NCCL: the reason)
+      TOPKSAE_CHECK(precision != cuda::Precision::bf16, "latent-sharded training on cuda runs in fp32 or tf32 for "
+                    "now (docs/scaling.md): pass --precision fp32 or tf32");
+      opts.device_comm = dist::make_nccl_collectives(comm);
+    }
   }
   // --checkpoint-every counts tokens; the Trainer checkpoints every that many steps (rounded up),
   // at the end of the run, and when asked (Ctrl-C below).
