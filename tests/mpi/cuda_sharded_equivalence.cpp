@@ -17,6 +17,7 @@
 // bit for bit (the CPU sharded run's files), and a rank fed another batch is named.
 // Exit 0: pass; 1: a check failed (messages on stderr).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -212,11 +213,78 @@ void run(dist::DeviceCollectives& dc, const TrainConfig& cfg, const fs::path& tm
   }
 }
 
+// --bench B d_in d_sae k steps (tools/gpu_check.sh, issue 20 item 6): the sharded step on this
+// rank's shard against the unsharded cuda::TrainStep on the whole model, in the same process, tf32,
+// the same batch on the device; three rounds of `steps` steps each, alternating, best round of
+// each. At R = 1 (mpirun -np 1, or no launcher) the ratio is what the NCCL path costs. Fresh
+// weights: no latent is dead yet, so AuxK does not run in either (as bench_train_step).
+int bench(dist::DeviceCollectives& dc, char** argv) {
+  TrainConfig cfg;
+  cfg.batch_size = std::stoll(argv[0]);
+  cfg.d_in = std::stoll(argv[1]);
+  cfg.d_sae = std::stoll(argv[2]);
+  cfg.k = std::stoll(argv[3]);
+  const int64_t steps = std::stoll(argv[4]);
+  cfg.training_tokens = cfg.batch_size * 1000000;
+  cfg.lr_warm_up_steps = 0;
+  cfg.seed = 3;
+  cfg.validate();
+  const int64_t B = cfg.batch_size;
+  const dist::ShardRange r = dist::shard_range(cfg.d_sae, dc.rank(), dc.size());
+  std::vector<float> xb(size_t(B * cfg.d_in));
+  uint64_t z = 88172645463325252ull;
+  for (float& v : xb) {
+    z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+    v = float(int64_t(z % 2001) - 1000) / 1000.f;
+  }
+  DeviceBuffer x(xb.size() * sizeof(float));
+  detail::copy_bytes(x.data(), Device::cuda, xb.data(), Device::cpu, xb.size() * sizeof(float));
+  const float* xd = static_cast<const float*>(x.data());
+  cuda::Context ctx;
+  cuda::TrainStepOptions o;
+  o.precision = cuda::Precision::tf32;
+  double best_sh = INFINITY, best_un = INFINITY;
+  {
+    const TrainState full = TrainState::initial(cfg);
+    cuda::TrainStep un(ctx, cfg, full, o);
+    cuda::ShardedTrainStep sh(ctx, dc, cfg, slice_state(full, cfg, r), o);
+    auto time_steps = [&](auto& step_obj) {
+      for (int w = 0; w < 2; ++w) step_obj.step(xd, B);  // warm-up
+      (void)step_obj.drain_metrics();
+      dc.host().barrier();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t t = 0; t < steps; ++t) step_obj.step(xd, B);
+      (void)step_obj.drain_metrics();
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / double(steps);
+    };
+    for (int round = 0; round < 3; ++round) {
+      best_un = std::min(best_un, time_steps(un));
+      best_sh = std::min(best_sh, time_steps(sh));
+    }
+  }
+  if (dc.rank() == 0)
+    std::cout << "sharded_step R=" << dc.size() << " shape=" << cfg.d_in << "x" << cfg.d_sae << " k=" << cfg.k
+              << " B=" << B << " tf32 ms_per_step=" << best_sh << " unsharded_ms_per_step=" << best_un
+              << " ratio=" << best_sh / best_un << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 7 && std::string(argv[1]) == "--bench") {
+    try {
+      auto comm = dist::make_mpi_collectives();
+      auto dc = dist::make_nccl_collectives(comm);
+      return bench(*dc, argv + 2);
+    } catch (const std::exception& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return 1;
+    }
+  }
   if (argc != 2) {
-    std::cerr << "usage: mpirun -np R cuda_sharded_equivalence TMPDIR\n";
+    std::cerr << "usage: mpirun -np R cuda_sharded_equivalence TMPDIR\n"
+                 "       [mpirun -np R] cuda_sharded_equivalence --bench B D_IN D_SAE K STEPS\n";
     return 2;
   }
   try {
