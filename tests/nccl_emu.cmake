@@ -30,7 +30,8 @@ if(TOPKSAE_HAS_NCCL)
                COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} $<TARGET_FILE:cuda_sharded_equivalence>
                        ${CMAKE_CURRENT_BINARY_DIR}/nccl_emu_sharded)
       set_tests_properties(nccl_emu_sharded_np${np} PROPERTIES TIMEOUT 120 ENVIRONMENT
-                           "${TOPKSAE_MPI_TEST_ENV};CUDA_EMU_DEVICES=3")
+                           "${TOPKSAE_MPI_TEST_ENV};CUDA_EMU_DEVICES=3"
+                           FAIL_REGULAR_EXPRESSION "cuda_emu: HAZARD")  # the stream-order check
     endforeach()
     # The command end to end: mpirun -np 2 / 3 topksae train --device cuda against one process, and
     # a cuda checkpoint set resumed on the CPU (tests/mpi/cli_sharded_cuda_test.py). Not under the

@@ -428,12 +428,15 @@ struct ShardedTrainStep::Impl {
     StepMetrics meta;
     meta.step = step;
     CUDA_CHECK(cudaMemsetAsync(RR, 0, sizeof(ShardRecord), s));
-    // The batch every rank read must be the same: fingerprints all-gathered, compared on the device.
-    fingerprint_kernel<<<detail::grid_for(B * d, kFpThreads, 1024), kFpThreads, 0, s>>>(x, B * d, &RR->fp);
-    CUDA_CHECK_LAUNCH();
-    comm.all_gather(&RR->fp, sizeof(unsigned long long), fps.data(), cs);
-    compare_fingerprints_kernel<<<1, 1, 0, s>>>(fps.data(), R, RR);
-    CUDA_CHECK_LAUNCH();
+    // The batch every rank read must be the same: fingerprints all-gathered, compared on the device
+    // (one rank has nothing to compare with).
+    if (R > 1) {
+      fingerprint_kernel<<<detail::grid_for(B * d, kFpThreads, 1024), kFpThreads, 0, s>>>(x, B * d, &RR->fp);
+      CUDA_CHECK_LAUNCH();
+      comm.all_gather(&RR->fp, sizeof(unsigned long long), fps.data(), cs);
+      compare_fingerprints_kernel<<<1, 1, 0, s>>>(fps.data(), R, RR);
+      CUDA_CHECK_LAUNCH();
+    }
 
     // 1. the sparsity window (sums over the shard), the dead mask; both summed over the ranks.
     if ((step + 1) % cfg.feature_sampling_window == 0) {

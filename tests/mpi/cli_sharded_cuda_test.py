@@ -34,6 +34,8 @@ def run(np_, *args, expect=0):
     out = p.stdout + p.stderr
     if (p.returncode == 0) != (expect == 0):
         fail(f"{' '.join(cmd)}\nexit {p.returncode}, expected {'0' if expect == 0 else 'an error'}\n{out}")
+    if "cuda_emu: HAZARD" in out:  # the emulation's stream-order check (tests/cuda_emu/README.md)
+        fail(f"{' '.join(cmd)}: a stream-order hazard (missing synchronisation between streams)\n{out}")
     return out
 
 
