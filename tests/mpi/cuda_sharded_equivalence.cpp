@@ -3,7 +3,7 @@
 // (cuda::ShardedTrainStep) equals the single-process CUDA step. A CPU check of the logic, never a
 // GPU run. Every rank runs, on the same batches (mixing buffer's synthetic rows, scaling factor
 // on, AuxK active: a short dead_feature_window, many latents for k = 3):
-//   * the sharded CUDA step on its part of the model,
+//   * the sharded CUDA step on its part of the model (the encoder GEMM in chunks of 5 rows),
 //   * the unsharded CUDA step (cuda::TrainStep, gather AuxK: aux_dense_cap 0, the path the
 //     sharded step takes) on the whole model,
 //   * cpu::train_step on the whole model and dist::sharded_train_step on its part (the CPU
@@ -127,7 +127,9 @@ void run(dist::DeviceCollectives& dc, const TrainConfig& cfg, const fs::path& tm
   cuda::TrainStepOptions uopts;
   uopts.aux_dense_cap = 0;  // the gather path, as the sharded step
   cuda::TrainStep unsharded(ctx, cfg, ref, uopts);
-  cuda::ShardedTrainStep sharded(ctx, dc, cfg, init_shard);
+  cuda::TrainStepOptions sopts;
+  sopts.encode_rows = 5;  // the encoder GEMM and the local selections in chunks of 5, 5, 5, 1 rows
+  cuda::ShardedTrainStep sharded(ctx, dc, cfg, init_shard, sopts);
   DeviceBuffer x(size_t(B * cfg.d_in) * sizeof(float));
   float* xd = static_cast<float*>(x.data());
 
@@ -184,7 +186,7 @@ void run(dist::DeviceCollectives& dc, const TrainConfig& cfg, const fs::path& tm
   TrainState loaded = dist::load_sharded_checkpoint(comm, ckpt, r, nullptr);
   EXPECT(bit_equal(loaded, at_resume), "the sharded checkpoint does not load back the saved state");
   {
-    cuda::ShardedTrainStep again(ctx, dc, cfg, loaded);
+    cuda::ShardedTrainStep again(ctx, dc, cfg, loaded, sopts);
     for (int64_t t = resume_at; t < steps; ++t) {
       const std::vector<float>& xb = batches[size_t(t)];
       detail::copy_bytes(xd, Device::cuda, xb.data(), Device::cpu, xb.size() * sizeof(float));
