@@ -9,10 +9,13 @@ set(TOPKSAE_MPI_TEST_ENV OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_R
 # Under the sanitizers, LeakSanitizer reports OpenMPI's allocations in its plugins, which
 # MPI_Finalize unloads before the report (so no suppression can name them): leak checking is off
 # for these tests only; ASan's memory errors and UBSan stay on.
-set(TOPKSAE_MPI_CLI_ENV "")
+# The command's runs see no emulated GPU in the CUDA emulation's build (CUDA_EMU_DEVICES=0; other
+# builds ignore it): their resumes pass --device auto, which would take the emulated GPU, with one
+# rank per GPU. The sharded cuda runs are tests/nccl_emu.cmake's (their script sets the devices).
+set(TOPKSAE_MPI_CLI_ENV CUDA_EMU_DEVICES=0)
 if(TOPKSAE_SANITIZE)
   list(APPEND TOPKSAE_MPI_TEST_ENV ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1)
-  set(TOPKSAE_MPI_CLI_ENV ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1)
+  list(APPEND TOPKSAE_MPI_CLI_ENV ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1)
 endif()
 foreach(np 2 3)
   if(TOPKSAE_HAS_MPI)

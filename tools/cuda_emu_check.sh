@@ -106,11 +106,12 @@ else
   tail -15 "$log" | sed 's/^/    /'
   status=1
 fi
-# The NCCL engine over the emulation's NCCL under mpirun -np 2 and 3 (ctest nccl_emu_*; only where
-# MPI was found, else the target does not exist and this says so). About 3 s.
+# The NCCL engine and the latent-sharded CUDA step (its equivalence and `mpirun topksae train
+# --device cuda`) over the emulation's NCCL under mpirun -np 2 and 3 (ctest nccl_emu_*; only where
+# MPI was found, else the target does not exist and this says so). About 35 s.
 t0=$(date +%s)
 if cmake --build "$dir" --target help | grep "nccl_collectives_test" >/dev/null; then  # not -q: pipefail
-  cmake --build "$dir" -j2 --target nccl_collectives_test >/dev/null
+  cmake --build "$dir" -j2 --target nccl_collectives_test cuda_sharded_equivalence >/dev/null
   log="$dir/nccl-emu.log"
   if ctest --test-dir "$dir" -R '^nccl_emu_' --output-on-failure >"$log" 2>&1 && grep -q "100% tests passed" "$log"; then
     echo "cuda_emu nccl (mpirun -np 2, 3): $(grep -oE '[0-9]+ tests passed|tests passed, 0 tests failed out of [0-9]+' "$log" | tail -1) ($(($(date +%s) - t0)) s; log $log)"

@@ -308,6 +308,7 @@ class TrainBackend;  // where the steps run (src/train/train_backend.h)
 }
 namespace dist {
 class Collectives;  // src/dist/collectives.h: latent-sharded training's MPI (later NCCL) engine
+class DeviceCollectives;  // src/dist/device_collectives.h: the GPU ranks' NCCL engine
 }
 
 struct TrainerOptions {
@@ -337,8 +338,11 @@ struct TrainerOptions {
   // ranks, each holding ceil(d_sae / R) latents of the model (src/dist/shard.h); every rank must
   // run the same Trainer calls on the same data. state() is then this rank's part, checkpoints
   // are sharded sets (src/dist/sharded_files.h) and save_final() is collective (rank 0 writes).
-  // CPU only for now. Null or size 1: the ordinary single-process trainer.
+  // Null or size 1: the ordinary single-process trainer.
   std::shared_ptr<dist::Collectives> comm;
+  // Sharded on cuda: the NCCL engine bootstrapped over comm (dist::make_nccl_collectives), one GPU
+  // per rank; required then (the steps run cuda::ShardedTrainStep, kernels/train/sharded_step.h).
+  std::shared_ptr<dist::DeviceCollectives> device_comm;
 };
 
 // On cuda, steps are queued ahead of the GPU: the host reads batch i+1 while step i runs, and

@@ -20,10 +20,12 @@ __device__ __forceinline__ bool before(const Candidate& a, const Candidate& c) {
 }
 
 __global__ void pack_kernel(const int32_t* __restrict__ idx, const float* __restrict__ val, int64_t B, int64_t ld,
-                            int64_t take, int64_t kk, int64_t lo, Candidate* __restrict__ cand) {
+                            int64_t take, int64_t kk, int64_t lo, Candidate* __restrict__ cand,
+                            const int32_t* __restrict__ take_dev) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= B * kk) return;
   const int64_t b = i / kk, s = i % kk;
+  if (take_dev != nullptr && *take_dev < take) take = *take_dev;
   Candidate c;
   if (s < take) {
     c.value = val[b * ld + s];
@@ -62,11 +64,12 @@ __global__ void merge_kernel(const Candidate* __restrict__ g, int64_t R, int64_t
 }  // namespace
 
 void pack_candidates(cudaStream_t st, const int32_t* idx, const float* val, int64_t B, int64_t ld, int64_t take,
-                     int64_t kk, int64_t lo, Candidate* cand) {
+                     int64_t kk, int64_t lo, Candidate* cand, const int32_t* take_dev) {
   TOPKSAE_CHECK(take >= 0 && take <= kk && take <= ld, "pack_candidates: take ", take, " with kk ", kk, ", ld ", ld);
   if (B * kk == 0) return;
   const int threads = 256;
-  pack_kernel<<<unsigned((B * kk + threads - 1) / threads), threads, 0, st>>>(idx, val, B, ld, take, kk, lo, cand);
+  pack_kernel<<<unsigned((B * kk + threads - 1) / threads), threads, 0, st>>>(idx, val, B, ld, take, kk, lo, cand,
+                                                                                      take_dev);
   CUDA_CHECK_LAUNCH();
 }
 

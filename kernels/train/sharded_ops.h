@@ -21,9 +21,11 @@ struct Candidate {
 inline constexpr int32_t kNoCandidate = INT32_MAX;
 
 // cand [B, kk] = (val, lo + idx) of the first `take` slots of idx/val [B, ld] (topk_select's
-// output with ld columns; take = min(kk, m)), then (-inf, kNoCandidate) padding.
+// output with ld columns; take = min(kk, m)), then (-inf, kNoCandidate) padding. take_dev (device
+// int32, may be null): take only min(take, *take_dev) slots (AuxK, whose top-k over a shard with
+// fewer dead latents than k_aux leaves the slots past them unwritten).
 void pack_candidates(cudaStream_t st, const int32_t* idx, const float* val, int64_t B, int64_t ld, int64_t take,
-                     int64_t kk, int64_t lo, Candidate* cand);
+                     int64_t kk, int64_t lo, Candidate* cand, const int32_t* take_dev = nullptr);
 
 // gathered [R, B, kk] (rank-major, each row's list sorted as topk_select sorts) -> out [B, kk]
 // global latents and val [B, kk] of each row's global top-kk. One thread per row merges the R

@@ -26,8 +26,9 @@ Trainer::Trainer(TrainConfig cfg, ActivationSource& src, TrainerOptions opts)
     TOPKSAE_CHECK(opts_.precision == cuda::Precision::fp32,
                   "the precision option applies to the GPU's encoder GEMM; the CPU trainer computes in fp32");
   if (sharded()) {
-    TOPKSAE_CHECK(opts_.device == Device::cpu, "latent-sharded training runs on the CPU for now (the NCCL engine "
-                  "exists, the sharded CUDA step does not yet: docs/scaling.md): pass --device cpu");
+    TOPKSAE_CHECK(opts_.device == Device::cpu || opts_.device_comm,
+                  "latent-sharded training on cuda needs the NCCL engine (TrainerOptions::device_comm, made by "
+                  "dist::make_nccl_collectives)");
     st_ = dist::initial_shard_state(cfg_, dist::shard_range(cfg_.d_sae, opts_.comm->rank(), opts_.comm->size()));
   } else {
     st_ = TrainState::initial(cfg_);
@@ -115,7 +116,9 @@ void Trainer::ensure_scaling_factor() {
 int64_t Trainer::run(int64_t max_steps) {
   ensure_scaling_factor();
   if (!backend_)
-    backend_ = sharded()                      ? detail::make_sharded_cpu_backend(cfg_, &st_, opts_.comm)
+    backend_ = sharded() && opts_.device == Device::cuda
+                   ? detail::make_cuda_sharded_backend(cfg_, &st_, opts_.device_comm, opts_.precision)
+               : sharded()                    ? detail::make_sharded_cpu_backend(cfg_, &st_, opts_.comm)
                : opts_.device == Device::cuda ? detail::make_cuda_backend(cfg_, &st_, opts_.precision)
                                               : detail::make_cpu_backend(cfg_, &st_);
   exhausted_ = false;

@@ -19,6 +19,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "dist/collectives.h"
+#include "dist/device_collectives.h"
 #include "dist/sharded_files.h"
 #include "topksae/atomic_file.h"
 #include "topksae/error.h"
@@ -190,6 +191,15 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
     std::cerr << "note: no GPU here (" << cuda_unavailable_reason() << "); training on the CPU in fp32, --precision "
               << a.precision << " ignored\n";
   const cuda::Precision precision = cuda::precision_from_name(a.precision);
+  // Sharded on cuda: one GPU per rank, NCCL bootstrapped over MPI (a build without NCCL, or fewer
+  // GPUs than ranks on a node, stops here with the reason). Made before anything touches a GPU, so
+  // every allocation lands on this rank's device.
+  std::shared_ptr<dist::DeviceCollectives> device_comm;
+  if (comm && device == Device::cuda) {
+    TOPKSAE_CHECK(precision != cuda::Precision::bf16, "latent-sharded training on cuda runs in fp32 or tf32 for "
+                  "now (docs/scaling.md): pass --precision fp32 or tf32");
+    device_comm = dist::make_nccl_collectives(comm);
+  }
 
   run_dir::Source source = run_dir::open_source(data, cfg);
   ActivationSource& src = *source.stream;
@@ -250,6 +260,7 @@ void run_train(TrainArgs& a, const std::shared_ptr<dist::Collectives>& comm) {
       comm->all_reduce_sum(&stop, 1);
       return stop > 0;
     };
+    opts.device_comm = device_comm;
   }
   // --checkpoint-every counts tokens; the Trainer checkpoints every that many steps (rounded up),
   // at the end of the run, and when asked (Ctrl-C below).
