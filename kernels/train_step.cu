@@ -96,7 +96,10 @@ struct TrainStep::Impl {
     int64_t B;
     AuxPath path;
     int64_t ndc, kc, kT, entries_offset, entries_per;
-    bool operator==(const GraphKey&) const = default;
+    bool operator==(const GraphKey& o) const {  // (.cu files are C++17: no defaulted ==)
+      return B == o.B && path == o.path && ndc == o.ndc && kc == o.kc && kT == o.kT &&
+             entries_offset == o.entries_offset && entries_per == o.entries_per;
+    }
   };
   static GraphKey graph_key(int64_t B, const StepShape& sh) {
     return {B, sh.path, sh.ndc, sh.kc, sh.kT, sh.entries_offset, sh.entries_per};
