@@ -184,7 +184,10 @@ INSTANTIATE_TEST_SUITE_P(
 // every step's loss as the direct run's.
 TEST(CudaTrainGraphCache, ReplacesTheLeastRecentlyUsedGraph) {
   SKIP_WITHOUT_GPU();
-  const TrainConfig cfg = graph_config();
+  TrainConfig cfg = graph_config();
+  cfg.d_in = 13;  // small: 21 steps twice stay cheap under the emulation
+  cfg.d_sae = 71;
+  cfg.k = 3;
   const TrainState st0 = graph_state(cfg);
   std::vector<int64_t> rows;
   for (int64_t b = 10; b <= 18; ++b) rows.insert(rows.end(), {b, b});  // 9 keys (one AuxK shape, see below)
