@@ -42,6 +42,8 @@ void usage(const char* name, const char* what) {
       "                       adds a step variant per library other than cublas\n"
       "  --iters N            timed runs per variant (median reported; default 20)\n"
       "  --warmup N           untimed runs first (default 3)\n"
+      "  --graph              bench_train_step: add the step replayed as a CUDA graph (..._graph rows;\n"
+      "                       every row then runs on a stream of its own, which a capture needs)\n"
       "  --cpu                also run the CPU twin on large shapes (slow)\n"
       "  --no-gpu             skip the GPU variants\n"
       "  --device-init        bench_train_step: start the GPU steps from a state made on the device\n"
@@ -66,6 +68,8 @@ Args Args::parse(int argc, char** argv, const char* name, const char* what) {
       a.tiny = true;
     } else if (s == "--cpu") {
       a.want_cpu = true;
+    } else if (s == "--graph") {
+      a.graph = true;
     } else if (s == "--no-gpu") {
       a.no_gpu = true;
     } else if (s == "--device-init") {

@@ -24,6 +24,7 @@ struct Args {
   bool want_cpu = false;    // run the CPU twin even on large shapes
   bool no_gpu = false;      // skip GPU variants even when a GPU is present
   bool device_init = false; // bench_train_step: the state made on the device (huge shapes do it anyway)
+  bool graph = false;       // bench_train_step: also the step replayed as a CUDA graph (--graph)
   int warmup = 3, iters = 20;
   std::string json_path;    // write the JSON here ("" = none)
   std::vector<Shape> shapes;

@@ -135,7 +135,16 @@ int main(int argc, char** argv) {
         continue;
       }
 #ifdef TOPKSAE_HAS_CUDA
-      cuda::Context ctx;
+      // --graph: every row on a created (blocking) stream, since CUDA cannot capture the legacy
+      // default stream; the rows with and without the graph then share the stream.
+      struct OwnStream {
+        cudaStream_t s = nullptr;
+        ~OwnStream() {
+          if (s) (void)cudaStreamDestroy(s);
+        }
+      } own;  // declared before ctx: destroyed after it
+      if (a.graph && cudaStreamCreate(&own.s) != cudaSuccess) TOPKSAE_FAIL("cudaStreamCreate failed");
+      cuda::Context ctx(own.s);
       cudaStream_t main_s = reinterpret_cast<cudaStream_t>(ctx.stream());
       // Device batches (data off) and pinned host batches (data on).
       const int nsets = a.tiny ? 2 : 4;
@@ -178,10 +187,13 @@ int main(int argc, char** argv) {
           TrainConfig pc = config_for(ps);
           pc.dead_feature_window = 2;  // AuxK active from step 3 on
           for (const std::string& gn : a.encoder_gemms)        // each encoder GEMM library timed below
-          for (int64_t aux_cap : {int64_t(-1), int64_t(0)}) {  // AuxK's dense path, then its gather path
+          for (int64_t aux_cap : {int64_t(-1), int64_t(0)})    // AuxK's dense path, then its gather path
+          for (bool graph : {false, true}) {                   // the CUDA graph too with --graph
+            if (graph && !a.graph) continue;
             TrainState cst = TrainState::initial(pc);
             cuda::TrainStep g(ctx, pc, cst,
-                              {.precision = p, .aux_dense_cap = aux_cap, .encoder_gemm = cuda::encoder_gemm_from_name(gn)});
+                              {.precision = p, .aux_dense_cap = aux_cap, .encoder_gemm = cuda::encoder_gemm_from_name(gn),
+                               .cuda_graph = graph});
             cpu::TrainWorkspace ws;
             const double tol = p == cuda::Precision::fp32 ? 1e-4 : 5e-2;
             for (int t = 0; t < 5 && bad.empty(); ++t) {
@@ -193,7 +205,8 @@ int main(int argc, char** argv) {
               const auto gm = g.drain_metrics();
               const double rel = std::abs(gm.at(0).overall_loss - cm.overall_loss) / std::abs(cm.overall_loss);
               if (!(rel <= tol))
-                bad = concat("proxy step ", t, " (aux_dense_cap ", aux_cap, ", encoder GEMM ", gn, "): loss ",
+                bad = concat("proxy step ", t, " (aux_dense_cap ", aux_cap, ", encoder GEMM ", gn, graph ? ", graph" : "",
+                             "): loss ",
                              gm[0].overall_loss, " vs CPU ",
                              cm.overall_loss);
             }
@@ -216,6 +229,13 @@ int main(int argc, char** argv) {
           if (gn != "cublas")
             variants.push_back({gn == "lt" ? "_data_off_egemm_lt" : "_data_off_egemm_auto", false,
                                 {.precision = p, .encoder_gemm = cuda::encoder_gemm_from_name(gn)}});
+        // The step replayed as a CUDA graph (--graph): data off for every precision, data on for the
+        // first (a few seconds of device time in all).
+        if (a.graph) {
+          variants.push_back({"_data_off_graph", false, {.precision = p, .cuda_graph = true}});
+          if (pn == a.precisions.front())
+            variants.push_back({"_data_on_graph", true, {.precision = p, .cuda_graph = true}});
+        }
         if (huge) {
           nlohmann::json r = base_row("gpu_train_step_" + pn + "_other_variants");
           r["skipped"] = "state made on the device (DeviceInit: --device-init, or over 12 GiB of host state), plain step only";
@@ -301,6 +321,13 @@ int main(int argc, char** argv) {
           r["encoder_gemm"] = std::string(cuda::encoder_gemm_name(g.encoder_gemm()));
           r["grad_storage"] = g.grad_storage() == cuda::GradStorage::fused ? "fused" : "stored";
           r["initial_state"] = huge ? "device (DeviceInit)" : "host (TrainState::initial)";
+          if (var.opts.cuda_graph) {  // steps whose body ran directly (first of a key), captures, replays
+            const cuda::GraphCounts gc = g.graph_counts();
+            r["graph_direct_steps"] = gc.direct;
+            r["graph_captures"] = gc.captured;
+            r["graph_replays"] = gc.replayed;
+          }
+          if (a.graph) r["stream"] = "created (blocking), for --graph";
           const std::string gc = "gemm_" + pn + "_TFLOPs";
           if (ceil.contains(gc)) r["gemm_ceiling_TFLOPs"] = ceil[gc];
           r["note"] = data_on ? "pinned H2D copy per step on a 2nd stream (generator not timed)"

@@ -60,6 +60,12 @@ size_t sort_tmp_bytes_for(const TrainPlan& p) {
   return b;
 }
 size_t scan_tmp_bytes_for(const TrainPlan& p) { return p.aux_cap > 0 ? train::compact_dead_tmp_bytes(p.n) : 0; }
+
+// TrainStepOptions::cuda_graph: the graph's input buffer [Bmax, d] and the cuBLAS workspace.
+constexpr size_t kGraphBlasWorkspaceBytes = detail::kLtWorkspaceBytes;  // cuBLAS's own default on Hopper
+size_t graph_bytes_for(const TrainPlan& p, bool on) {
+  return on ? size_t(p.Bmax * p.d) * sizeof(float) + kGraphBlasWorkspaceBytes : 0;
+}
 }  // namespace
 
 struct TrainStep::Impl {
@@ -78,6 +84,38 @@ struct TrainStep::Impl {
   size_t bytes = 0;  // what the buffers below take (allocated_bytes)
   train_detail::DeadBound bound;
   AuxPathCounts path_counts;
+
+  // TrainStepOptions::cuda_graph (graph_body): one executable graph per key, at most kMaxGraphs
+  // (the least recently used is replaced); a key is captured the second time it occurs, after one
+  // direct run (lazy kernel loading, first-use attributes and cublasLt's timed selection happen
+  // outside any capture).
+  static constexpr size_t kMaxGraphs = 8;
+  // What the graph body launches depends on these only (the host values of a step that reach its
+  // launches): the rows, and the AuxK path with its shapes (from the host's dead bound).
+  struct GraphKey {
+    int64_t B;
+    AuxPath path;
+    int64_t ndc, kc, kT, entries_offset, entries_per;
+    bool operator==(const GraphKey& o) const {  // (.cu files are C++17: no defaulted ==)
+      return B == o.B && path == o.path && ndc == o.ndc && kc == o.kc && kT == o.kT &&
+             entries_offset == o.entries_offset && entries_per == o.entries_per;
+    }
+  };
+  static GraphKey graph_key(int64_t B, const StepShape& sh) {
+    return {B, sh.path, sh.ndc, sh.kc, sh.kT, sh.entries_offset, sh.entries_per};
+  }
+  struct Graph {
+    GraphKey key;
+    cudaGraphExec_t exec = nullptr;
+    const int32_t* order = nullptr;  // what sort_entries picked while it was captured
+    int64_t last_use = 0;
+  };
+  bool graph_on = false;
+  std::vector<Graph> graphs;
+  std::vector<GraphKey> warmed;  // keys that ran directly once
+  GraphCounts graph_counts;
+  DeviceArray<float> xg;          // [Bmax, d]: the graph's input; each step's x is copied in
+  DeviceArray<uint8_t> blas_ws;   // cuBLAS's workspace while the graph mode is on (capture needs one)
 
   // Shapes below: P parameters, B = plan.Bmax rows, kcap = plan.kcap, ndc <= aux_cap.
   DeviceArray<float> param, grad, m, v;     // [P]: [W_enc | b_enc | W_dec | b_dec]; grad stored mode only
@@ -150,7 +188,8 @@ struct TrainStep::Impl {
   Impl(Context& c, const TrainConfig& cf, const TrainStepOptions& opts, const std::vector<int64_t>& since0,
        int64_t step0)
       : ctx(c), cfg(cf), plan(train_detail::plan_train_step(cf, opts, device_limits(c))), prec(opts.precision),
-        egemm(opts.encoder_gemm), d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(since0, cf.dead_feature_window, step0) {
+        egemm(opts.encoder_gemm), d(plan.d), n(plan.n), k(plan.k), fused(plan.fused), bound(since0, cf.dead_feature_window, step0),
+        graph_on(opts.cuda_graph) {
     step = step0;
     sort_tmp_bytes = sort_tmp_bytes_for(plan);
     scan_tmp_bytes = scan_tmp_bytes_for(plan);
@@ -194,6 +233,17 @@ struct TrainStep::Impl {
       scan_tmp = DeviceArray<uint8_t>(int64_t(scan_tmp_bytes));
     }
     rec = DeviceArray<StepRecord>(1);
+    if (graph_on) {
+      const cudaStream_t s = detail::stream(ctx);
+      TOPKSAE_CHECK(s != nullptr && s != cudaStreamLegacy && s != cudaStreamPerThread,
+                    "TrainStepOptions::cuda_graph: the Context runs on a default stream, which CUDA cannot capture; "
+                    "build the Context on a stream of your own (cudaStreamCreate)");
+      xg = DeviceArray<float>(B * d);
+      // cuBLAS allocates from its default pool unless given a workspace, which a capture forbids.
+      // Set for the direct steps too, so that both run the same cuBLAS algorithms (bit equality).
+      blas_ws = DeviceArray<uint8_t>(int64_t(kGraphBlasWorkspaceBytes));
+      CUBLAS_CHECK(cublasSetWorkspace(detail::cublas(ctx), blas_ws.data(), kGraphBlasWorkspaceBytes));
+    }
     bytes = allocated_bytes();  // the test compares it with planned_bytes (the plan's own count)
     ring = HostBuffer(sizeof(StepRecord) * kMetricsRing, HostMemory::pinned);
     events.resize(kMetricsRing);
@@ -230,7 +280,13 @@ struct TrainStep::Impl {
     ctx.synchronize();
   }
 
-  ~Impl() { (void)cudaStreamSynchronize(detail::stream(ctx)); }
+  ~Impl() {
+    const cudaStream_t s = detail::stream(ctx);
+    (void)cudaStreamSynchronize(s);
+    for (Graph& g : graphs) (void)cudaGraphExecDestroy(g.exec);
+    // cublasSetStream puts cuBLAS back on its default workspace pool before blas_ws is freed.
+    if (graph_on) (void)cublasSetStream(detail::cublas(ctx), s);
+  }
 
   // What the buffers above hold, counted from the allocations themselves.
   size_t allocated_bytes() const {
@@ -240,6 +296,7 @@ struct TrainStep::Impl {
     b += start.bytes() + part.bytes() + sort_tmp.bytes() + scan_tmp.bytes() + dead.bytes() + fired.bytes();
     b += since.bytes() + act.bytes() + dead32.bytes() + pos.bytes() + pos_of.bytes() + dead_list.bytes();
     b += dbe.bytes() + aux_rows.bytes() + rec.bytes() + gbias.bytes() + aux_rows2.bytes();
+    b += xg.bytes() + blas_ws.bytes();
     return b;
   }
 
@@ -253,6 +310,66 @@ struct TrainStep::Impl {
       (void)detail::encoder_gemm_prepare(ctx, egemm, prec, rows, n, d, A, W, nullptr, h);
     else
       detail::encoder_gemm(ctx, egemm, prec, rows, n, d, A, W, nullptr, h);
+  }
+
+  // The step's body (run's `body`, steps 2-7 up to the clip factor) through a CUDA graph: replayed
+  // when its key has one; captured when the key ran once already; else run directly (warm-up).
+  // The input: x is copied into xg, the graph's fixed input, before each replay: B x d floats, at
+  // 768 x 4096 about 25 MB of traffic, ~8 us at an H100's bandwidth (an estimate, ~0.4% of the
+  // 2.3 ms step). The alternative, rewriting the x argument of the three kernel nodes that read it
+  // (cudaGraphExecKernelNodeSetParams), would tie this file to those kernels' parameter lists.
+  template <class Body>
+  void graph_body(const float* x, int64_t B, const StepShape& sh, Body& body, const int32_t** order) {
+    const cudaStream_t s = detail::stream(ctx);
+    const GraphKey key = graph_key(B, sh);
+    auto it = std::find_if(graphs.begin(), graphs.end(), [&](const Graph& g) { return g.key == key; });
+    if (it == graphs.end()) {
+      if (std::find(warmed.begin(), warmed.end(), key) == warmed.end()) {
+        warmed.push_back(key);
+        ++graph_counts.direct;
+        body(x);
+        return;
+      }
+      it = capture(key, B, body, order);
+    }
+    it->last_use = step;
+    *order = it->order;
+    CUDA_CHECK(cudaMemcpyAsync(xg.data(), x, size_t(B * d) * sizeof(float), cudaMemcpyDeviceToDevice, s));
+    CUDA_CHECK(cudaGraphLaunch(it->exec, s));
+    ++graph_counts.replayed;
+  }
+
+  template <class Body>
+  std::vector<Graph>::iterator capture(const GraphKey& key, int64_t B, Body& body, const int32_t** order) {
+    const cudaStream_t s = detail::stream(ctx);
+    // cublasLt's timed selection synchronises: done for these chunk shapes before the capture.
+    for (int64_t r0 = 0; egemm != EncoderGemm::cublas && r0 < B; r0 += plan.hrows)
+      gemm_chunk(r0, std::min(plan.hrows, B - r0), pre.data(), /*prepare_only=*/true);
+    // Thread-local: another thread's unrelated CUDA calls (a data loader's) cannot break it.
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      body(xg.data());
+    } catch (...) {
+      (void)cudaStreamEndCapture(s, &graph);  // ends the (invalidated) capture; the error is the body's
+      if (graph) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    CUDA_CHECK(e);
+    ++graph_counts.captured;
+    if (graphs.size() >= kMaxGraphs) {  // replace the least recently used (a queued launch of it still runs)
+      auto lru = std::min_element(graphs.begin(), graphs.end(),
+                                  [](const Graph& a, const Graph& b) { return a.last_use < b.last_use; });
+      CUDA_CHECK(cudaGraphExecDestroy(lru->exec));
+      graphs.erase(lru);
+    }
+    graphs.push_back(Graph{key, exec, *order, step});
+    return graphs.end() - 1;
   }
 
   // Moves the oldest pending step's metrics to `ready` (waiting for it).
@@ -316,91 +433,101 @@ struct TrainStep::Impl {
     // 2. dead mask of the step before, AuxK's size; dense AuxK: the compacted dead list.
     train::dead_mask(s, since.data(), n, cfg.dead_feature_window, dead.data(), dead32.data(), M);
     train::aux_params(s, plan.half_d, kcap > 0 ? nd_bound : n, M, C);
-    if (path == AuxPath::dense)
-      train::compact_dead(s, dead32.data(), n, ndc, pos.data(), scan_tmp.data(), scan_tmp_bytes, dead_list.data(),
-                          pos_of.data(), C);
-    // 3. forward: u = s*x - a*b_dec, h = u @ W_enc, S = top-k(h + b_enc), T = top-k over dead.
-    const float* b_dec = prm + plan.oBdec;
-    const float* b_enc = prm + plan.oBenc;
-    const float* W_dec = prm + plan.oWdec;
-    train::prep_input(s, x, float(scaling), cfg.apply_b_dec_to_input ? b_dec : nullptr, B, d, u.data());
-    if (prec == Precision::bf16) to_bf16(ctx, u.data(), u16.data(), B * d);
-    // The encoder GEMM and every selection on h, one chunk of rows at a time (h holds one chunk).
-    TopKOptions o;
-    o.bias = b_enc;
-    TopKOptions oa;  // the gather path's AuxK over the dead latents
-    oa.bias = b_enc;
-    oa.mask = dead.data();
-    oa.k_dev = &C->k_aux;
-    for (int64_t r0 = 0; r0 < B; r0 += plan.hrows) {
-      const int64_t rows = std::min(plan.hrows, B - r0);
-      gemm_chunk(r0, rows, h);
-      topk_select(ctx, h, rows, n, k, idxS.data() + r0 * k, hS.data() + r0 * k, o);
-      if (path == AuxPath::dense)  // the dead columns (+ b_enc) into rows r0.. of Hc
-        train::gather_dead_cols(s, h, b_enc, dead_list.data(), rows, n, ndc, Hc + r0 * ndc);
-      else if (path == AuxPath::gather)
-        topk_select(ctx, h, rows, n, kcap, idxT.data() + r0 * kcap, hT.data() + r0 * kcap, oa);
-    }
-    train::relu(s, hS.data(), zS.data(), B * k);
-    gather_decode(ctx, W_dec, b_dec, idxS.data(), zS.data(), B, k, k, nullptr, d, xhat.data(), n);
-    if (path == AuxPath::dense) {
-      // T over the compacted columns: positions r in [0, ndc) in idxT, values in hT ([B, kc]).
-      TopKOptions oc;
-      oc.k_dev = &C->k_aux;
-      oc.sorted = false;  // scatter_aux and mask_aux_grad need only the set
-      topk_select(ctx, Hc, B, ndc, kc, idxT.data(), hT.data(), oc);
-      train::scatter_aux(s, idxT.data(), hT.data(), B, kc, ndc, C, Zd);
-      train::gather_dead_rows(s, W_dec, dead_list.data(), ndc, d, Wd_dead);
-      // ehat [B, d] = b_dec + Zd @ W_dec[dead]
-      detail::fill_rows(ctx, ehat.data(), b_dec, B, d);
-      detail::gemm_rowmajor_ex(ctx, false, false, B, d, ndc, Zd, ndc, Wd_dead, d, 1.f, ehat.data(), d, aux_prec);
-    } else if (path == AuxPath::gather) {
-      gather_decode(ctx, W_dec, b_dec, idxT.data(), hT.data(), B, kcap, kcap, &C->k_aux, d, ehat.data(), n);
-    }
-    // 4. losses, g and ga, metrics.
-    train::column_sums(s, x, nullptr, B, d, scaling / double(B), mu.data(), nullptr);
-    train::loss_rows(s, x, float(scaling), xhat.data(), path != AuxPath::none ? ehat.data() : nullptr, mu.data(),
-                     zS.data(), B, d, k, cfg.aux_loss_coefficient, C, g.data(), ga.data(), stats.data());
-    train::reduce_loss_rows(s, stats.data(), B, M);
-    // 5. bookkeeping after the forward.
-    train::mark_fired(s, idxS.data(), zS.data(), B * k, fired.data(), act.data());
-    train::update_since(s, since.data(), fired.data(), n, cfg.dead_feature_window, M);
-    n_frac_active += B;
-    // 6. backward.
-    if (path == AuxPath::dense) {
-      // G = ga @ W_dec[dead]^T, then dW_dec[dead] = Zd^T @ ga over W_dec[dead] (read just before).
-      detail::gemm_rowmajor_ex(ctx, false, true, B, ndc, d, ga.data(), d, Wd_dead, d, 0.f, G, ndc, aux_prec);
-      detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, Zd, ndc, ga.data(), d, 0.f, dWd_dead, d, aux_prec);
-      train::mask_aux_grad(s, idxT.data(), B, kc, ndc, C, G);
-      // db_enc's dead part: column sums of dza.
-      train::column_sums(s, G, nullptr, B, ndc, 1.0, nullptr, dbe.data());
-    }
-    if (plan.slab_tpt > 0 && kT == 0)  // the S entries' dz swept over column slabs (T entries, if any, are GEMMs here)
-      train::dz_slabs(s, plan.slab_tpt, W_dec, g.data(), idxS.data(), hS.data(), B, d, k, plan.slabs, part.data(), ea);
-    else
-      train::dz_rows(s, W_dec, g.data(), ga.data(), idxS.data(), hS.data(), idxT.data(), hT.data(), B, d, k, kT, C,
-                     ea);
-    const int32_t* order = train::sort_entries(s, idxS.data(), idxT.data(), B, k, kT, n, plan.sort_bits, C,
-                                               sort_tmp.data(), sort_tmp_bytes, ea, start.data());
+    // Steps 2 (the compacted dead list) to 7 (the clip factor): launched directly, or captured into
+    // and replayed from a CUDA graph (TrainStepOptions::cuda_graph). Everything they launch
+    // depends on B and the StepShape only (the graph's key); x is the graph's input buffer there.
+    const int32_t* order = nullptr;  // the entry order sort_entries picked (host-side, fixed per key)
     const int32_t* pos_of_or_null = path == AuxPath::dense ? pos_of.data() : nullptr;
-    if (fused)  // the norm pass (the Adam pass is in 7.)
-      train::grad_dec_fused(s, train::FusedPass::norm, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT,
-                            pos_of_or_null, dWd_dead, {}, M);
+    auto body = [&](const float* xin) {
+      if (path == AuxPath::dense)
+        train::compact_dead(s, dead32.data(), n, ndc, pos.data(), scan_tmp.data(), scan_tmp_bytes, dead_list.data(),
+                            pos_of.data(), C);
+      // 3. forward: u = s*x - a*b_dec, h = u @ W_enc, S = top-k(h + b_enc), T = top-k over dead.
+      const float* b_dec = prm + plan.oBdec;
+      const float* b_enc = prm + plan.oBenc;
+      const float* W_dec = prm + plan.oWdec;
+      train::prep_input(s, xin, float(scaling), cfg.apply_b_dec_to_input ? b_dec : nullptr, B, d, u.data());
+      if (prec == Precision::bf16) to_bf16(ctx, u.data(), u16.data(), B * d);
+      // The encoder GEMM and every selection on h, one chunk of rows at a time (h holds one chunk).
+      TopKOptions o;
+      o.bias = b_enc;
+      TopKOptions oa;  // the gather path's AuxK over the dead latents
+      oa.bias = b_enc;
+      oa.mask = dead.data();
+      oa.k_dev = &C->k_aux;
+      for (int64_t r0 = 0; r0 < B; r0 += plan.hrows) {
+        const int64_t rows = std::min(plan.hrows, B - r0);
+        gemm_chunk(r0, rows, h);
+        topk_select(ctx, h, rows, n, k, idxS.data() + r0 * k, hS.data() + r0 * k, o);
+        if (path == AuxPath::dense)  // the dead columns (+ b_enc) into rows r0.. of Hc
+          train::gather_dead_cols(s, h, b_enc, dead_list.data(), rows, n, ndc, Hc + r0 * ndc);
+        else if (path == AuxPath::gather)
+          topk_select(ctx, h, rows, n, kcap, idxT.data() + r0 * kcap, hT.data() + r0 * kcap, oa);
+      }
+      train::relu(s, hS.data(), zS.data(), B * k);
+      gather_decode(ctx, W_dec, b_dec, idxS.data(), zS.data(), B, k, k, nullptr, d, xhat.data(), n);
+      if (path == AuxPath::dense) {
+        // T over the compacted columns: positions r in [0, ndc) in idxT, values in hT ([B, kc]).
+        TopKOptions oc;
+        oc.k_dev = &C->k_aux;
+        oc.sorted = false;  // scatter_aux and mask_aux_grad need only the set
+        topk_select(ctx, Hc, B, ndc, kc, idxT.data(), hT.data(), oc);
+        train::scatter_aux(s, idxT.data(), hT.data(), B, kc, ndc, C, Zd);
+        train::gather_dead_rows(s, W_dec, dead_list.data(), ndc, d, Wd_dead);
+        // ehat [B, d] = b_dec + Zd @ W_dec[dead]
+        detail::fill_rows(ctx, ehat.data(), b_dec, B, d);
+        detail::gemm_rowmajor_ex(ctx, false, false, B, d, ndc, Zd, ndc, Wd_dead, d, 1.f, ehat.data(), d, aux_prec);
+      } else if (path == AuxPath::gather) {
+        gather_decode(ctx, W_dec, b_dec, idxT.data(), hT.data(), B, kcap, kcap, &C->k_aux, d, ehat.data(), n);
+      }
+      // 4. losses, g and ga, metrics.
+      train::column_sums(s, xin, nullptr, B, d, scaling / double(B), mu.data(), nullptr);
+      train::loss_rows(s, xin, float(scaling), xhat.data(), path != AuxPath::none ? ehat.data() : nullptr, mu.data(),
+                       zS.data(), B, d, k, cfg.aux_loss_coefficient, C, g.data(), ga.data(), stats.data());
+      train::reduce_loss_rows(s, stats.data(), B, M);
+      // 5. bookkeeping after the forward.
+      train::mark_fired(s, idxS.data(), zS.data(), B * k, fired.data(), act.data());
+      train::update_since(s, since.data(), fired.data(), n, cfg.dead_feature_window, M);
+      // 6. backward.
+      if (path == AuxPath::dense) {
+        // G = ga @ W_dec[dead]^T, then dW_dec[dead] = Zd^T @ ga over W_dec[dead] (read just before).
+        detail::gemm_rowmajor_ex(ctx, false, true, B, ndc, d, ga.data(), d, Wd_dead, d, 0.f, G, ndc, aux_prec);
+        detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, Zd, ndc, ga.data(), d, 0.f, dWd_dead, d, aux_prec);
+        train::mask_aux_grad(s, idxT.data(), B, kc, ndc, C, G);
+        // db_enc's dead part: column sums of dza.
+        train::column_sums(s, G, nullptr, B, ndc, 1.0, nullptr, dbe.data());
+      }
+      if (plan.slab_tpt > 0 && kT == 0)  // the S entries' dz swept over column slabs (T entries, if any, are GEMMs here)
+        train::dz_slabs(s, plan.slab_tpt, W_dec, g.data(), idxS.data(), hS.data(), B, d, k, plan.slabs, part.data(), ea);
+      else
+        train::dz_rows(s, W_dec, g.data(), ga.data(), idxS.data(), hS.data(), idxT.data(), hT.data(), B, d, k, kT, C,
+                       ea);
+      order = train::sort_entries(s, idxS.data(), idxT.data(), B, k, kT, n, plan.sort_bits, C,
+                                  sort_tmp.data(), sort_tmp_bytes, ea, start.data());
+      if (fused)  // the norm pass (the Adam pass is in 7.)
+        train::grad_dec_fused(s, train::FusedPass::norm, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT,
+                              pos_of_or_null, dWd_dead, {}, M);
+      else
+        train::grad_dec(s, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT, pos_of_or_null, dWd_dead,
+                        grd + plan.oWdec, M);
+      if (path == AuxPath::dense)  // dW_enc[:, dead]^T = dza^T @ u, over dW_dec[dead] (consumed by grad_dec)
+        detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, G, ndc, u.data(), d, 0.f, dWe_dead, d, aux_prec);
+      if (fused)
+        train::grad_enc_fused(s, train::FusedPass::norm, start.data(), order, ea.dh, u.data(), B, d, n, k, kT,
+                              pos_of_or_null, dWe_dead, dbe.data(), db_enc, {}, M);
+      else
+        train::grad_enc(s, start.data(), order, ea.dh, u.data(), B, d, n, k, kT, pos_of_or_null, dWe_dead, dbe.data(),
+                        grd + plan.oWenc, db_enc, M);
+      train::grad_bias_dec(ctx, g.data(), ga.data(), B, d, cfg.apply_b_dec_to_input, prm + plan.oWenc, db_enc, n, db_dec);
+      train::add_sumsq(s, db_dec, d, M);
+      // 7. clip (Adam below, t = step + 1).
+      train::clip_factor(s, M, C);
+    };
+    if (graph_on)
+      graph_body(x, B, sh, body, &order);
     else
-      train::grad_dec(s, start.data(), order, ea.w, g.data(), ga.data(), B, d, n, k, kT, pos_of_or_null, dWd_dead,
-                      grd + plan.oWdec, M);
-    if (path == AuxPath::dense)  // dW_enc[:, dead]^T = dza^T @ u, over dW_dec[dead] (consumed by grad_dec)
-      detail::gemm_rowmajor_ex(ctx, true, false, ndc, d, B, G, ndc, u.data(), d, 0.f, dWe_dead, d, aux_prec);
-    if (fused)
-      train::grad_enc_fused(s, train::FusedPass::norm, start.data(), order, ea.dh, u.data(), B, d, n, k, kT,
-                            pos_of_or_null, dWe_dead, dbe.data(), db_enc, {}, M);
-    else
-      train::grad_enc(s, start.data(), order, ea.dh, u.data(), B, d, n, k, kT, pos_of_or_null, dWe_dead, dbe.data(),
-                      grd + plan.oWenc, db_enc, M);
-    train::grad_bias_dec(ctx, g.data(), ga.data(), B, d, cfg.apply_b_dec_to_input, prm + plan.oWenc, db_enc, n, db_dec);
-    train::add_sumsq(s, db_dec, d, M);
-    // 7. clip + Adam (t = step + 1).
-    train::clip_factor(s, M, C);
+      body(x);
+    n_frac_active += B;
     const double lr = cpu::lr_at(cfg, step);
     uint16_t* w16_or_null = prec == Precision::bf16 ? w16.data() : nullptr;
     if (fused) {
@@ -495,7 +622,7 @@ TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const DeviceInit& ini
     : impl_(std::make_unique<Impl>(ctx, cfg, init, opts)) {}
 size_t TrainStep::planned_bytes(Context& ctx, const TrainConfig& cfg, const TrainStepOptions& opts) {
   const TrainPlan p = train_detail::plan_train_step(cfg, opts, device_limits(ctx));
-  return p.bytes(sort_tmp_bytes_for(p), scan_tmp_bytes_for(p), sizeof(StepRecord));
+  return p.bytes(sort_tmp_bytes_for(p), scan_tmp_bytes_for(p), sizeof(StepRecord)) + graph_bytes_for(p, opts.cuda_graph);
 }
 TrainStep::~TrainStep() = default;
 
@@ -511,6 +638,7 @@ GradStorage TrainStep::grad_storage() const { return impl_->fused ? GradStorage:
 EncoderGemm TrainStep::encoder_gemm() const { return impl_->egemm; }
 int64_t TrainStep::encode_rows() const { return impl_->plan.hrows; }
 AuxPathCounts TrainStep::aux_path_counts() const { return impl_->path_counts; }
+GraphCounts TrainStep::graph_counts() const { return impl_->graph_counts; }
 
 void TrainStep::download(TrainState* st) {
   Impl& I = *impl_;

@@ -61,6 +61,22 @@ struct TrainStepOptions {
   // bias: the top-k selections add b_enc as they read h, so cublasLt's bias epilogue would save
   // no pass here (kernels/gemm_lt.h). cublas stays the default until a GPU run measures lt.
   EncoderGemm encoder_gemm = EncoderGemm::cublas;
+  // Replay the step's device work as a CUDA graph (kernels/PERF_NOTES.md, "CUDA graph of the
+  // step"): from the compacted dead list to the clip factor, captured once per key (batch rows,
+  // AuxK path and shapes) after one direct step with that key, and replayed (a few keys kept). The
+  // per-step host values stay outside it: the host's dead-count bound and the sparsity window
+  // (before), Adam's learning rate and step (after). Needs a Context on a created stream (CUDA
+  // cannot capture the legacy default stream); sets a cuBLAS workspace on its handle while alive.
+  // The same values as without, bit for bit. Off until a GPU run measures it.
+  bool cuda_graph = false;
+};
+
+// What the CUDA graph did (TrainStepOptions::cuda_graph): steps whose body ran directly (the first
+// of each key), graphs captured, steps replayed from a graph.
+struct GraphCounts {
+  int64_t direct = 0;
+  int64_t captured = 0;
+  int64_t replayed = 0;
 };
 
 // A fresh state made on the device instead of uploaded, for shapes whose host copy would take tens
@@ -120,6 +136,7 @@ class TrainStep {
   GradStorage grad_storage() const;      // the resolved grad_storage (stored or fused)
   EncoderGemm encoder_gemm() const;      // as given
   AuxPathCounts aux_path_counts() const;  // of the steps queued so far
+  GraphCounts graph_counts() const;      // zeros without cuda_graph
 
   static constexpr int kMetricsRing = 64;
 

@@ -66,6 +66,10 @@ __device__ int g_symbol[4];
 __global__ void symbol_kernel() { g_symbol[threadIdx.x] += int(threadIdx.x); }
 
 __global__ void __launch_bounds__(128) bounded_kernel(int* out) { out[threadIdx.x] = 1; }
+__global__ void axpy_kernel(const int* in, int* out, int a, int n) {
+  for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) out[i] += a * in[i];
+}
+
 __global__ void noop_kernel(int* out) {
   if (out && threadIdx.x == 1u << 30) out[0] = 0;
 }
@@ -154,6 +158,11 @@ cudaError_t uninit_shared(int* out) {
 // Writes out on stream s (no synchronisation).
 cudaError_t write_on(int* out, cudaStream_t s) {
   hazard_selftest_kernel<<<1, 32, 0, s>>>(out);
+  return cudaGetLastError();
+}
+// out[i] += a * in[i], i < n, on stream s (a captured launch keeps `a`, reads in and out at replay).
+cudaError_t axpy_on(const int* in, int* out, int a, int n, cudaStream_t s) {
+  axpy_kernel<<<1, 64, 0, s>>>(in, out, a, n);
   return cudaGetLastError();
 }
 void deadlock(int* out) { deadlock_kernel<<<1, 32>>>(out); }

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "cub/cub.cuh"
@@ -278,4 +280,62 @@ TEST(CudaEmuLibs, CubScanSortAndTempStorage) {
   EXPECT_EQ(v1.host(), (std::vector<int32_t>{3, 5, 1, 4, 0, 2}));
   // Sorting more items than the buffers hold is refused.
   EXPECT_EQ(cub::DeviceRadixSort::SortPairs(st.p, sb, dk, dv, 7, 0, 3), cudaErrorInvalidValue);
+}
+
+// Library calls on a capturing stream are recorded and run at each replay (host scalars as they were
+// at the call). cuBLAS needs a workspace of the caller's to be captured (cublasSetWorkspace), and
+// cublasSetStream drops it again, as in cuBLAS.
+TEST(CudaEmuLibs, CapturedGemmAndScanRunAtReplay) {
+  Blas b;
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cublasSetStream(b.h, s), CUBLAS_STATUS_SUCCESS);
+  const std::vector<float> A = {1, 2, 3, 4, 5, 6}, B = {1, 0, 0, 1, 1, 1};  // column-major [2, 3], [3, 2]
+  Dev<float> Ad(A), Bd(B), C(std::vector<float>(4, -7.f)), ws(std::vector<float>(1024, 0.f));
+  const std::vector<int32_t> in = {3, 1, 4, 1, 5};
+  Dev<int32_t> din(in), dout(std::vector<int32_t>(5, -1));
+  size_t tmp_bytes = 0;
+  ASSERT_EQ(cub::DeviceScan::ExclusiveSum(nullptr, tmp_bytes, din.p, dout.p, 5, s), cudaSuccess);
+  Dev<uint8_t> tmp(std::vector<uint8_t>(tmp_bytes, 0));
+  float alpha = 2.f;
+  const float zero = 0.f;
+  auto record = [&]() {
+    EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    const cublasStatus_t st = cublasGemmEx(b.h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &alpha, Ad.p, CUDA_R_32F, 2, Bd.p,
+                                           CUDA_R_32F, 3, &zero, C.p, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT);
+    EXPECT_EQ(cub::DeviceScan::ExclusiveSum(tmp.p, tmp_bytes, din.p, dout.p, 5, s), cudaSuccess);
+    cudaGraph_t g = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaSuccess);
+    return std::make_pair(st, g);
+  };
+  // Without a workspace: refused.
+  testing::internal::CaptureStderr();
+  auto [st0, g0] = record();
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("cublasSetWorkspace"), std::string::npos);
+  EXPECT_EQ(st0, CUBLAS_STATUS_NOT_SUPPORTED);
+  EXPECT_EQ(cudaGraphDestroy(g0), cudaSuccess);
+  // With one: recorded, nothing computed until the replay, alpha as it was at the call.
+  ASSERT_EQ(cublasSetWorkspace(b.h, ws.p, 4096), CUBLAS_STATUS_SUCCESS);
+  auto [st1, g1] = record();
+  ASSERT_EQ(st1, CUBLAS_STATUS_SUCCESS);
+  alpha = 100.f;
+  EXPECT_EQ(C.host(), std::vector<float>(4, -7.f));
+  EXPECT_EQ(dout.host(), std::vector<int32_t>(5, -1));
+  cudaGraphExec_t x = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&x, g1, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(x, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(C.host(), (std::vector<float>{2, 4, 18, 24}));  // 2 * (A @ B) = 2 * [[1, 9], [2, 12]], column-major
+  EXPECT_EQ(dout.host(), (std::vector<int32_t>{0, 3, 4, 8, 9}));
+  EXPECT_EQ(cudaGraphExecDestroy(x), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(g1), cudaSuccess);
+  // cublasSetStream drops the workspace: refused again.
+  ASSERT_EQ(cublasSetStream(b.h, s), CUBLAS_STATUS_SUCCESS);
+  testing::internal::CaptureStderr();
+  auto [st2, g2] = record();
+  (void)testing::internal::GetCapturedStderr();
+  EXPECT_EQ(st2, CUBLAS_STATUS_NOT_SUPPORTED);
+  EXPECT_EQ(cudaGraphDestroy(g2), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }

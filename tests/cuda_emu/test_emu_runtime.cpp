@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <numeric>
 #include <vector>
@@ -28,6 +29,7 @@ void exited_lane(int* out);
 void partial_warp(int* out);
 cudaError_t big_static_smem(int* out, size_t dyn);
 cudaError_t write_on(int* out, cudaStream_t s);
+cudaError_t axpy_on(const int* in, int* out, int a, int n, cudaStream_t s);
 }  // namespace cuda_emu_selftest
 
 namespace {
@@ -252,3 +254,118 @@ TEST(CudaEmuRuntimeDeathTest, DeadlocksAndBadWarpMasksAbort) {
 }
 
 }  // namespace
+
+// ---- stream capture and graphs --------------------------------------------------------------------
+// A capture records (runs nothing), a replay runs the recorded work in order on its stream, with the
+// launch arguments of the capture and the memory as it is at the replay.
+TEST(CudaEmuGraph, CaptureRecordsAndReplaysInOrder) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  const int n = 100;
+  Dev<int> din(std::vector<int>(size_t(n), 1)), dout(std::vector<int>(size_t(n), 7)), dcopy(std::vector<int>(size_t(n), 7));
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusInvalidated;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaStreamIsCapturing(s, &cs), cudaSuccess);
+  EXPECT_EQ(cs, cudaStreamCaptureStatusActive);
+  ASSERT_EQ(cudaMemsetAsync(dout.p, 0, size_t(n) * 4, s), cudaSuccess);
+  ASSERT_EQ(st::axpy_on(din.p, dout.p, 3, n, s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(dcopy.p, dout.p, size_t(n) * 4, cudaMemcpyDeviceToDevice, s), cudaSuccess);
+  ASSERT_EQ(st::axpy_on(din.p, dout.p, 2, n, s), cudaSuccess);
+  cudaGraph_t g = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &g), cudaSuccess);
+  ASSERT_NE(g, nullptr);
+  ASSERT_EQ(cudaStreamIsCapturing(s, &cs), cudaSuccess);
+  EXPECT_EQ(cs, cudaStreamCaptureStatusNone);
+  EXPECT_EQ(dout.get(), std::vector<int>(size_t(n), 7)) << "the capture ran the work it recorded";
+  EXPECT_EQ(dcopy.get(), std::vector<int>(size_t(n), 7)) << "the capture ran the work it recorded";
+  cudaGraphExec_t x = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&x, g, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(g), cudaSuccess);  // the executable graph does not need it
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<int> in(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) in[size_t(i)] = (i * 7 + rep * 5) % 13 + 1;  // never 0: a skipped op shows
+    ASSERT_EQ(cudaMemcpy(din.p, in.data(), size_t(n) * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(x, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    const auto out = dout.get(), copy = dcopy.get();
+    for (int i = 0; i < n; ++i) {
+      ASSERT_EQ(copy[size_t(i)], 3 * in[size_t(i)]) << "replay " << rep << ", i " << i;
+      ASSERT_EQ(out[size_t(i)], 5 * in[size_t(i)]) << "replay " << rep << ", i " << i;
+    }
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(x), cudaSuccess);
+  EXPECT_EQ(cudaGraphExecDestroy(x), cudaErrorInvalidResourceHandle);
+  (void)cudaGetLastError();
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
+// What a GPU refuses while a stream captures is refused here, and invalidates the capture.
+TEST(CudaEmuGraph, IllegalCallsDuringCaptureFailAndInvalidateIt) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);  // blocking: work on the legacy stream would join it
+  cudaEvent_t ev = nullptr;
+  ASSERT_EQ(cudaEventCreate(&ev), cudaSuccess);
+  Dev<int> buf(std::vector<int>(64, 0));
+  std::vector<int> pageable(64, 1);
+  void* extra = nullptr;
+  struct Case {
+    const char* what;
+    cudaError_t want;
+    std::function<cudaError_t()> call;
+  };
+  const std::vector<Case> cases = {
+      {"cudaMalloc", cudaErrorStreamCaptureUnsupported, [&] { return cudaMalloc(&extra, 64); }},
+      {"cudaMemcpy", cudaErrorStreamCaptureUnsupported,
+       [&] { return cudaMemcpy(buf.p, pageable.data(), 256, cudaMemcpyHostToDevice); }},
+      {"cudaMemset", cudaErrorStreamCaptureUnsupported, [&] { return cudaMemset(buf.p, 0, 256); }},
+      {"cudaStreamSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaStreamSynchronize(s); }},
+      {"cudaStreamQuery", cudaErrorStreamCaptureUnsupported, [&] { return cudaStreamQuery(s); }},
+      {"cudaDeviceSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaDeviceSynchronize(); }},
+      {"cudaMemGetInfo", cudaErrorStreamCaptureUnsupported, [&] {
+         size_t f = 0, t = 0;
+         return cudaMemGetInfo(&f, &t);
+       }},
+      {"pageable cudaMemcpyAsync", cudaErrorStreamCaptureUnsupported,
+       [&] { return cudaMemcpyAsync(buf.p, pageable.data(), 256, cudaMemcpyHostToDevice, s); }},
+      {"launch on the legacy stream", cudaErrorStreamCaptureImplicit,
+       [&] { return st::noop(buf.p, dim3(1), dim3(32), 0, nullptr); }},
+      {"cudaEventSynchronize of a captured event", cudaErrorCapturedEvent, [&] {
+         const cudaError_t e = cudaEventRecord(ev, s);
+         return e != cudaSuccess ? e : cudaEventSynchronize(ev);
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    ASSERT_EQ(st::axpy_on(buf.p, buf.p, 1, 64, s), cudaSuccess);  // recorded before the illegal call
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(c.call(), c.want);
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("invalidated"), std::string::npos) << err;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    ASSERT_EQ(cudaStreamIsCapturing(s, &cs), cudaSuccess);
+    EXPECT_EQ(cs, cudaStreamCaptureStatusInvalidated);
+    EXPECT_EQ(st::axpy_on(buf.p, buf.p, 1, 64, s), cudaErrorStreamCaptureInvalidated);
+    cudaGraph_t g = reinterpret_cast<cudaGraph_t>(&cs);
+    EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+    EXPECT_EQ(g, nullptr);
+    (void)cudaGetLastError();
+  }
+  EXPECT_EQ(extra, nullptr);
+  EXPECT_EQ(buf.get(), std::vector<int>(64, 0)) << "no recorded or refused operation ran";
+  // Relaxed mode lets the unsafe calls through; the legacy stream cannot capture at all.
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&extra, 64), cudaSuccess);
+  ASSERT_EQ(cudaFree(extra), cudaSuccess);
+  cudaGraph_t g = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &g), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(g), cudaSuccess);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeThreadLocal), cudaErrorStreamCaptureUnsupported);
+  (void)testing::internal::GetCapturedStderr();
+  EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorIllegalState);  // not capturing
+  (void)cudaGetLastError();
+  EXPECT_EQ(cudaEventDestroy(ev), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "cuda_emu/base.h"
 
@@ -102,6 +103,17 @@ constexpr unsigned cudaEventBlockingSync = 0x1;
 constexpr unsigned cudaEventDisableTiming = 0x2;
 constexpr unsigned cudaHostAllocDefault = 0x0;
 
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
+
 #define cudaStreamLegacy ((cudaStream_t)0x1)
 #define cudaStreamPerThread ((cudaStream_t)0x2)
 
@@ -148,6 +160,17 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
+// Stream capture and graphs (runtime.cpp, "stream capture"): the operations issued on a capturing
+// stream are recorded, not run, and cudaGraphLaunch replays them in order on its stream. The calls a
+// GPU rejects while a stream captures fail here too, with a message, and invalidate the capture.
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+
 // ---- kernel attributes and __device__ symbols (templates over the kernel / the symbol) --------
 namespace cuda_emu {
 cudaError_t func_set_attribute(const void* func, cudaFuncAttribute attr, int value);
@@ -156,6 +179,22 @@ cudaError_t memcpy_from_symbol(void* dst, const void* symbol, size_t symbol_byte
 // Checks that [p, p + bytes) lies in one live device (or pinned host) allocation; a message
 // naming what is wrong, or nullptr.
 const char* check_device_range(const void* p, size_t bytes);
+
+// Stream capture, for every emulated operation on a stream (kernels, copies, library calls):
+// run it now, record it (s is capturing), or refuse it (an operation CUDA rejects while a stream
+// captures, e.g. on the legacy default stream while a blocking stream captures: the message is
+// printed, the capture invalidated and the error returned).
+enum class Capture { run, record, refuse };
+Capture capture_action(cudaStream_t s, const char* what, cudaError_t* refused = nullptr);
+// Appends op to s's capture; cudaGraphLaunch runs op(its stream) (an error stops the replay).
+using CapturedOp = std::function<cudaError_t(cudaStream_t)>;
+void capture_record(cudaStream_t s, CapturedOp op);
+// Refuses `what` (cudaMalloc, synchronous copies, device synchronisation, ...: the calls CUDA
+// calls unsafe during capture) while a capture that forbids it is active (mode global, or
+// thread-local begun by this thread): the message, the capture invalidated, the error.
+cudaError_t capture_forbids(const char* what);
+// Sets the calling thread's last error (a replayed launch keeps the caller's pending one).
+void set_last_error(cudaError_t e);
 }  // namespace cuda_emu
 
 template <typename F>

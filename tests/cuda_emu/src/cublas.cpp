@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
@@ -69,6 +70,8 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->stream = stream;
+  handle->workspace = nullptr;  // as cuBLAS: cublasSetStream resets the workspace to the default pool
+  handle->workspace_bytes = 0;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasGetStream(cublasHandle_t handle, cudaStream_t* stream) {
@@ -91,10 +94,12 @@ cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-                            int k, const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
-                            cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
-                            cublasComputeType_t computeType, cublasGemmAlgo_t) {
+namespace {
+// cublasGemmEx's checks, then (compute) the product.
+cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+                       const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B, cudaDataType Btype,
+                       int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                       bool compute) {
   const char* fn = "cublasGemmEx";
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (m < 0 || n < 0 || k < 0) return invalid(fn, "negative m, n or k");
@@ -120,6 +125,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
       !operand_ok(fn, "B", B, b_rows, transb == CUBLAS_OP_N ? n : k, ldb, ea) ||
       !operand_ok(fn, "C", C, m, n, ldc, 4))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (!compute) return CUBLAS_STATUS_SUCCESS;
   const bool tf32 = computeType == CUBLAS_COMPUTE_32F_FAST_TF32;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   float* c = static_cast<float*>(C);
@@ -137,6 +143,46 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// A cuBLAS call on the handle's stream while it captures: cuBLAS needs a workspace of the caller's
+// (cublasSetWorkspace) to be captured without allocating (the emulation insists on it), and the
+// host scalars (pointer mode host) are read now, at the call, as cuBLAS reads them.
+cublasStatus_t capture_blas(cublasHandle_t handle, const char* fn, cuda_emu::Capture act,
+                            std::function<cublasStatus_t()> run) {
+  if (act == cuda_emu::Capture::refuse) return CUBLAS_STATUS_EXECUTION_FAILED;
+  if (handle->workspace == nullptr || handle->workspace_bytes == 0) {
+    std::fprintf(stderr,
+                 "cuda_emu: %s during stream capture without a workspace of the caller's (cublasSetWorkspace): "
+                 "cuBLAS's default workspace pool may allocate inside the capture\n", fn);
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  cuda_emu::capture_record(handle->stream, [run](cudaStream_t) {
+    return run() == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorLaunchFailure;
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                            int k, const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                            cublasComputeType_t computeType, cublasGemmAlgo_t) {
+  if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const cuda_emu::Capture act = cuda_emu::capture_action(handle->stream, "cublasGemmEx");
+  if (act == cuda_emu::Capture::run)
+    return gemm_ex(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
+                   computeType, true);
+  if (act == cuda_emu::Capture::record) {
+    const cublasStatus_t st = gemm_ex(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
+                                      Ctype, ldc, computeType, false);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+  }
+  const float a = alpha ? *static_cast<const float*>(alpha) : 0.f, b = beta ? *static_cast<const float*>(beta) : 0.f;
+  return capture_blas(handle, "cublasGemmEx", act, [=] {
+    return gemm_ex(handle, transa, transb, m, n, k, &a, A, Atype, lda, B, Btype, ldb, &b, C, Ctype, ldc, computeType,
+                   true);
+  });
+}
+
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
                            int k, const float* alpha, const float* A, int lda, const float* B, int ldb,
                            const float* beta, float* C, int ldc) {
@@ -144,8 +190,9 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
                       CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
-cublasStatus_t cublasSgemv(cublasHandle_t handle, cublasOperation_t trans, int m, int n, const float* alpha,
-                           const float* A, int lda, const float* x, int incx, const float* beta, float* y, int incy) {
+namespace {
+cublasStatus_t gemv(cublasHandle_t handle, cublasOperation_t trans, int m, int n, const float* alpha, const float* A,
+                    int lda, const float* x, int incx, const float* beta, float* y, int incy, bool compute) {
   const char* fn = "cublasSgemv";
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (m < 0 || n < 0) return invalid(fn, "negative m or n");
@@ -158,6 +205,7 @@ cublasStatus_t cublasSgemv(cublasHandle_t handle, cublasOperation_t trans, int m
   if (!operand_ok(fn, "A", A, m, n, lda, 4) || !operand_ok(fn, "x", x, 1, in_len, incx, 4) ||
       !operand_ok(fn, "y", y, 1, out_len, incy, 4))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (!compute) return CUBLAS_STATUS_SUCCESS;
   for (int i = 0; i < out_len; ++i) {
     float acc = 0.f;
     for (int p = 0; p < in_len; ++p) {
@@ -168,4 +216,19 @@ cublasStatus_t cublasSgemv(cublasHandle_t handle, cublasOperation_t trans, int m
     out = *beta == 0.f ? *alpha * acc : *alpha * acc + *beta * out;
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace
+
+cublasStatus_t cublasSgemv(cublasHandle_t handle, cublasOperation_t trans, int m, int n, const float* alpha,
+                           const float* A, int lda, const float* x, int incx, const float* beta, float* y, int incy) {
+  if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const cuda_emu::Capture act = cuda_emu::capture_action(handle->stream, "cublasSgemv");
+  if (act == cuda_emu::Capture::run) return gemv(handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy, true);
+  if (act == cuda_emu::Capture::record) {
+    const cublasStatus_t st = gemv(handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy, false);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+  }
+  const float a = alpha ? *alpha : 0.f, b = beta ? *beta : 0.f;
+  return capture_blas(handle, "cublasSgemv", act,
+                      [=] { return gemv(handle, trans, m, n, &a, A, lda, x, incx, &b, y, incy, true); });
 }

@@ -237,7 +237,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t op, 
                               cublasLtMatrixLayout_t Adesc, const void* B, cublasLtMatrixLayout_t Bdesc,
                               const void* beta, const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
                               cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t* algo, void* workspace,
-                              size_t workspace_bytes, cudaStream_t) {
+                              size_t workspace_bytes, cudaStream_t stream) {
   const char* fn = "cublasLtMatmul";
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   Problem p{};
@@ -258,25 +258,46 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t op, 
       return CUBLAS_STATUS_INVALID_VALUE;
     }
   }
-  const float b = *static_cast<const float*>(beta);
-  if (b != 0.f && C != D) {  // the product accumulates into D: start it from C
-    const size_t bytes = size_t((Ddesc->cols - 1) * uint64_t(Ddesc->ld) + Ddesc->rows) * 4;
-    if (p.m > 0 && p.n > 0 && cudaMemcpy(D, C, bytes, cudaMemcpyDeviceToDevice) != cudaSuccess)
-      return invalid(fn, "C is not device memory");
+  // What the product needs, read now (descriptors and host scalars are read at the call, so a
+  // captured matmul keeps them), then the product: now, or at each replay of the capture.
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  const cublasOperation_t ta = cublasOperation_t(op->transa), tb = cublasOperation_t(op->transb);
+  const cublasComputeType_t compute = op->compute;
+  const bool with_bias = op->epilogue == CUBLASLT_EPILOGUE_BIAS;
+  const void* bias_p = op->bias;
+  const cudaDataType at = Adesc->type, bt = Bdesc->type;
+  const int64_t lda = Adesc->ld, ldb = Bdesc->ld, ldd = Ddesc->ld;
+  const size_t d_bytes = size_t((Ddesc->cols - 1) * uint64_t(Ddesc->ld) + Ddesc->rows) * 4;
+  cublasHandle_t blas = handle->blas;
+  auto run = [=](cudaStream_t st) -> cublasStatus_t {
+    if (b != 0.f && C != D) {  // the product accumulates into D: start it from C
+      if (p.m > 0 && p.n > 0 && cudaMemcpyAsync(D, C, d_bytes, cudaMemcpyDeviceToDevice, st) != cudaSuccess)
+        return invalid(fn, "C is not device memory");
+    }
+    cublasSetStream(blas, st);
+    const cublasStatus_t s = cublasGemmEx(blas, ta, tb, int(p.m), int(p.n), int(p.k), &a, A, at, int(lda), B, bt,
+                                          int(ldb), &b, D, CUDA_R_32F, int(ldd), compute, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS || !with_bias || p.m == 0 || p.n == 0) return s;
+    if (bias_p == nullptr) return invalid(fn, "the BIAS epilogue without a bias pointer");
+    if (const char* why = cuda_emu::check_device_range(bias_p, size_t(p.m) * 4)) {
+      std::fprintf(stderr, "cuda_emu: %s: bias [%lld]: %s\n", fn, (long long)p.m, why);
+      return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    const auto* bias = static_cast<const float*>(bias_p);
+    auto* d = static_cast<float*>(D);
+    for (int64_t j = 0; j < p.n; ++j)
+      for (int64_t i = 0; i < p.m; ++i) d[i + j * ldd] += bias[i];
+    return CUBLAS_STATUS_SUCCESS;
+  };
+  switch (cuda_emu::capture_action(stream, fn)) {
+    case cuda_emu::Capture::refuse: return CUBLAS_STATUS_EXECUTION_FAILED;
+    case cuda_emu::Capture::record:
+      if (with_bias && bias_p == nullptr) return invalid(fn, "the BIAS epilogue without a bias pointer");
+      cuda_emu::capture_record(stream, [run](cudaStream_t st) {
+        return run(st) == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorLaunchFailure;
+      });
+      return CUBLAS_STATUS_SUCCESS;
+    case cuda_emu::Capture::run: break;
   }
-  const cublasStatus_t s =
-      cublasGemmEx(handle->blas, cublasOperation_t(op->transa), cublasOperation_t(op->transb), int(p.m), int(p.n),
-                   int(p.k), alpha, A, Adesc->type, int(Adesc->ld), B, Bdesc->type, int(Bdesc->ld), beta, D,
-                   CUDA_R_32F, int(Ddesc->ld), op->compute, CUBLAS_GEMM_DEFAULT);
-  if (s != CUBLAS_STATUS_SUCCESS || op->epilogue != CUBLASLT_EPILOGUE_BIAS || p.m == 0 || p.n == 0) return s;
-  if (op->bias == nullptr) return invalid(fn, "the BIAS epilogue without a bias pointer");
-  if (const char* why = cuda_emu::check_device_range(op->bias, size_t(p.m) * 4)) {
-    std::fprintf(stderr, "cuda_emu: %s: bias [%lld]: %s\n", fn, (long long)p.m, why);
-    return CUBLAS_STATUS_INVALID_VALUE;
-  }
-  const auto* bias = static_cast<const float*>(op->bias);
-  auto* d = static_cast<float*>(D);
-  for (int64_t j = 0; j < p.n; ++j)
-    for (int64_t i = 0; i < p.m; ++i) d[i + j * Ddesc->ld] += bias[i];
-  return CUBLAS_STATUS_SUCCESS;
+  return run(stream);
 }

@@ -155,6 +155,11 @@ cusparseStatus_t cusparseSpMM(cusparseHandle_t handle, cusparseOperation_t opA, 
                               void* externalBuffer) {
   const char* fn = "cusparseSpMM";
   if (handle == nullptr) return CUSPARSE_STATUS_NOT_INITIALIZED;
+  // Not capturable here (nothing in topksae captures it): refused loudly rather than run at capture.
+  if (cuda_emu::capture_action(handle->stream, fn) != cuda_emu::Capture::run) {
+    std::fprintf(stderr, "cuda_emu: %s during stream capture is not emulated\n", fn);
+    return CUSPARSE_STATUS_NOT_SUPPORTED;
+  }
   if (const char* why = spmm_problem(opA, opB, A, B, C, computeType)) return invalid(fn, why);
   if (externalBuffer == nullptr) return invalid(fn, "null external buffer (pass what SpMM_bufferSize asked for)");
   const int64_t row_len = A->csr ? A->rows + 1 : A->nnz;

@@ -2,6 +2,7 @@
 // streams, events, device queries, launch validation and the last-error state. Every operation
 // completes before it returns, so streams and events only need validating, never scheduling.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cuda_emu/kernel.h"
@@ -39,6 +41,14 @@ struct CUevent_st {
   std::chrono::steady_clock::time_point at{};
   cuda_emu::StreamState* st = nullptr;  // the stream and operation count it was recorded at
   uint64_t seq = 0;
+  uint64_t capture_id = 0;  // last recorded into this capture (0: none); waiting on it is refused while it runs
+};
+// A captured graph and its executable form: the recorded operations, in issue order.
+struct CUgraph_st {
+  std::vector<cuda_emu::CapturedOp> ops;
+};
+struct CUgraphExec_st {
+  std::vector<cuda_emu::CapturedOp> ops;
 };
 
 namespace cuda_emu {
@@ -73,6 +83,20 @@ StreamState g_legacy = [] {
   s.name = "the legacy default stream";
   return s;
 }();
+// ---- stream capture ---------------------------------------------------------------------------
+// One capture per capturing stream: what it recorded, whether an illegal call invalidated it.
+struct CaptureState {
+  uint64_t id;
+  cudaStreamCaptureMode mode;
+  std::thread::id owner;
+  bool invalidated = false;
+  std::vector<CapturedOp> ops;
+};
+std::map<cudaStream_t, CaptureState> g_captures;
+std::atomic<int> g_n_captures{0};  // g_captures.size(), read without the lock on every operation
+uint64_t g_capture_ids = 0;
+std::set<CUgraph_st*> g_graphs;
+std::set<CUgraphExec_st*> g_execs;
 thread_local StreamState* t_per_thread = nullptr;
 thread_local cudaError_t t_last = cudaSuccess;
 thread_local int t_device = 0;
@@ -102,6 +126,12 @@ std::string ptr_str(const void* p) {
   char b[32];
   std::snprintf(b, sizeof b, "%p", p);
   return b;
+}
+
+// g_mu held: marks capture c (on stream s) invalid, saying why, as CUDA does on an illegal call.
+void invalidate(cudaStream_t s, CaptureState& c, const std::string& why) {
+  warn("stream capture on " + s->st->name + " invalidated: " + why);
+  c.invalidated = true;
 }
 
 // The allocation containing [p, p + bytes) (bytes 0: p may be one past the end); g_mu held.
@@ -269,6 +299,15 @@ void* aligned(size_t bytes, size_t align) {
 
 // ---- launch support (kernel.h) -------------------------------------------------------------------
 bool launch_begin(const LaunchCfg& c, const char* name, const void* func, int max_threads) {
+  if (!launch_check(c, func, max_threads)) return false;
+  (void)name;
+  std::lock_guard<std::mutex> lock(g_mu);
+  t_launch_stream = state_of(c.stream);
+  t_launch_seq = issue(t_launch_stream);
+  return true;
+}
+
+bool launch_check(const LaunchCfg& c, const void* func, int max_threads) {
   const dim3 g = c.grid, b = c.block;
   const unsigned long long threads = 1ull * b.x * b.y * b.z;
   if (g.x == 0 || g.y == 0 || g.z == 0 || b.x == 0 || b.y == 0 || b.z == 0 || g.x > 2147483647u || g.y > 65535u ||
@@ -295,10 +334,6 @@ bool launch_begin(const LaunchCfg& c, const char* name, const void* func, int ma
     fail(cudaErrorInvalidResourceHandle);
     return false;
   }
-  (void)name;
-  std::lock_guard<std::mutex> lock(g_mu);
-  t_launch_stream = state_of(c.stream);
-  t_launch_seq = issue(t_launch_stream);
   return true;
 }
 
@@ -338,11 +373,13 @@ cudaError_t func_set_attribute(const void* func, cudaFuncAttribute attr, int val
 }
 
 cudaError_t memcpy_to_symbol(void* symbol, size_t symbol_bytes, const void* src, size_t bytes, size_t offset) {
+  if (const cudaError_t e = capture_forbids("cudaMemcpyToSymbol (synchronous)")) return e;
   if (offset > symbol_bytes || bytes > symbol_bytes - offset) return fail(cudaErrorInvalidValue);
   std::memcpy(static_cast<char*>(symbol) + offset, src, bytes);
   return cudaSuccess;
 }
 cudaError_t memcpy_from_symbol(void* dst, const void* symbol, size_t symbol_bytes, size_t bytes, size_t offset) {
+  if (const cudaError_t e = capture_forbids("cudaMemcpyFromSymbol (synchronous)")) return e;
   if (offset > symbol_bytes || bytes > symbol_bytes - offset) return fail(cudaErrorInvalidValue);
   std::memcpy(dst, static_cast<const char*>(symbol) + offset, bytes);
   return cudaSuccess;
@@ -352,6 +389,67 @@ const char* check_device_range(const void* p, size_t bytes) {
   std::lock_guard<std::mutex> lock(g_mu);
   return find_alloc(p, bytes) ? nullptr : "not inside one live device allocation";
 }
+
+// ---- stream capture ------------------------------------------------------------------------------
+// A capturing stream records its operations instead of running them (each emulated operation asks
+// capture_action first); cudaGraphLaunch replays them in order on its own stream, through the same
+// entry points, so the replay gets every check (launch configuration, pointer arguments, library
+// arguments, stream order) a direct call gets. Illegal calls during a capture (CUDA's "unsafe" calls,
+// work on the legacy default stream while a blocking stream captures, synchronising or querying the
+// capturing stream, waiting on an event recorded inside the capture) print a message, invalidate
+// the capture (cudaStreamEndCapture then fails) and return CUDA's error.
+Capture capture_action(cudaStream_t s, const char* what, cudaError_t* refused) {
+  if (g_n_captures.load(std::memory_order_acquire) == 0) return Capture::run;
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_captures.find(s);
+  if (it != g_captures.end()) {
+    if (!it->second.invalidated) return Capture::record;
+    if (refused) *refused = cudaErrorStreamCaptureInvalidated;
+    t_last = cudaErrorStreamCaptureInvalidated;
+    return Capture::refuse;
+  }
+  if (s == nullptr || s == cudaStreamLegacy) {
+    bool implicit = false;
+    for (auto& [cs, c] : g_captures)
+      if (!cs->st->nonblocking) {  // the legacy stream would wait for it: an implicit dependency
+        invalidate(cs, c, std::string(what) + " on the legacy default stream, which would synchronise with the capturing stream");
+        implicit = true;
+      }
+    if (implicit) {
+      if (refused) *refused = cudaErrorStreamCaptureImplicit;
+      t_last = cudaErrorStreamCaptureImplicit;
+      return Capture::refuse;
+    }
+  }
+  return Capture::run;
+}
+
+void capture_record(cudaStream_t s, CapturedOp op) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_captures.find(s);
+  if (it == g_captures.end()) {
+    warn("internal error: capture_record on a stream that is not capturing");
+    std::abort();
+  }
+  it->second.ops.push_back(std::move(op));
+}
+
+cudaError_t capture_forbids(const char* what) {
+  if (g_n_captures.load(std::memory_order_acquire) == 0) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mu);
+  bool refused = false;
+  for (auto& [cs, c] : g_captures)
+    if (c.mode == cudaStreamCaptureModeGlobal ||
+        (c.mode == cudaStreamCaptureModeThreadLocal && c.owner == std::this_thread::get_id())) {
+      invalidate(cs, c, std::string(what) + " is not permitted while a stream captures");
+      refused = true;
+    }
+  if (!refused) return cudaSuccess;
+  t_last = cudaErrorStreamCaptureUnsupported;
+  return cudaErrorStreamCaptureUnsupported;
+}
+
+void set_last_error(cudaError_t e) { t_last = e; }
 
 }  // namespace cuda_emu
 
@@ -464,6 +562,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
 }
 cudaError_t cudaDeviceSynchronize() {
   if (!device_count()) return fail(cudaErrorNoDevice);
+  if (const cudaError_t e = capture_forbids("cudaDeviceSynchronize")) return e;
   std::lock_guard<std::mutex> lock(g_mu);
   mark_all_done();
   return cudaSuccess;
@@ -471,6 +570,7 @@ cudaError_t cudaDeviceSynchronize() {
 cudaError_t cudaDeviceReset() { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue);
+  if (const cudaError_t e = capture_forbids("cudaMemGetInfo")) return e;
   std::lock_guard<std::mutex> lock(g_mu);
   *total_bytes = kGlobalMem;
   *free_bytes = kGlobalMem - g_used[t_device];
@@ -482,6 +582,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (!p) return fail(cudaErrorInvalidValue);
   *p = nullptr;
   if (device_count() == 0) return fail(cudaErrorNoDevice);
+  if (const cudaError_t e = capture_forbids("cudaMalloc")) return e;
   if (bytes == 0) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lock(g_mu);
@@ -499,6 +600,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 cudaError_t cudaFree(void* p) {
   if (p == nullptr) return cudaSuccess;
+  if (const cudaError_t e = capture_forbids("cudaFree")) return e;
   {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
@@ -515,6 +617,7 @@ cudaError_t cudaFree(void* p) {
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) {
   if (!p) return fail(cudaErrorInvalidValue);
+  if (const cudaError_t e = capture_forbids("cudaMallocHost")) return e;
   void* m = aligned(bytes == 0 ? 1 : bytes, 4096);
   if (!m) return fail(cudaErrorMemoryAllocation);
   if (fill_garbage()) std::memset(m, 0xFF, bytes);
@@ -526,6 +629,7 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) { return cudaMallocHost(p, bytes); }
 cudaError_t cudaFreeHost(void* p) {
   if (p == nullptr) return cudaSuccess;
+  if (const cudaError_t e = capture_forbids("cudaFreeHost")) return e;
   {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
@@ -560,13 +664,43 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p)
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (const cudaError_t e = capture_forbids("cudaMemcpy (synchronous)")) return e;
+  cudaError_t why = cudaSuccess;
+  if (capture_action(nullptr, "cudaMemcpy", &why) == Capture::refuse) return why;
   return do_copy("cudaMemcpy", dst, src, bytes, kind, nullptr, true);
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  cudaError_t why = cudaSuccess;
+  switch (capture_action(s, "cudaMemcpyAsync", &why)) {
+    case Capture::refuse: return why;
+    case Capture::record: {
+      // Checked now as a direct call would be. A host side must be pinned: CUDA refuses to capture
+      // a copy from or to pageable memory.
+      if (bytes == 0) return cudaSuccess;
+      if (dst == nullptr || src == nullptr || kind == cudaMemcpyHostToHost) return fail(cudaErrorInvalidValue);
+      for (int side = 0; side < 2; ++side) {
+        const void* p = side == 0 ? dst : src;
+        const bool dev = kind == cudaMemcpyDeviceToDevice || kind == cudaMemcpyDefault ||
+                         kind == (side == 0 ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost);
+        if (!device_range("cudaMemcpyAsync (captured)", side == 0 ? "destination" : "source", p, bytes)) {
+          if (dev) return fail(cudaErrorInvalidValue);
+          std::lock_guard<std::mutex> lock(g_mu);
+          invalidate(s, g_captures.at(s), "cudaMemcpyAsync with pageable host memory");
+          return fail(cudaErrorStreamCaptureUnsupported);
+        }
+      }
+      capture_record(s, [=](cudaStream_t rs) { return cudaMemcpyAsync(dst, src, bytes, kind, rs); });
+      return cudaSuccess;
+    }
+    case Capture::run: break;
+  }
   return do_copy("cudaMemcpyAsync", dst, src, bytes, kind, s, false);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (const cudaError_t e = capture_forbids("cudaMemset (synchronous)")) return e;
+  cudaError_t why = cudaSuccess;
+  if (capture_action(nullptr, "cudaMemset", &why) == Capture::refuse) return why;
   if (bytes == 0) return cudaSuccess;
   if (!device_range("cudaMemset", "range", p, bytes)) return fail(cudaErrorInvalidValue);
   std::memset(p, value, bytes);
@@ -578,6 +712,14 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
   if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
   if (bytes == 0) return cudaSuccess;
   if (!device_range("cudaMemsetAsync", "range", p, bytes)) return fail(cudaErrorInvalidValue);
+  cudaError_t why = cudaSuccess;
+  switch (capture_action(s, "cudaMemsetAsync", &why)) {
+    case Capture::refuse: return why;
+    case Capture::record:
+      capture_record(s, [=](cudaStream_t rs) { return cudaMemsetAsync(p, value, bytes, rs); });
+      return cudaSuccess;
+    case Capture::run: break;
+  }
   std::memset(p, value, bytes);
   std::lock_guard<std::mutex> lock(g_mu);
   StreamState* S = state_of(s);
@@ -603,20 +745,58 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (!g_streams.erase(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (g_captures.erase(s)) g_n_captures.fetch_sub(1);  // a capture left open dies with its stream
   delete s;
+  return cudaSuccess;
+}
+// Synchronising or querying a capturing stream is illegal (nothing it holds will ever run).
+static cudaError_t refuse_if_capturing(cudaStream_t s, const char* what) {
+  cudaError_t why = cudaSuccess;
+  switch (capture_action(s, what, &why)) {
+    case Capture::refuse: return why;
+    case Capture::record: {
+      std::lock_guard<std::mutex> lock(g_mu);
+      invalidate(s, g_captures.at(s), std::string(what) + " of the capturing stream itself");
+      return fail(cudaErrorStreamCaptureUnsupported);
+    }
+    case Capture::run: break;
+  }
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (const cudaError_t e = refuse_if_capturing(s, "cudaStreamSynchronize")) return e;
   std::lock_guard<std::mutex> lock(g_mu);
   StreamState* S = state_of(s);
   mark_done(S, S->seq);
   return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }  // always complete
+cudaError_t cudaStreamQuery(cudaStream_t s) {  // always complete
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (const cudaError_t e = refuse_if_capturing(s, "cudaStreamQuery")) return e;
+  return cudaStreamSynchronize(s);
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (!stream_ok(s) || !event_ok(e)) return fail(cudaErrorInvalidResourceHandle);
+  cudaError_t why = cudaSuccess;
+  const Capture act = capture_action(s, "cudaStreamWaitEvent", &why);
+  if (act == Capture::refuse) return why;
   std::lock_guard<std::mutex> lock(g_mu);
+  if (act == Capture::record) {  // only the capture's own events (one stream: already in order)
+    CaptureState& c = g_captures.at(s);
+    if (e->capture_id != c.id) {
+      invalidate(s, c, "cudaStreamWaitEvent on an event recorded outside the capture (not emulated)");
+      return fail(cudaErrorStreamCaptureUnsupported);
+    }
+    return cudaSuccess;
+  }
+  if (e->capture_id != 0) {
+    for (auto& [cs, c] : g_captures)
+      if (c.id == e->capture_id) {  // on a GPU the waiting stream would join the capture
+        invalidate(cs, c, "another stream waits on an event recorded in the capture (fork: not emulated)");
+        return fail(cudaErrorStreamCaptureUnsupported);
+      }
+  }
   if (e->st != nullptr) {
     StreamState* S = state_of(s);
     S->waited[e->st] = std::max(S->waited[e->st], e->seq);
@@ -645,7 +825,21 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   int sdev = 0;
   if (!event_ok(e) || !stream_ok(s, &sdev) || sdev != e->device) return fail(cudaErrorInvalidResourceHandle);
+  cudaError_t why = cudaSuccess;
+  switch (capture_action(s, "cudaEventRecord", &why)) {
+    case Capture::refuse: return why;
+    case Capture::record: {
+      {
+        std::lock_guard<std::mutex> lock(g_mu);
+        e->capture_id = g_captures.at(s).id;
+      }
+      capture_record(s, [e](cudaStream_t rs) { return cudaEventRecord(e, rs); });
+      return cudaSuccess;
+    }
+    case Capture::run: break;
+  }
   std::lock_guard<std::mutex> lock(g_mu);
+  e->capture_id = 0;
   e->recorded = true;
   e->at = std::chrono::steady_clock::now();
   e->st = state_of(s);
@@ -655,6 +849,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!event_ok(e)) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::mutex> lock(g_mu);
+  if (e->capture_id != 0)
+    for (auto& [cs, c] : g_captures)
+      if (c.id == e->capture_id) {
+        invalidate(cs, c, "cudaEventSynchronize / cudaEventQuery of an event recorded in the capture");
+        return fail(cudaErrorCapturedEvent);
+      }
   if (e->st != nullptr) mark_done(e->st, e->seq);
   return cudaSuccess;
 }
@@ -666,5 +866,110 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if ((a->flags | b->flags) & cudaEventDisableTiming) return fail(cudaErrorInvalidResourceHandle);
   if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle);
   *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs -------------------------------------------------------------------
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed)
+    return fail(cudaErrorInvalidValue);
+  if (s == nullptr || s == cudaStreamLegacy) {
+    warn("cudaStreamBeginCapture: the legacy default stream cannot be captured");
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
+  if (s == cudaStreamPerThread) {
+    warn("cudaStreamBeginCapture: the per-thread default stream is not emulated for capture");
+    return fail(cudaErrorInvalidValue);
+  }
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_captures.count(s)) return fail(cudaErrorIllegalState);
+  g_captures.emplace(s, CaptureState{++g_capture_ids, mode, std::this_thread::get_id(), false, {}});
+  g_n_captures.fetch_add(1, std::memory_order_release);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  if (graph == nullptr) return fail(cudaErrorInvalidValue);
+  *graph = nullptr;
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_captures.find(s);
+  if (it == g_captures.end()) return fail(cudaErrorIllegalState);
+  CaptureState& c = it->second;
+  if (c.mode != cudaStreamCaptureModeRelaxed && c.owner != std::this_thread::get_id()) {
+    invalidate(s, c, "cudaStreamEndCapture from another thread");
+    return fail(cudaErrorStreamCaptureWrongThread);
+  }
+  const bool bad = c.invalidated;
+  auto* g = bad ? nullptr : new CUgraph_st{std::move(c.ops)};
+  g_captures.erase(it);
+  g_n_captures.fetch_sub(1, std::memory_order_release);
+  if (bad) return fail(cudaErrorStreamCaptureInvalidated);
+  g_graphs.insert(g);
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  if (status == nullptr) return fail(cudaErrorInvalidValue);
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_captures.find(s);
+  *status = it == g_captures.end()   ? cudaStreamCaptureStatusNone
+            : it->second.invalidated ? cudaStreamCaptureStatusInvalidated
+                                     : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+  if (exec == nullptr || flags != 0) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_graphs.count(graph)) return fail(cudaErrorInvalidResourceHandle);
+  auto* x = new CUgraphExec_st{graph->ops};  // independent of the graph, which may be destroyed
+  g_execs.insert(x);
+  static const bool stats = std::getenv("CUDA_EMU_GRAPH_STATS") != nullptr;
+  if (stats) warn("cudaGraphInstantiate: " + std::to_string(x->ops.size()) + " operations");
+  *exec = x;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!stream_ok(s)) return fail(cudaErrorInvalidResourceHandle);
+  std::vector<CapturedOp> ops;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (!g_execs.count(exec)) return fail(cudaErrorInvalidResourceHandle);
+    ops = exec->ops;
+  }
+  cudaError_t why = cudaSuccess;
+  switch (capture_action(s, "cudaGraphLaunch", &why)) {
+    case Capture::refuse: return why;
+    case Capture::record:  // a child graph: its operations, replayed in place
+      capture_record(s, [ops](cudaStream_t rs) {
+        for (const CapturedOp& op : ops)
+          if (const cudaError_t e = op(rs)) return e;
+        return cudaSuccess;
+      });
+      return cudaSuccess;
+    case Capture::run: break;
+  }
+  for (const CapturedOp& op : ops)
+    if (const cudaError_t e = op(s)) return fail(e);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_execs.erase(exec)) return fail(cudaErrorInvalidResourceHandle);
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_graphs.erase(graph)) return fail(cudaErrorInvalidResourceHandle);
+  delete graph;
   return cudaSuccess;
 }

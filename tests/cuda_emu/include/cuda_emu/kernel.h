@@ -58,6 +58,8 @@ inline LaunchCfg make_cfg(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t s
 // Validates the configuration (false + the launch error recorded for cudaGetLastError when it is
 // invalid, as a GPU would); max_threads: the kernel's __launch_bounds__, or 1024.
 bool launch_begin(const LaunchCfg& cfg, const char* name, const void* func, int max_threads);
+// The same checks without issuing the launch (a launch recorded by a stream capture).
+bool launch_check(const LaunchCfg& cfg, const void* func, int max_threads);
 // Runs body(arg) as every thread of every block, block after block. smem_limit: the most static +
 // dynamic shared memory a block may use (smem_limit below).
 void run_grid(const LaunchCfg& cfg, const char* name, int smem_limit, void (*body)(void*), void* arg);
@@ -90,6 +92,26 @@ struct Closure {
 template <typename... P, typename... A>
 void launch(const LaunchCfg& cfg, const char* name, int max_threads, void (*f)(P...), A&&... a) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
+  switch (capture_action(cfg.stream, name)) {
+    case Capture::refuse: return;  // the error is recorded for cudaGetLastError
+    case Capture::record: {
+      // As a GPU: the configuration is checked at the launch, the arguments are copied into the
+      // graph node now, and the kernel runs (with its pointer checks) at each replay.
+      if (!launch_check(cfg, reinterpret_cast<const void*>(f), max_threads)) return;
+      std::tuple<std::decay_t<P>...> args(std::forward<A>(a)...);
+      capture_record(cfg.stream, [cfg, name, max_threads, f, args](cudaStream_t rs) {
+        const cudaError_t pending = cudaGetLastError();
+        LaunchCfg c = cfg;
+        c.stream = rs;
+        std::apply([&](const auto&... v) { launch(c, name, max_threads, f, v...); }, args);
+        const cudaError_t e = cudaGetLastError();
+        if (pending != cudaSuccess) set_last_error(pending);
+        return e;
+      });
+      return;
+    }
+    case Capture::run: break;
+  }
   if (!launch_begin(cfg, name, reinterpret_cast<const void*>(f), max_threads)) return;
   Closure<P...> c{f, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
   std::apply([&](const auto&... v) {

@@ -58,7 +58,7 @@ struct DeviceRadixSort {
   template <class K, class V, class NumItemsT>
   static cudaError_t SortPairs(void* d_temp_storage, size_t& temp_storage_bytes, DoubleBuffer<K>& d_keys,
                                DoubleBuffer<V>& d_values, NumItemsT num_items, int begin_bit = 0,
-                               int end_bit = sizeof(K) * 8, cudaStream_t = nullptr) {
+                               int end_bit = sizeof(K) * 8, cudaStream_t stream = nullptr) {
     cudaError_t err;
     // The DoubleBuffer form needs little temporary storage in CUB: the buffers are the scratch.
     if (emu::temp_storage_protocol(d_temp_storage, temp_storage_bytes, 0, 1, "DeviceRadixSort::SortPairs", &err))
@@ -73,15 +73,18 @@ struct DeviceRadixSort {
         !emu::items_ok(fn, "values (current)", d_values.Current(), n) ||
         !emu::items_ok(fn, "values (alternate)", d_values.Alternate(), n))
       return cudaErrorInvalidValue;
-    err = emu::sort_pairs(d_keys.Current(), d_keys.Alternate(), d_values.Current(), d_values.Alternate(), num_items,
-                          begin_bit, end_bit);
+    if (begin_bit < 0 || end_bit > int(sizeof(K) * 8) || begin_bit > end_bit) return cudaErrorInvalidValue;
+    // The selectors are host state, flipped at the call (a captured sort flips them at capture).
+    K *ki = d_keys.Current(), *ko = d_keys.Alternate();
+    V *vi = d_values.Current(), *vo = d_values.Alternate();
+    err = emu::run_or_capture(stream, fn, [=] { return emu::sort_pairs(ki, ko, vi, vo, num_items, begin_bit, end_bit); });
     if (err == cudaSuccess) d_keys.selector ^= 1, d_values.selector ^= 1;
     return err;
   }
   template <class K, class V, class NumItemsT>
   static cudaError_t SortPairs(void* d_temp_storage, size_t& temp_storage_bytes, const K* d_keys_in, K* d_keys_out,
                                const V* d_values_in, V* d_values_out, NumItemsT num_items, int begin_bit = 0,
-                               int end_bit = sizeof(K) * 8, cudaStream_t = nullptr) {
+                               int end_bit = sizeof(K) * 8, cudaStream_t stream = nullptr) {
     cudaError_t err;
     if (emu::temp_storage_protocol(d_temp_storage, temp_storage_bytes, (long long)num_items, sizeof(K) + sizeof(V),
                                    "DeviceRadixSort::SortPairs", &err))
@@ -91,7 +94,10 @@ struct DeviceRadixSort {
     if (!emu::items_ok(fn, "keys in", d_keys_in, n) || !emu::items_ok(fn, "keys out", d_keys_out, n) ||
         !emu::items_ok(fn, "values in", d_values_in, n) || !emu::items_ok(fn, "values out", d_values_out, n))
       return cudaErrorInvalidValue;
-    return emu::sort_pairs(d_keys_in, d_keys_out, d_values_in, d_values_out, num_items, begin_bit, end_bit);
+    if (begin_bit < 0 || end_bit > int(sizeof(K) * 8) || begin_bit > end_bit) return cudaErrorInvalidValue;
+    return emu::run_or_capture(stream, fn, [=] {
+      return emu::sort_pairs(d_keys_in, d_keys_out, d_values_in, d_values_out, num_items, begin_bit, end_bit);
+    });
   }
 };
 }  // namespace cub

@@ -54,4 +54,19 @@ inline bool temp_storage_protocol(void* d_temp_storage, size_t& temp_storage_byt
   }
   return false;
 }
+
+// A CUB call on `stream` once its arguments passed the checks: run `op` now, or record it when the
+// stream captures (the replay runs it on the graph's stream), or refuse (cudaGetLastError's error).
+template <class Op>
+cudaError_t run_or_capture(cudaStream_t stream, const char* what, Op op) {
+  cudaError_t why = cudaSuccess;
+  switch (cuda_emu::capture_action(stream, what, &why)) {
+    case cuda_emu::Capture::refuse: return why;
+    case cuda_emu::Capture::record:
+      cuda_emu::capture_record(stream, [op](cudaStream_t) { return op(); });
+      return cudaSuccess;
+    case cuda_emu::Capture::run: break;
+  }
+  return op();
+}
 }  // namespace cub::emu
