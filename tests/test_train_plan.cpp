@@ -218,6 +218,20 @@ TEST(TrainPlan, OneCardCeilingD4096With1310720LatentsFitsAnH200) {
   EXPECT_FALSE(at20.fused);
 }
 
+// The ceiling stage of tools/gpu_check.sh on an 80 GiB card (an H100: 79.6 GiB): 4096 x 655,360
+// latents fits only with fused gradients, so the stage runs the 12 B/param plan there too.
+TEST(TrainPlan, HalfTheCeilingFitsAnH100OnlyFused) {
+  const int64_t MiB = int64_t(1) << 20;
+  DeviceLimits h100 = kH100;
+  h100.memory_bytes = 81559 * MiB;
+  const TrainConfig c = config(4096, 655360, 64, 4096);
+  const TrainPlan stored = plan_train_step(c, {.grad_storage = cuda::GradStorage::stored}, h100);
+  EXPECT_GT(int64_t(stored.bytes(0, 0, 0)), h100.memory_bytes);
+  const TrainPlan autop = plan_train_step(c, {}, h100);
+  ASSERT_TRUE(autop.fused);
+  EXPECT_LE(int64_t(autop.bytes(0, 0, 0)) + kPlanHeadroomBytes, h100.memory_bytes);
+}
+
 // Past 2^20 latents: the plan's index arithmetic at d_sae = 2^24 (keys in [0, n] need 25 bits,
 // the encoder runs in chunks of 4 rows, the dense AuxK capacity is capped by cuBLAS's int).
 TEST(TrainPlan, SixteenMillionLatents) {
