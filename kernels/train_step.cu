@@ -30,6 +30,7 @@
 #include "gemm_lt.h"
 #include "topksae/train_cuda.h"
 #include "train/dead_bound.h"
+#include "train/step_host.h"
 #include "train/train_ops.h"
 #include "train/train_plan.h"
 
@@ -250,22 +251,9 @@ struct TrainStep::Impl {
   }
 
   void upload_state(const TrainState& st) {
-    const Params<float>* sets[3] = {&st.params, &st.adam_m, &st.adam_v};
-    DeviceArray<float>* dst[3] = {&param, &m, &v};
-    for (int s = 0; s < 3; ++s) {
-      const Params<float>& q = *sets[s];
-      TOPKSAE_CHECK(int64_t(q.W_enc.size()) == d * n && int64_t(q.b_enc.size()) == n &&
-                        int64_t(q.W_dec.size()) == n * d && int64_t(q.b_dec.size()) == d,
-                    "TrainStep: the state's parameter / moment shapes do not match d_in=", d, ", d_sae=", n);
-      dst[s]->upload(q.W_enc.data(), d * n, plan.oWenc);
-      dst[s]->upload(q.b_enc.data(), n, plan.oBenc);
-      dst[s]->upload(q.W_dec.data(), n * d, plan.oWdec);
-      dst[s]->upload(q.b_dec.data(), d, plan.oBdec);
-    }
-    TOPKSAE_CHECK(int64_t(st.stats.since_fired.size()) == n && int64_t(st.stats.act_freq.size()) == n,
-                  "TrainStep: the state's sparsity statistics do not have d_sae=", n, " entries");
-    since.upload(st.stats.since_fired.data(), n);
-    act.upload(st.stats.act_freq.data(), n);
+    TOPKSAE_CHECK(train::state_fits(st, layout()), "TrainStep: the state's parameters, moments or statistics do not "
+                  "have the shapes of d_in=", d, ", d_sae=", n);
+    train::upload_state_arrays(st, layout(), param, m, v, since, act);
     CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
   }
 
@@ -561,28 +549,10 @@ struct TrainStep::Impl {
 
   StepMetrics finish(const Pending& p) {
     const StepRecord& rr = static_cast<const StepRecord*>(ring.data())[p.slot];
-    const DevMetrics& dv = rr.metrics;
-    const StepControl& dc = rr.control;
-    TOPKSAE_CHECK(dc.aux_overflow == 0, "TrainStep: internal error at step ", p.meta.step,
-                  ": more dead latents than the host's bound sized AuxK for (", dv.n_dead_before, ")");
-    bound.observe(p.meta.step, int64_t(dv.near_dead));
-    StepMetrics r = p.meta;
-    const double B = double(p.B);
-    r.mse_loss = dv.mse_sum / B;
-    r.auxiliary_reconstruction_loss = cfg.aux_loss_coefficient * double(dc.aux_scale) * dv.aux_sum / B;
-    if (dc.k_aux == 0) r.auxiliary_reconstruction_loss = 0;
-    r.overall_loss = r.mse_loss + r.auxiliary_reconstruction_loss;
-    r.l0 = dv.nnz / B;
-    r.explained_variance = 1.0 - dv.mse_sum / dv.tv_sum;
-    r.dead_features = int64_t(dv.dead_after);
-    r.mean_passes_since_fired = double(dv.since_sum) / double(n);
-    r.grad_norm = dv.grad_norm;
-    if (r.has_sparsity) {
-      r.mean_log10_feature_sparsity = dv.log10_sparsity_sum / double(n);
-      r.below_1e_5 = int64_t(dv.below5);
-      r.below_1e_6 = int64_t(dv.below6);
-    }
-    return r;
+    TOPKSAE_CHECK(rr.control.aux_overflow == 0, "TrainStep: internal error at step ", p.meta.step,
+                  ": more dead latents than the host's bound sized AuxK for (", rr.metrics.n_dead_before, ")");
+    bound.observe(p.meta.step, int64_t(rr.metrics.near_dead));
+    return train::step_metrics_from(cfg, p.meta, rr, p.B, n);
   }
 
   std::vector<StepMetrics> collect(bool wait) {
@@ -604,16 +574,7 @@ struct TrainStep::Impl {
     return out;
   }
 
-  void download_params(const DeviceArray<float>& src, Params<float>* q) const {
-    q->W_enc.resize(size_t(d * n));
-    q->b_enc.resize(size_t(n));
-    q->W_dec.resize(size_t(n * d));
-    q->b_dec.resize(size_t(d));
-    src.download(q->W_enc.data(), d * n, plan.oWenc);
-    src.download(q->b_enc.data(), n, plan.oBenc);
-    src.download(q->W_dec.data(), n * d, plan.oWdec);
-    src.download(q->b_dec.data(), d, plan.oBdec);
-  }
+  train::FlatParams layout() const { return {d, n, plan.oWenc, plan.oBenc, plan.oWdec, plan.oBdec}; }
 };
 
 TrainStep::TrainStep(Context& ctx, const TrainConfig& cfg, const TrainState& st, const TrainStepOptions& opts)
@@ -643,15 +604,9 @@ GraphCounts TrainStep::graph_counts() const { return impl_->graph_counts; }
 void TrainStep::download(TrainState* st) {
   Impl& I = *impl_;
   I.ctx.synchronize();
-  I.download_params(I.param, &st->params);
-  I.download_params(I.m, &st->adam_m);
-  I.download_params(I.v, &st->adam_v);
+  train::download_state_arrays(I.layout(), I.param, I.m, I.v, I.since, I.act, st);
   st->step = I.step;
   st->n_training_samples = I.n_training_samples;
-  st->stats.since_fired.resize(size_t(I.n));
-  st->stats.act_freq.resize(size_t(I.n));
-  I.since.download(st->stats.since_fired.data(), I.n);
-  I.act.download(st->stats.act_freq.data(), I.n);
   st->stats.n_frac_active = I.n_frac_active;
   st->data_position = I.data_position;
   st->scaling_factor = I.scaling_factor;
@@ -660,7 +615,7 @@ void TrainStep::download(TrainState* st) {
 void TrainStep::download_grads(Params<float>* grad) {
   TOPKSAE_CHECK(!impl_->fused, "TrainStep::download_grads: this step keeps no dense gradients (grad_storage fused)");
   impl_->ctx.synchronize();
-  impl_->download_params(impl_->grad, grad);
+  train::download_params(impl_->grad, impl_->layout(), grad);
 }
 
 }  // namespace topksae::cuda

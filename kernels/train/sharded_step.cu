@@ -36,6 +36,7 @@
 #include "train/dead_bound.h"
 #include "train/sharded_ops.h"
 #include "train/sharded_step.h"
+#include "train/step_host.h"
 #include "train/train_ops.h"
 
 namespace topksae::cuda {
@@ -352,23 +353,9 @@ struct ShardedTrainStep::Impl {
     ring = HostBuffer(sizeof(ShardRecord) * TrainStep::kMetricsRing, HostMemory::pinned);
     events.resize(TrainStep::kMetricsRing);
 
-    const Params<float>* sets[3] = {&st.params, &st.adam_m, &st.adam_v};
-    DeviceArray<float>* dst[3] = {&param, &mom, &vel};
-    for (int s = 0; s < 3; ++s) {
-      const Params<float>& q = *sets[s];
-      TOPKSAE_CHECK(int64_t(q.W_enc.size()) == d * m && int64_t(q.b_enc.size()) == m &&
-                        int64_t(q.W_dec.size()) == m * d && int64_t(q.b_dec.size()) == d,
-                    "sharded TrainStep: the state is not rank ", range.rank, "'s part (latents [", range.lo, ", ",
-                    range.hi, ") of d_in=", d, ", d_sae=", N, ")");
-      dst[s]->upload(q.W_enc.data(), d * m, oWenc);
-      dst[s]->upload(q.b_enc.data(), m, oBenc);
-      dst[s]->upload(q.W_dec.data(), m * d, oWdec);
-      dst[s]->upload(q.b_dec.data(), d, oBdec);
-    }
-    TOPKSAE_CHECK(int64_t(st.stats.since_fired.size()) == m && int64_t(st.stats.act_freq.size()) == m,
-                  "sharded TrainStep: the state's sparsity statistics do not have the shard's ", m, " entries");
-    since.upload(st.stats.since_fired.data(), m);
-    act.upload(st.stats.act_freq.data(), m);
+    TOPKSAE_CHECK(train::state_fits(st, layout()), "sharded TrainStep: the state is not rank ", range.rank,
+                  "'s part (latents [", range.lo, ", ", range.hi, ") of d_in=", d, ", d_sae=", N, ")");
+    train::upload_state_arrays(st, layout(), param, mom, vel, since, act);
     CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(m), detail::stream(ctx)));
     for (int64_t r0 = 0; egemm != EncoderGemm::cublas && r0 < B; r0 += hrows)
       (void)detail::encoder_gemm_prepare(ctx, egemm, prec, std::min(hrows, B - r0), m, d, u.data() + r0 * d,
@@ -559,31 +546,13 @@ struct ShardedTrainStep::Impl {
 
   StepMetrics finish(const Pending& p) {
     const ShardRecord& rr = static_cast<const ShardRecord*>(ring.data())[p.slot];
-    const DevMetrics& dv = rr.step.metrics;
-    const StepControl& dc = rr.step.control;
     TOPKSAE_CHECK(rr.bad_batch == 0, "step ", p.meta.step, ": rank ", rr.bad_batch - 1,
                   " read a different batch than rank 0; every rank must be given the same data and flags");
-    TOPKSAE_CHECK(dc.aux_overflow == 0, "sharded TrainStep: internal error at step ", p.meta.step,
-                  ": more dead latents than the host's bound sized AuxK for (", dv.n_dead_before, ")");
-    bound.observe(p.meta.step, int64_t(dv.near_dead));
-    last_k_aux = dc.k_aux;
-    StepMetrics r = p.meta;
-    const double B = double(p.B);
-    r.mse_loss = dv.mse_sum / B;
-    r.auxiliary_reconstruction_loss = cfg.aux_loss_coefficient * double(dc.aux_scale) * dv.aux_sum / B;
-    if (dc.k_aux == 0) r.auxiliary_reconstruction_loss = 0;
-    r.overall_loss = r.mse_loss + r.auxiliary_reconstruction_loss;
-    r.l0 = dv.nnz / B;
-    r.explained_variance = 1.0 - dv.mse_sum / dv.tv_sum;
-    r.dead_features = int64_t(dv.dead_after);
-    r.mean_passes_since_fired = double(dv.since_sum) / double(N);
-    r.grad_norm = dv.grad_norm;
-    if (r.has_sparsity) {
-      r.mean_log10_feature_sparsity = dv.log10_sparsity_sum / double(N);
-      r.below_1e_5 = int64_t(dv.below5);
-      r.below_1e_6 = int64_t(dv.below6);
-    }
-    return r;
+    TOPKSAE_CHECK(rr.step.control.aux_overflow == 0, "sharded TrainStep: internal error at step ", p.meta.step,
+                  ": more dead latents than the host's bound sized AuxK for (", rr.step.metrics.n_dead_before, ")");
+    bound.observe(p.meta.step, int64_t(rr.step.metrics.near_dead));
+    last_k_aux = rr.step.control.k_aux;
+    return train::step_metrics_from(cfg, p.meta, rr.step, p.B, N);
   }
 
   std::vector<StepMetrics> collect(bool wait) {
@@ -604,16 +573,7 @@ struct ShardedTrainStep::Impl {
     return out;
   }
 
-  void download_params(const DeviceArray<float>& src, Params<float>* q) const {
-    q->W_enc.resize(size_t(d * m));
-    q->b_enc.resize(size_t(m));
-    q->W_dec.resize(size_t(m * d));
-    q->b_dec.resize(size_t(d));
-    src.download(q->W_enc.data(), d * m, oWenc);
-    src.download(q->b_enc.data(), m, oBenc);
-    src.download(q->W_dec.data(), m * d, oWdec);
-    src.download(q->b_dec.data(), d, oBdec);
-  }
+  train::FlatParams layout() const { return {d, m, oWenc, oBenc, oWdec, oBdec}; }
 };
 
 ShardedTrainStep::ShardedTrainStep(Context& ctx, dist::DeviceCollectives& comm, const TrainConfig& cfg,
@@ -631,15 +591,9 @@ size_t ShardedTrainStep::device_bytes() const { return impl_->bytes; }
 void ShardedTrainStep::download(TrainState* st) {
   Impl& I = *impl_;
   I.comm.synchronize(detail::stream(I.ctx));
-  I.download_params(I.param, &st->params);
-  I.download_params(I.mom, &st->adam_m);
-  I.download_params(I.vel, &st->adam_v);
+  train::download_state_arrays(I.layout(), I.param, I.mom, I.vel, I.since, I.act, st);
   st->step = I.step;
   st->n_training_samples = I.n_training_samples;
-  st->stats.since_fired.resize(size_t(I.m));
-  st->stats.act_freq.resize(size_t(I.m));
-  I.since.download(st->stats.since_fired.data(), I.m);
-  I.act.download(st->stats.act_freq.data(), I.m);
   st->stats.n_frac_active = I.n_frac_active;
   st->data_position = I.data_position;
   st->scaling_factor = I.scaling_factor;

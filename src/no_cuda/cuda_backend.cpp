@@ -1,5 +1,5 @@
-// The Trainer's GPU backend when the library is built without CUDA (src/train/cuda_backend.cpp
-// otherwise): refuses with the reason.
+// The Trainer's GPU backends (single-process and latent-sharded) when the library is built without
+// CUDA (src/train/cuda_backend.cpp otherwise): refuse with the reason.
 #include "topksae/error.h"
 #include "train/train_backend.h"
 
@@ -7,6 +7,11 @@ namespace topksae::detail {
 
 std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig&, TrainState*, cuda::Precision) {
   TOPKSAE_FAIL("training on cuda: ", cuda_unavailable_reason());
+}
+
+std::unique_ptr<TrainBackend> make_cuda_sharded_backend(const TrainConfig&, TrainState*,
+                                                        std::shared_ptr<dist::DeviceCollectives>, cuda::Precision) {
+  TOPKSAE_FAIL("latent-sharded training on cuda: ", cuda_unavailable_reason());
 }
 
 }  // namespace topksae::detail

@@ -1,6 +1,10 @@
-// The Trainer's GPU backend: one Context on a stream of its own, one TrainStep made from the
-// trainer's state, and two batch slots (a pinned host buffer and a device buffer each) so that
-// the host reads batch i+1 from the source while the GPU runs step i.
+// The Trainer's GPU backends: one Context on a stream of its own, one step object made from the
+// trainer's state (cuda::TrainStep; for latent-sharded runs cuda::ShardedTrainStep on this rank's
+// part, its collectives over the NCCL engine, kernels/train/sharded_step.h), and two batch slots (a
+// pinned host buffer and a device buffer each) so that the host reads batch i+1 from the source
+// while the GPU runs step i. Both step types share the calls used here; sync() downloads the state
+// (this rank's part when sharded: checkpoints and the final SAE then go through
+// src/dist/sharded_checkpoint.cpp and sharded_final.cpp, the same files as CPU ranks write).
 //
 // Batch i uses slot j = i % 2. A copy stream beside the compute stream moves it to the device:
 //   host:    wait for copied[j] (copy i-2, the last read of pinned[j]), fill pinned[j]
@@ -11,11 +15,15 @@
 // except a wait for a pinned buffer two batches back. Both streams are blocking streams (not
 // cudaStreamNonBlocking): the TrainStep's synchronous cudaMemcpy uploads and downloads on the
 // legacy default stream stay ordered with them.
+#include <utility>
+
 #include "common/cuda_raii.h"
 #include "cuda_check.h"
 #include "device_wait_clock.h"
+#include "dist/device_collectives.h"
 #include "topksae/buffer.h"
 #include "topksae/train_cuda.h"
+#include "train/sharded_step.h"
 #include "train/train_backend.h"
 
 namespace topksae::detail {
@@ -24,14 +32,19 @@ namespace {
 using cuda::detail::OwnedEvent;
 using cuda::detail::OwnedStream;
 
+// Step: cuda::TrainStep or cuda::ShardedTrainStep. make_step(Context&) returns the step object
+// (built in place: neither type moves); keep_alive holds what it refers to (the NCCL engine).
+template <class Step>
 class CudaBackend final : public TrainBackend {
  public:
-  CudaBackend(const TrainConfig& cfg, TrainState* st, cuda::Precision p)
-      : st_(st),
+  template <class MakeStep>
+  CudaBackend(const TrainConfig& cfg, TrainState* st, MakeStep make_step, std::shared_ptr<void> keep_alive = {})
+      : keep_alive_(std::move(keep_alive)),
+        st_(st),
         max_rows_(cfg.batch_size),
         row_bytes_(static_cast<size_t>(cfg.d_in) * sizeof(float)),
         ctx_(reinterpret_cast<Stream>(compute_.get())),
-        step_(ctx_, cfg, *st, cuda::TrainStepOptions{.precision = p}) {
+        step_(make_step(ctx_)) {
     for (int j = 0; j < 2; ++j) {
       pinned_[j] = HostBuffer(size_t(max_rows_) * row_bytes_, HostMemory::pinned);
       dev_[j] = DeviceBuffer(size_t(max_rows_) * row_bytes_);
@@ -99,6 +112,7 @@ class CudaBackend final : public TrainBackend {
     ++queued_;
   }
 
+  std::shared_ptr<void> keep_alive_;  // outlives step_ (declared first)
   TrainState* st_;
   int64_t max_rows_;
   size_t row_bytes_;
@@ -107,7 +121,7 @@ class CudaBackend final : public TrainBackend {
   // them, the Context before the TrainStep; destruction runs the other way.
   OwnedStream compute_, copy_;
   cuda::Context ctx_;
-  cuda::TrainStep step_;
+  Step step_;
   HostBuffer pinned_[2];  // [batch_size, d_in] each, pinned
   DeviceBuffer dev_[2];   // [batch_size, d_in] each
   OwnedEvent copied_[2], consumed_[2];
@@ -118,7 +132,19 @@ class CudaBackend final : public TrainBackend {
 
 std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig& cfg, TrainState* st, cuda::Precision p) {
   TOPKSAE_CHECK(cuda_available(), "training on cuda: ", cuda_unavailable_reason());
-  return std::make_unique<CudaBackend>(cfg, st, p);
+  return std::make_unique<CudaBackend<cuda::TrainStep>>(
+      cfg, st, [&](cuda::Context& ctx) { return cuda::TrainStep(ctx, cfg, *st, {.precision = p}); });
+}
+
+std::unique_ptr<TrainBackend> make_cuda_sharded_backend(const TrainConfig& cfg, TrainState* st,
+                                                        std::shared_ptr<dist::DeviceCollectives> comm,
+                                                        cuda::Precision p) {
+  TOPKSAE_CHECK(comm != nullptr, "latent-sharded training on cuda needs the NCCL engine (TrainerOptions::device_comm, "
+                "dist::make_nccl_collectives)");
+  dist::DeviceCollectives& dc = *comm;
+  return std::make_unique<CudaBackend<cuda::ShardedTrainStep>>(
+      cfg, st, [&](cuda::Context& ctx) { return cuda::ShardedTrainStep(ctx, dc, cfg, *st, {.precision = p}); },
+      std::move(comm));
 }
 
 }  // namespace topksae::detail

@@ -47,8 +47,9 @@ std::unique_ptr<TrainBackend> make_sharded_cpu_backend(const TrainConfig& cfg, T
                                                        std::shared_ptr<dist::Collectives> comm);
 // cuda_backend.cpp; without the CUDA backend (src/no_cuda/cuda_backend.cpp) it throws Error.
 std::unique_ptr<TrainBackend> make_cuda_backend(const TrainConfig& cfg, TrainState* st, cuda::Precision p);
-// Latent-sharded training on GPU ranks (cuda_sharded_backend.cpp; no CUDA: throws Error): *st is this
-// rank's part, comm the NCCL engine (dist::make_nccl_collectives).
+// Latent-sharded training on GPU ranks (cuda_backend.cpp, over cuda::ShardedTrainStep; without the
+// CUDA backend it throws Error): *st is this rank's part, comm the NCCL engine
+// (dist::make_nccl_collectives).
 std::unique_ptr<TrainBackend> make_cuda_sharded_backend(const TrainConfig& cfg, TrainState* st,
                                                         std::shared_ptr<dist::DeviceCollectives> comm,
                                                         cuda::Precision p);
