@@ -21,6 +21,7 @@
 #include "dist/collectives.h"
 #include "dist/sharded_files.h"
 #include "dist/sharded_train.h"
+#include "equivalence_check.h"
 #include "topksae/error.h"
 #include "topksae/ops_cpu.h"
 #include "topksae/sae_dir.h"
@@ -29,39 +30,9 @@
 
 namespace fs = std::filesystem;
 using namespace topksae;
+using namespace topksae::mpi_test;
 
 namespace {
-
-int g_fail = 0;
-int g_rank = 0;
-#define EXPECT(cond, ...)                                                                                   \
-  do {                                                                                                      \
-    if (!(cond)) {                                                                                          \
-      if (g_fail++ < 20) std::cerr << "rank " << g_rank << ": FAILED " #cond ": " << concat(__VA_ARGS__) << "\n"; \
-    }                                                                                                       \
-  } while (0)
-
-bool close_rel(double a, double b, double tol) { return std::fabs(a - b) <= tol * std::fabs(b) + 1e-12; }
-
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::fabs(a[i] - b[i])));
-  return m;
-}
-
-void expect_params(const Params<float>& shard, const Params<float>& full_slice, double tol, const char* what) {
-  EXPECT(max_abs_diff(shard.W_enc, full_slice.W_enc) <= tol, what, " W_enc differs by ", max_abs_diff(shard.W_enc, full_slice.W_enc));
-  EXPECT(max_abs_diff(shard.b_enc, full_slice.b_enc) <= tol, what, " b_enc differs by ", max_abs_diff(shard.b_enc, full_slice.b_enc));
-  EXPECT(max_abs_diff(shard.W_dec, full_slice.W_dec) <= tol, what, " W_dec differs by ", max_abs_diff(shard.W_dec, full_slice.W_dec));
-  EXPECT(max_abs_diff(shard.b_dec, full_slice.b_dec) <= tol, what, " b_dec differs by ", max_abs_diff(shard.b_dec, full_slice.b_dec));
-}
-
-bool bit_equal(const TrainState& a, const TrainState& b) {
-  for (const auto& [p, q] : {std::pair{&a.params, &b.params}, {&a.adam_m, &b.adam_m}, {&a.adam_v, &b.adam_v}})
-    if (p->W_enc != q->W_enc || p->b_enc != q->b_enc || p->W_dec != q->W_dec || p->b_dec != q->b_dec) return false;
-  return a.step == b.step && a.stats.since_fired == b.stats.since_fired && a.stats.act_freq == b.stats.act_freq;
-}
 
 // Expects fn to throw an Error whose message contains `needle`.
 template <typename F>
