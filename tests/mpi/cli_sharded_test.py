@@ -14,92 +14,32 @@ ends the other ranks) and its last complete checkpoint set must resume exactly."
 import glob
 import json
 import os
-import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-from array import array
 
-sys.argv = [sys.argv[0], *sys.argv[1:]]
 BIN, MPIEXEC, TMP = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli_util import write_npy  # noqa: E402
-
-ENV = dict(os.environ, OMP_NUM_THREADS="1", TERM="dumb", OMPI_ALLOW_RUN_AS_ROOT="1",
-           OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
-
-
-def fail(msg):
-    sys.exit("FAIL: " + msg)
+from sharded_cli_util import BASE_ENV as ENV, fail, feature_activations, load_safetensors, metrics  # noqa: E402
+import sharded_cli_util  # noqa: E402
 
 
 def run(np_, *args, expect=0):
-    cmd = ([MPIEXEC, "-np", str(np_)] if np_ > 1 else []) + [BIN, *map(str, args)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=240)
-    out = p.stdout + p.stderr
-    if expect is not None and (p.returncode == 0) != (expect == 0):
-        fail(f"{' '.join(cmd)}\nexit {p.returncode}, expected {'0' if expect == 0 else 'an error'}\n{out}")
-    return out
-
-
-def load_safetensors(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        a = array("f")
-        a.frombytes(b[8 + n + s:8 + n + e])
-        out[k] = a
-    return out
-
-
-def metrics(out):
-    return [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+    return sharded_cli_util.run(BIN, MPIEXEC, np_, *args, expect=expect)
 
 
 def compare(a, b, what):
-    ma, mb = metrics(a), metrics(b)
-    if len(ma) != len(mb):
-        fail(f"{what}: {len(ma)} vs {len(mb)} steps logged")
-    for x, y in zip(ma, mb):
-        for key in x:
-            if key.startswith("perf/"):  # timings (the share of time waiting for data), not the math
-                continue
-            if key in ("sparsity/dead_features", "metrics/l0", "step", "details/n_training_samples",
-                       "sparsity/below_1e-5", "sparsity/below_1e-6"):
-                if x[key] != y[key]:
-                    fail(f"{what}: step {x['step']} {key} {x[key]} vs {y[key]}")
-            elif abs(x[key] - y[key]) > 1e-6 * abs(y[key]) + 1e-12:
-                fail(f"{what}: step {x['step']} {key} {x[key]} vs {y[key]}")
-    wa, wb = load_safetensors(f"{a}/sae_weights.safetensors"), load_safetensors(f"{b}/sae_weights.safetensors")
-    for k in wa:
-        d = max(abs(p - q) for p, q in zip(wa[k], wb[k]))
-        if len(wa[k]) != len(wb[k]) or d > 1e-5:
-            fail(f"{what}: final {k} differs by {d}")
-    sa, sb = load_safetensors(f"{a}/sparsity.safetensors"), load_safetensors(f"{b}/sparsity.safetensors")
-    if sa["sparsity"] != sb["sparsity"]:
-        fail(f"{what}: final sparsity differs")
+    sharded_cli_util.compare(a, b, what, sparsity=True)
 
 
 def main():
     os.makedirs(TMP, exist_ok=True)
-    rng = random.Random(4)
     d_in, rows = 16, 640
-    dirs = [[rng.gauss(0, 1) for _ in range(d_in)] for _ in range(24)]
-    vals = []
-    for _ in range(rows):
-        x = [rng.gauss(0, 0.05) for _ in range(d_in)]
-        for f in rng.sample(range(24), 3):
-            a = rng.uniform(0.5, 2)
-            x = [xi + a * di for xi, di in zip(x, dirs[f])]
-        vals += x
+    vals = feature_activations(rows, d_in)
     data = f"{TMP}/acts.npy"
     write_npy(data, (rows, d_in), vals)
     common = ["train", "--data", data, "--device", "cpu", "--k", 3, "--batch-size", 32, "--training-tokens", 32 * 14,
