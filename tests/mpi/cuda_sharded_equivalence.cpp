@@ -75,13 +75,7 @@ void run(dist::DeviceCollectives& dc, const TrainConfig& cfg, const fs::path& tm
   dist::Collectives& comm = dc.host();
   const int R = comm.size();
   const dist::ShardRange r = dist::shard_range(cfg.d_sae, comm.rank(), R);
-  SyntheticConfig sc;
-  sc.d_in = cfg.d_in;
-  sc.n_features = 40;
-  sc.seed = 5;
-  sc.max_freq = 0.2;
-  sc.min_freq = 0.02;
-  SyntheticSource src(sc);
+  SyntheticSource src(equivalence_source(cfg.d_in));
 
   TrainState ref = TrainState::initial(cfg);
   ref.scaling_factor = cpu::estimate_scaling_factor(src, cfg.d_in, cfg.batch_size, cfg.n_batches_for_norm_estimate);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "topksae/error.h"
+#include "topksae/synthetic.h"
 #include "topksae/train.h"
 
 namespace topksae::mpi_test {
@@ -48,6 +49,17 @@ inline bool bit_equal(const TrainState& a, const TrainState& b) {
     if (p->W_enc != q->W_enc || p->b_enc != q->b_enc || p->W_dec != q->W_dec || p->b_dec != q->b_dec) return false;
   return a.step == b.step && a.stats.since_fired == b.stats.since_fired && a.stats.act_freq == b.stats.act_freq &&
          a.n_training_samples == b.n_training_samples;
+}
+
+// The synthetic activations both programs train on: 40 features, firing with frequencies 0.02..0.2.
+inline SyntheticConfig equivalence_source(int64_t d_in) {
+  SyntheticConfig sc;
+  sc.d_in = d_in;
+  sc.n_features = 40;
+  sc.seed = 5;
+  sc.max_freq = 0.2;
+  sc.min_freq = 0.02;
+  return sc;
 }
 
 }  // namespace topksae::mpi_test

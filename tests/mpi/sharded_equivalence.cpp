@@ -51,13 +51,7 @@ void expect_error(F fn, const std::string& needle, const char* what) {
 void run_config(dist::Collectives& comm, TrainConfig cfg, const fs::path& tmp, const char* name) {
   const int R = comm.size();
   const dist::ShardRange r = dist::shard_range(cfg.d_sae, comm.rank(), R);
-  SyntheticConfig sc;
-  sc.d_in = cfg.d_in;
-  sc.n_features = 40;
-  sc.seed = 5;
-  sc.max_freq = 0.2;
-  sc.min_freq = 0.02;
-  SyntheticSource src(sc);
+  SyntheticSource src(equivalence_source(cfg.d_in));
 
   TrainState ref = TrainState::initial(cfg);
   if (cfg.normalize_activations == Normalize::expected_average_only_in)
