@@ -172,8 +172,10 @@ struct TrainStep::Impl {
     for (DeviceArray<float>* a : {&param, &m, &v}) CUDA_CHECK(cudaMemsetAsync(a->data(), 0, size_t(plan.P) * 4, detail::stream(ctx)));
     init_params_counter(ctx, cfg, param.data() + plan.oWenc, param.data() + plan.oWdec);
     if (!init.b_enc.empty()) param.upload(init.b_enc.data(), n, plan.oBenc);
-    const std::vector<int64_t> since0 = since_or_zeros(init, cfg);
-    since.upload(since0.data(), n);
+    if (init.since_fired.empty())
+      CUDA_CHECK(cudaMemsetAsync(since.data(), 0, size_t(n) * sizeof(int64_t), detail::stream(ctx)));
+    else
+      since.upload(init.since_fired.data(), n);  // its size was checked by since_or_zeros
     CUDA_CHECK(cudaMemsetAsync(act.data(), 0, size_t(n) * sizeof(int64_t), detail::stream(ctx)));
     CUDA_CHECK(cudaMemsetAsync(fired.data(), 0, size_t(n), detail::stream(ctx)));
     prepare();

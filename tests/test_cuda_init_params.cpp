@@ -116,7 +116,7 @@ TEST(CudaInitParams, TrainStepFromDeviceInitEqualsUploadedTwin) {
   EXPECT_EQ(a.stats.since_fired, b.stats.since_fired);
 }
 
-TEST(CudaInitParams, DeviceInitRejectsWrongSizes) {
+TEST(CudaInitParams, DeviceInitDefaultsToZerosAndRejectsWrongSizes) {
   SKIP_WITHOUT_GPU();
   const TrainConfig cfg = init_config();
   cuda::Context ctx;
@@ -128,6 +128,15 @@ TEST(CudaInitParams, DeviceInitRejectsWrongSizes) {
     }
     return "(accepted)";
   };
+  // Empty b_enc and since_fired mean zeros (not whatever the fresh allocation held).
+  {
+    cuda::TrainStep fresh(ctx, cfg, cuda::DeviceInit{});
+    TrainState st;
+    fresh.download(&st);
+    EXPECT_EQ(st.stats.since_fired, std::vector<int64_t>(size_t(cfg.d_sae), 0));
+    EXPECT_EQ(st.params.b_enc, std::vector<float>(size_t(cfg.d_sae), 0.f));
+    EXPECT_NE(st.params.W_dec, std::vector<float>(st.params.W_dec.size(), 0.f));
+  }
   cuda::DeviceInit bad;
   bad.b_enc.resize(size_t(cfg.d_sae - 1));
   EXPECT_NE(message(bad).find("b_enc has 76 entries, not d_sae=77"), std::string::npos) << message(bad);
